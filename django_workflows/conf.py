@@ -1,0 +1,83 @@
+"""The ``DJANGO_WORKFLOWS`` setting, read lazily like DRF's ``api_settings``.
+
+    from django_workflows.conf import workflow_settings
+    workflow_settings.LEASE_SECONDS
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+DEFAULTS: dict[str, Any] = {
+    # Dotted path of the engine class ``get_engine()`` builds.
+    "ENGINE": "django_workflows.engine.LocalExecutionEngine",
+    # Dotted path of an EventBus class (or None): every event goes to its emit().
+    "EVENT_BUS": None,
+    # Seconds a claimed machine step may run before another worker may take it over.
+    "LEASE_SECONDS": 300,
+    # Retry policy of machine steps that declare none.
+    "DEFAULT_MAX_ATTEMPTS": 1,
+    "DEFAULT_RETRY_BACKOFF": 0.0,
+    "DEFAULT_RETRY_BACKOFF_FACTOR": 2.0,
+    "DEFAULT_RETRY_MAX_BACKOFF": 3600.0,
+    # Seconds a machine step may run (None: no limit) unless it sets ``timeout``.
+    "DEFAULT_STEP_TIMEOUT": None,
+    # Import ``workflows.py`` of every installed app at startup.
+    "AUTODISCOVER": True,
+}
+
+IMPORT_STRINGS = ("ENGINE", "EVENT_BUS")
+
+
+class WorkflowSettings:
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        value = getattr(settings, "DJANGO_WORKFLOWS", {}) or {}
+        unknown = set(value) - set(DEFAULTS)
+        if unknown:
+            raise ImproperlyConfigured(
+                f"DJANGO_WORKFLOWS has unknown keys: {', '.join(sorted(unknown))}; "
+                f"known keys: {', '.join(DEFAULTS)}"
+            )
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"invalid DJANGO_WORKFLOWS key {name!r}")
+        if name in self._cache:
+            return self._cache[name]
+        value = self.user_settings.get(name, DEFAULTS[name])
+        if name in IMPORT_STRINGS and isinstance(value, str):
+            try:
+                value = import_string(value)
+            except ImportError as exc:
+                raise ImproperlyConfigured(
+                    f"DJANGO_WORKFLOWS['{name}'] = {value!r} could not be imported: {exc}"
+                ) from exc
+        self._cache[name] = value
+        return value
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+workflow_settings = WorkflowSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "DJANGO_WORKFLOWS":
+        workflow_settings.reload()
+        from . import engine
+
+        engine.reset_default_engine()
+
+
+setting_changed.connect(_reload)

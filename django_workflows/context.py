@@ -1,0 +1,91 @@
+"""The context a step sees: a JSON snapshot of the instance data plus its own changes."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .exceptions import ContextError
+
+
+def check_json(key: str, value: Any) -> None:
+    """Raise ContextError unless ``value`` round-trips through JSON (what a JSONField stores)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ContextError(
+            f"context value for {key!r} is not JSON-serializable "
+            f"({type(value).__name__}): {exc}"
+        ) from None
+
+
+class WorkflowContext(Mapping[str, Any]):
+    """What ``execute(context)`` receives.
+
+    Reads see the instance data as it was when the step started plus what the
+    step set itself. Writes are recorded as changes; the engine merges them into
+    the instance under its lock when the step completes, and drops them if the
+    step fails, so a failing step never corrupts the instance.
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        *,
+        instance_id: Any = None,
+        step_name: str | None = None,
+        attempt: int = 1,
+        user_id: Any = None,
+    ) -> None:
+        # A deep copy: a step mutating a nested list must not reach the stored snapshot.
+        self._data: dict[str, Any] = copy.deepcopy(dict(data or {}))
+        self._changes: dict[str, Any] = {}
+        self._instance_id = instance_id
+        self._step_name = step_name
+        self._attempt = attempt
+        self._user_id = user_id
+
+    instance_id = property(lambda self: self._instance_id, doc="The workflow instance's id.")
+    step_name = property(lambda self: self._step_name, doc="The running step's name.")
+    attempt = property(lambda self: self._attempt, doc="1 on the first try, 2 on the first retry.")
+    user_id = property(
+        lambda self: self._user_id, doc="Who started the instance or completed the task."
+    )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise ContextError(f"context keys must be strings, not {type(key).__name__}")
+        check_json(key, value)
+        self._data[key] = value
+        self._changes[key] = value
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        for key, value in values.items():
+            self.set(key, value)
+
+    @property
+    def changes(self) -> dict[str, Any]:
+        """The values set by this step, checked again for JSON (nested values may have changed)."""
+        for key, value in self._changes.items():
+            check_json(key, value)
+        return dict(self._changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self._data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"<WorkflowContext instance={self._instance_id} step={self._step_name}>"

@@ -1,0 +1,220 @@
+"""Workflow definitions: a validated graph of named steps and edges."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from .conditions import Condition, compile_condition
+from .exceptions import ConditionError, DefinitionError
+from .steps import BaseStep, ExclusiveGateway, ParallelGateway, TimerStep
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A transition from ``source`` to ``target``, taken when ``condition`` holds (or always)."""
+
+    source: str
+    target: str
+    condition: str | Callable[[Any], Any] | None = None
+
+    def __str__(self) -> str:
+        return f"{self.source} -> {self.target}"
+
+    def describe(self) -> dict[str, Any]:
+        condition = self.condition
+        if callable(condition):
+            condition = f"<callable {getattr(condition, '__qualname__', repr(condition))}>"
+        return {"source": self.source, "target": self.target, "condition": condition}
+
+
+@dataclass
+class WorkflowDefinition:
+    """A named, versioned workflow: ``steps`` by name, ``edges`` between them.
+
+    ``validate()`` (called by ``WorkflowRegistry.register_definition``) checks the
+    graph and compiles the conditions once; a definition is not changed after that.
+    """
+
+    name: str
+    version: str
+    initial_step: str
+    steps: Mapping[str, BaseStep]
+    edges: Sequence[Edge] = field(default_factory=list)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.steps = dict(self.steps)
+        self.edges = list(self.edges)
+        self._conditions: dict[int, Condition] | None = None
+
+    # -- validation ---------------------------------------------------------
+
+    def validate(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise DefinitionError("a workflow definition needs a non-empty name")
+        if not self.version or not isinstance(self.version, str):
+            raise DefinitionError(f"workflow {self.name!r}: version must be a non-empty string")
+        where = f"workflow {self.name!r} {self.version}"
+        if not self.steps:
+            raise DefinitionError(f"{where}: has no steps")
+        for step_name, step in self.steps.items():
+            if not isinstance(step, BaseStep):
+                raise DefinitionError(
+                    f"{where}: step {step_name!r} is a {type(step).__name__}, not a step instance"
+                )
+            if isinstance(step, TimerStep) and step.duration is None and (
+                type(step).get_due_at is TimerStep.get_due_at
+            ):
+                raise DefinitionError(
+                    f"{where}: timer step {step_name!r} needs a duration or a get_due_at()"
+                )
+        if self.initial_step not in self.steps:
+            raise DefinitionError(f"{where}: initial step {self.initial_step!r} does not exist")
+        seen: set[tuple[str, str]] = set()
+        for edge in self.edges:
+            for end in (edge.source, edge.target):
+                if end not in self.steps:
+                    raise DefinitionError(f"{where}: edge {edge} names unknown step {end!r}")
+            if (edge.source, edge.target) in seen:
+                raise DefinitionError(f"{where}: edge {edge} is declared twice")
+            seen.add((edge.source, edge.target))
+            if edge.condition is not None and isinstance(
+                self.steps[edge.source], ParallelGateway
+            ):
+                raise DefinitionError(
+                    f"{where}: edge {edge} leaves a ParallelGateway, which takes every edge; "
+                    "it cannot have a condition"
+                )
+        conditions = {}
+        for index, edge in enumerate(self.edges):
+            if edge.condition is not None:
+                try:
+                    conditions[index] = compile_condition(edge.condition)
+                except ConditionError as exc:
+                    raise ConditionError(f"{where}: condition of edge {edge}: {exc}") from None
+        for step_name, step in self.steps.items():
+            if isinstance(step, ExclusiveGateway) and step.default is not None:
+                if step.default not in self.targets_of(step_name):
+                    raise DefinitionError(
+                        f"{where}: default {step.default!r} of gateway {step_name!r} "
+                        "is not the target of one of its edges"
+                    )
+        reachable = self._reach(self.initial_step, self._outgoing)
+        for step_name in self.steps:
+            if step_name not in reachable:
+                raise DefinitionError(
+                    f"{where}: step {step_name!r} is unreachable from {self.initial_step!r}"
+                )
+        incoming: dict[str, list[str]] = {name: [] for name in self.steps}
+        for edge in self.edges:
+            incoming[edge.target].append(edge.source)
+        can_end: set[str] = set()
+        for end in (name for name in self.steps if not self._outgoing[name]):
+            can_end |= self._reach(end, incoming)
+        for step_name in self.steps:
+            if step_name not in can_end:
+                raise DefinitionError(f"{where}: step {step_name!r} has no path to an end step")
+        self._conditions = conditions
+
+    @staticmethod
+    def _reach(start: str, neighbours: Mapping[str, Sequence[str]]) -> set[str]:
+        seen, stack = {start}, [start]
+        while stack:
+            for nxt in neighbours[stack.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    # -- graph facts the engine routes by --------------------------------------
+
+    @cached_property
+    def _outgoing(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {name: [] for name in self.steps}
+        for edge in self.edges:
+            out[edge.source].append(edge.target)
+        return out
+
+    def targets_of(self, step_name: str) -> list[str]:
+        return self._outgoing[step_name]
+
+    def outgoing(self, step_name: str) -> list[tuple[Edge, Condition | None]]:
+        """The step's edges in definition order, each with its compiled condition."""
+        return self._outgoing_edges[step_name]
+
+    @cached_property
+    def _outgoing_edges(self) -> dict[str, list[tuple[Edge, Condition | None]]]:
+        if self._conditions is None:
+            self.validate()
+        assert self._conditions is not None
+        out: dict[str, list[tuple[Edge, Condition | None]]] = {name: [] for name in self.steps}
+        for index, edge in enumerate(self.edges):
+            out[edge.source].append((edge, self._conditions.get(index)))
+        return out
+
+    @cached_property
+    def back_edges(self) -> frozenset[tuple[str, str]]:
+        """Edges that close a loop (found by depth-first search from the initial step).
+
+        A token on a back edge starts its target on its own: joins wait only for
+        forward edges, else a loop's entry step would wait for itself.
+        """
+        back: set[tuple[str, str]] = set()
+        state: dict[str, int] = {}  # 1: on the stack, 2: done
+        stack: list[tuple[str, int]] = [(self.initial_step, 0)]
+        state[self.initial_step] = 1
+        while stack:
+            node, index = stack.pop()
+            targets = self._outgoing[node]
+            if index < len(targets):
+                stack.append((node, index + 1))
+                target = targets[index]
+                if state.get(target) == 1:
+                    back.add((node, target))
+                elif target not in state:
+                    state[target] = 1
+                    stack.append((target, 0))
+            else:
+                state[node] = 2
+        return frozenset(back)
+
+    @cached_property
+    def forward_sources(self) -> dict[str, tuple[str, ...]]:
+        """For each step, the sources of its incoming forward edges; more than one makes a join."""
+        sources: dict[str, list[str]] = {name: [] for name in self.steps}
+        for edge in self.edges:
+            if (edge.source, edge.target) not in self.back_edges:
+                sources[edge.target].append(edge.source)
+        return {name: tuple(found) for name, found in sources.items()}
+
+    # -- snapshot --------------------------------------------------------------
+
+    def graph(self) -> dict[str, Any]:
+        """A JSON description of the graph, stored with the definition version."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "initial_step": self.initial_step,
+            "steps": {name: step.describe() for name, step in self.steps.items()},
+            "edges": [edge.describe() for edge in self.edges],
+        }
+
+    @cached_property
+    def checksum(self) -> str:
+        """sha256 of the graph's shape: step names and types, edges, conditions (not code or text)."""
+        shape = {
+            "initial_step": self.initial_step,
+            "steps": {name: str(step.step_type) for name, step in sorted(self.steps.items())},
+            "edges": [edge.describe() for edge in self.edges],
+        }
+        encoded = json.dumps(shape, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"

@@ -1,0 +1,31 @@
+"""Execution engines. ``get_engine()`` returns the one ``DJANGO_WORKFLOWS["ENGINE"]`` names."""
+
+from __future__ import annotations
+
+import threading
+
+from .core import BaseExecutionEngine
+from .local import LocalExecutionEngine
+
+_default: BaseExecutionEngine | None = None
+_lock = threading.Lock()
+
+
+def get_engine() -> BaseExecutionEngine:
+    """The project's engine: the configured class on the default registry, built once."""
+    global _default
+    if _default is None:
+        from ..conf import workflow_settings
+
+        with _lock:
+            if _default is None:
+                _default = workflow_settings.ENGINE()
+    return _default
+
+
+def reset_default_engine() -> None:
+    global _default
+    _default = None
+
+
+__all__ = ["BaseExecutionEngine", "LocalExecutionEngine", "get_engine", "reset_default_engine"]

@@ -1,0 +1,856 @@
+"""The engine core: every runtime state change of django-workflows happens here.
+
+Each transition is one transaction that locks the instance row, re-checks the
+state it starts from, writes, appends history events, and hands the events to
+listeners after commit. Machine steps run between two transitions, outside any
+transaction: ``claim`` (QUEUED -> RUNNING under a lease token), ``execute()``,
+then ``_finish_run`` or ``_fail_run``, which apply the outcome only while the
+lease token still matches (fencing). Backends differ only in ``dispatch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+import threading
+import traceback as tb
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import connections, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from .. import events as ev
+from ..conf import workflow_settings
+from ..context import WorkflowContext, check_json
+from ..definition import WorkflowDefinition
+from ..exceptions import (
+    ConditionEvaluationError,
+    ContextError,
+    DefinitionError,
+    InstanceNotFound,
+    RoutingError,
+    StateConflict,
+    StepNotFound,
+    TaskNotFound,
+    TaskNotOpen,
+)
+from ..models import (
+    ACTIVE_INSTANCE_STATUSES,
+    ACTIVE_RUN_STATUSES,
+    DefinitionVersion,
+    HumanTask,
+    StepRun,
+    StepRunStatus,
+    TaskStatus,
+    WorkflowEvent,
+    WorkflowInstance,
+    WorkflowStatus,
+)
+from ..registry import WorkflowRegistry
+from ..registry import registry as default_registry
+from ..steps import (
+    BaseHumanStep,
+    BaseMachineStep,
+    BaseStep,
+    ExclusiveGateway,
+    ParallelGateway,
+    RetryPolicy,
+    TimerStep,
+)
+
+logger = logging.getLogger("django_workflows.engine")
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _error_text(exc: BaseException) -> tuple[str, str]:
+    """Type, message and traceback text; never frame locals, which may hold secrets."""
+    message = f"{type(exc).__name__}: {exc}"
+    return message, "".join(tb.format_exception(exc))
+
+
+def _user_pk(user: Any) -> Any:
+    return getattr(user, "pk", user)
+
+
+class _Transition:
+    """The work of one transition of one locked instance: tokens, new runs, events."""
+
+    def __init__(
+        self, engine: BaseExecutionEngine, instance: WorkflowInstance, definition: WorkflowDefinition
+    ) -> None:
+        self.engine = engine
+        self.instance = instance
+        self.definition = definition
+        self.events: list[ev.WorkflowEventBase] = []
+        self.runnable: list[int] = []
+
+    # -- events ----------------------------------------------------------------
+
+    def event(self, cls: type[ev.WorkflowEventBase], **fields: Any) -> None:
+        self.events.append(
+            cls(
+                instance_id=str(self.instance.pk),
+                workflow_name=self.definition.name,
+                workflow_version=self.definition.version,
+                timestamp=timezone.now(),
+                **fields,
+            )
+        )
+
+    def context(self, step_name: str, user_id: Any = None, attempt: int = 1) -> WorkflowContext:
+        return WorkflowContext(
+            self.instance.context,
+            instance_id=self.instance.pk,
+            step_name=step_name,
+            attempt=attempt,
+            user_id=user_id,
+        )
+
+    # -- activation and routing ----------------------------------------------
+
+    def activate(self, step_name: str) -> None:
+        """Start a step on a live token."""
+        step = self.definition.steps[step_name]
+        run = StepRun(instance=self.instance, step_name=step_name, step_type=str(step.step_type))
+        if isinstance(step, BaseMachineStep):
+            run.status = StepRunStatus.QUEUED
+            run.max_attempts = self.engine.retry_policy(step).max_attempts
+            run.save()
+            self.runnable.append(run.pk)
+        elif isinstance(step, BaseHumanStep):
+            run.status = StepRunStatus.WAITING
+            run.save()
+            self._open_task(run, step)
+        elif isinstance(step, TimerStep):
+            ctx = self.context(step_name)
+            due_at = step.get_due_at(ctx)
+            if due_at is not None and timezone.is_naive(due_at):
+                raise DefinitionError(f"timer {step_name!r} returned a naive datetime; use UTC")
+            run.status = StepRunStatus.SCHEDULED
+            run.due_at = due_at if due_at is not None else Now() + step.duration
+            run.save()
+        else:  # a gateway routes at once
+            run.status = StepRunStatus.COMPLETED
+            run.started_at = run.finished_at = Now()
+            run.save()
+            self.event(ev.StepExecuted, step_name=step_name, step_type="gateway", status="completed")
+            self.route(step_name)
+
+    def _open_task(self, run: StepRun, step: BaseHumanStep) -> None:
+        ctx = self.context(run.step_name)
+        assignee = step.get_assignee(ctx)
+        task = HumanTask.objects.create(
+            instance=self.instance,
+            step_run=run,
+            step_name=run.step_name,
+            title=step.get_title(ctx)[:300],
+            description=step.description,
+            assignee_id=_user_pk(assignee),
+            due_at=timezone.now() + step.due_in if step.due_in else None,
+        )
+        if step.candidate_groups:
+            groups = list(Group.objects.filter(name__in=step.candidate_groups))
+            missing = set(step.candidate_groups) - {g.name for g in groups}
+            if missing:
+                logger.warning("human step %r: no group named %s", run.step_name, sorted(missing))
+            task.candidate_groups.set(groups)
+        self.event(ev.HumanTaskCreated, step_name=run.step_name, task_id=task.pk, title=task.title)
+
+    def route(self, step_name: str) -> None:
+        """Send a token down every outgoing edge of a finished step: live if taken, else dead."""
+        step = self.definition.steps[step_name]
+        edges = self.definition.outgoing(step_name)
+        if not edges:
+            return
+        ctx = self.context(step_name)
+        taken: list[bool]
+        if isinstance(step, ParallelGateway):
+            taken = [True] * len(edges)
+        elif isinstance(step, ExclusiveGateway):
+            taken = [False] * len(edges)
+            for index, (_edge, condition) in enumerate(edges):
+                if condition is None or condition(ctx):
+                    taken[index] = True
+                    break
+            else:
+                if step.default is None:
+                    raise RoutingError(
+                        f"no edge of exclusive gateway {step_name!r} matched and it has no default"
+                    )
+                taken = [edge.target == step.default for edge, _ in edges]
+        else:
+            taken = [condition is None or condition(ctx) for _, condition in edges]
+            if not any(taken):
+                raise RoutingError(
+                    f"no outgoing edge of step {step_name!r} matched the context "
+                    f"(edges: {', '.join(str(e) for e, _ in edges)})"
+                )
+        for (edge, _), live in zip(edges, taken, strict=True):
+            self.deliver(edge.source, edge.target, live)
+
+    def deliver(self, source: str, target: str, live: bool) -> None:
+        if (source, target) in self.definition.back_edges:
+            if live:  # a loop restarts its target on its own; a dead loop edge goes nowhere
+                self.instance.tokens.pop(target, None)
+                self.activate(target)
+            return
+        sources = self.definition.forward_sources[target]
+        if len(sources) > 1:  # a join: wait for a token from every forward edge
+            waiting = self.instance.tokens.setdefault(target, {})
+            waiting[source] = bool(waiting.get(source)) or live
+            if len(waiting) < len(sources):
+                return
+            live = any(self.instance.tokens.pop(target).values())
+        if live:
+            self.activate(target)
+        else:  # dead-path elimination: the skipped step passes dead tokens on
+            for edge, _ in self.definition.outgoing(target):
+                self.deliver(edge.source, edge.target, False)
+
+    def advance(self, run: StepRun | None, step_name: str) -> bool:
+        """Route after ``step_name``; on a routing error fail the instance instead. True if routed."""
+        snapshot = (dict(self.instance.tokens), len(self.events), len(self.runnable))
+        try:
+            with transaction.atomic():
+                self.route(step_name)
+            return True
+        except (RoutingError, ConditionEvaluationError, ContextError, DefinitionError) as exc:
+            tokens, n_events, n_runnable = snapshot
+            self.instance.tokens = tokens
+            del self.events[n_events:]
+            del self.runnable[n_runnable:]
+            message, trace = _error_text(exc)
+            if run is not None:
+                StepRun.objects.filter(pk=run.pk).update(
+                    status=StepRunStatus.FAILED, error=message, traceback=trace
+                )
+            self.fail_instance(step_name, message, trace)
+            return False
+
+    def fail_instance(self, step_name: str, message: str, trace: str) -> None:
+        self.instance.status = WorkflowStatus.FAILED
+        self.instance.failed_step = step_name
+        self.instance.error = message
+        self.instance.error_traceback = trace
+        self.event(ev.WorkflowFailed, step_name=step_name, error=message)
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Derive status and current steps from the active runs, save, write the history."""
+        instance = self.instance
+        active = list(
+            StepRun.objects.filter(instance=instance, status__in=ACTIVE_RUN_STATUSES)
+            .order_by("id")
+            .values_list("step_name", "status")
+        )
+        instance.current_steps = list(dict.fromkeys(name for name, _ in active))
+        if instance.status in ACTIVE_INSTANCE_STATUSES:
+            if not active:
+                instance.status = WorkflowStatus.COMPLETED
+                instance.tokens = {}
+                self.event(ev.WorkflowCompleted)
+            elif any(s in (StepRunStatus.QUEUED, StepRunStatus.RUNNING) for _, s in active):
+                instance.status = WorkflowStatus.RUNNING
+            else:
+                instance.status = WorkflowStatus.WAITING
+        if instance.status in (
+            WorkflowStatus.COMPLETED,
+            WorkflowStatus.FAILED,
+            WorkflowStatus.CANCELED,
+        ):
+            instance.finished_at = timezone.now()
+        instance.save()
+        WorkflowEvent.objects.bulk_create(
+            WorkflowEvent(
+                instance=instance,
+                type=event.type,
+                step_name=getattr(event, "step_name", ""),
+                payload=_jsonable(event.payload()),
+                created_at=event.timestamp,
+            )
+            for event in self.events
+        )
+        transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
+
+
+def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in payload.items()}
+
+
+class BaseExecutionEngine:
+    """The engine API. Subclasses choose how a runnable machine step gets executed."""
+
+    def __init__(
+        self, registry: WorkflowRegistry | None = None, event_bus: ev.EventBus | None = None
+    ) -> None:
+        self.registry = registry if registry is not None else default_registry
+        if event_bus is None and workflow_settings.EVENT_BUS is not None:
+            event_bus = workflow_settings.EVENT_BUS()
+        self.event_bus = event_bus
+
+    # -- backend hook ------------------------------------------------------------
+
+    def dispatch(self, run_ids: Iterable[int]) -> None:
+        """Get runnable machine step runs executed (each through ``process_run``)."""
+        raise NotImplementedError
+
+    # -- helpers -----------------------------------------------------------------
+
+    def retry_policy(self, step: BaseMachineStep) -> RetryPolicy:
+        if step.retry is not None:
+            return step.retry
+        s = workflow_settings
+        return RetryPolicy(
+            max_attempts=s.DEFAULT_MAX_ATTEMPTS,
+            backoff=s.DEFAULT_RETRY_BACKOFF,
+            backoff_factor=s.DEFAULT_RETRY_BACKOFF_FACTOR,
+            max_backoff=s.DEFAULT_RETRY_MAX_BACKOFF,
+        )
+
+    def _definition_row(self, definition: WorkflowDefinition) -> DefinitionVersion:
+        row, created = DefinitionVersion.objects.get_or_create(
+            name=definition.name,
+            version=definition.version,
+            defaults={
+                "graph": definition.graph(),
+                "checksum": definition.checksum,
+                "description": definition.description,
+            },
+        )
+        if not created and row.checksum != definition.checksum:
+            raise DefinitionError(
+                f"the graph of workflow {definition} differs from the one stored for that version; "
+                "give the changed graph a new version"
+            )
+        return row
+
+    def _definition_for(self, instance: WorkflowInstance) -> WorkflowDefinition:
+        row = instance.definition
+        definition = self.registry.get_definition(row.name, row.version)
+        if definition.checksum != row.checksum:
+            raise DefinitionError(
+                f"the registered graph of workflow {definition} differs from the stored one; "
+                "give the changed graph a new version"
+            )
+        return definition
+
+    def _lock(self, instance_id: Any) -> WorkflowInstance:
+        try:
+            return (
+                WorkflowInstance.objects.select_for_update(of=("self",))
+                .select_related("definition")
+                .get(pk=instance_id)
+            )
+        except (WorkflowInstance.DoesNotExist, ValidationError, ValueError, TypeError):
+            # A malformed id (not a UUID) means "not found", not a server error.
+            raise InstanceNotFound(f"no workflow instance with id {instance_id!r}") from None
+
+    def _transition(self, instance_id: Any, body) -> tuple[WorkflowInstance, list[int]]:
+        """Run ``body(tx)`` on the locked instance in one transaction; dispatch after."""
+        with transaction.atomic():
+            instance = self._lock(instance_id)
+            tx = _Transition(self, instance, self._definition_for(instance))
+            body(tx)
+            tx.close()
+        return instance, tx.runnable
+
+    def _check_user(self, user: Any) -> Any:
+        pk = _user_pk(user)
+        if pk is None or hasattr(user, "pk"):
+            return pk
+        try:
+            exists = get_user_model()._default_manager.filter(pk=pk).exists()
+        except (ValueError, TypeError):
+            exists = False
+        if not exists:
+            raise ValueError(f"no user with id {pk!r}")
+        return pk
+
+    # -- public API: starting and reading ------------------------------------------
+
+    def start_workflow(
+        self,
+        name: str,
+        version: str | None = None,
+        initial_data: dict[str, Any] | None = None,
+        business_key: str = "",
+        started_by: Any = None,
+    ) -> WorkflowInstance:
+        """Create an instance of ``name`` (highest version unless given) and run it as far as it goes."""
+        definition = self.registry.get_definition(name, version)
+        data = dict(initial_data or {})
+        for key, value in data.items():
+            if not isinstance(key, str):
+                raise ContextError(f"context keys must be strings, not {type(key).__name__}")
+            check_json(key, value)
+        user_pk = self._check_user(started_by)
+        with transaction.atomic():
+            instance = WorkflowInstance.objects.create(
+                definition=self._definition_row(definition),
+                status=WorkflowStatus.RUNNING,
+                context=data,
+                business_key=business_key or "",
+                started_by_id=user_pk,
+            )
+            tx = _Transition(self, instance, definition)
+            tx.event(ev.WorkflowStarted, user_id=user_pk, business_key=instance.business_key)
+            try:
+                with transaction.atomic():
+                    tx.activate(definition.initial_step)
+            except (RoutingError, ConditionEvaluationError) as exc:
+                tx.fail_instance(definition.initial_step, *_error_text(exc))
+            tx.close()
+        self.dispatch(tx.runnable)
+        return self.get_instance(instance.pk)
+
+    def get_instance(self, instance_id: Any) -> WorkflowInstance:
+        try:
+            return WorkflowInstance.objects.select_related("definition").get(pk=instance_id)
+        except (WorkflowInstance.DoesNotExist, ValidationError, ValueError, TypeError):
+            # A malformed id (not a UUID) means "not found", not a server error.
+            raise InstanceNotFound(f"no workflow instance with id {instance_id!r}") from None
+
+    # -- public API: human tasks ------------------------------------------------
+
+    def complete_human_task(
+        self,
+        instance_id: Any,
+        step_name: str,
+        user_id: Any = None,
+        data: dict[str, Any] | None = None,
+    ) -> WorkflowInstance:
+        """Complete the open task of ``step_name``; raises ``TaskNotOpen`` if there is none."""
+        return self._complete(instance_id, user_id, data, step_name=step_name)
+
+    def complete_task(
+        self, task_id: Any, user_id: Any = None, data: dict[str, Any] | None = None
+    ) -> WorkflowInstance:
+        """Complete a human task by its id (what the admin and the API use)."""
+        try:
+            instance_id = HumanTask.objects.values_list("instance_id", flat=True).get(pk=task_id)
+        except (HumanTask.DoesNotExist, ValidationError, ValueError, TypeError):
+            raise TaskNotFound(f"no human task with id {task_id!r}") from None
+        return self._complete(instance_id, user_id, data, task_id=task_id)
+
+    def _complete(
+        self,
+        instance_id: Any,
+        user: Any,
+        data: dict[str, Any] | None,
+        *,
+        step_name: str | None = None,
+        task_id: Any = None,
+    ) -> WorkflowInstance:
+        user_pk = self._check_user(user)
+
+        def body(tx: _Transition) -> None:
+            tasks = HumanTask.objects.filter(instance=tx.instance)
+            if task_id is not None:
+                tasks = tasks.filter(pk=task_id)
+            else:
+                if step_name not in tx.definition.steps:
+                    raise StepNotFound(f"workflow {tx.definition} has no step {step_name!r}")
+                tasks = tasks.filter(step_name=step_name)
+            task = tasks.filter(status=TaskStatus.OPEN).select_related("step_run").first()
+            if task is None:
+                what = f"task {task_id}" if task_id is not None else f"step {step_name!r}"
+                raise TaskNotOpen(f"{what} of instance {tx.instance.pk} has no open human task")
+            if tx.instance.status not in ACTIVE_INSTANCE_STATUSES:
+                raise StateConflict(
+                    f"instance {tx.instance.pk} is {tx.instance.status}; retry it first"
+                )
+            step = tx.definition.steps[task.step_name]
+            assert isinstance(step, BaseHumanStep)
+            cleaned = step.clean(dict(data or {}))
+            ctx = tx.context(task.step_name, user_id=user_pk)
+            step.complete(ctx, cleaned)
+            changes = ctx.changes
+            now = timezone.now()
+            task.status = TaskStatus.COMPLETED
+            task.completed_by_id = user_pk
+            task.completed_at = now
+            task.result = changes
+            task.save(update_fields=["status", "completed_by", "completed_at", "result"])
+            StepRun.objects.filter(pk=task.step_run_id).update(
+                status=StepRunStatus.COMPLETED, changes=changes, finished_at=now
+            )
+            tx.event(
+                ev.HumanTaskCompleted,
+                step_name=task.step_name,
+                task_id=task.pk,
+                user_id=user_pk,
+                data=changes,
+            )
+            previous = dict(tx.instance.context)
+            tx.instance.context.update(changes)
+            if not tx.advance(task.step_run, task.step_name):
+                tx.instance.context = previous
+
+        instance, runnable = self._transition(instance_id, body)
+        self.dispatch(runnable)
+        return self.get_instance(instance.pk)
+
+    # -- public API: cancel and retry ------------------------------------------
+
+    def cancel_workflow(self, instance_id: Any, reason: str = "") -> WorkflowInstance:
+        """Cancel the instance, its open tasks and pending runs. Finished instances conflict."""
+
+        def body(tx: _Transition) -> None:
+            instance = tx.instance
+            if instance.status not in (*ACTIVE_INSTANCE_STATUSES, WorkflowStatus.FAILED):
+                raise StateConflict(f"instance {instance.pk} is already {instance.status}")
+            StepRun.objects.filter(instance=instance, status__in=ACTIVE_RUN_STATUSES).update(
+                status=StepRunStatus.CANCELED, lease_token=None, finished_at=Now()
+            )
+            HumanTask.objects.filter(instance=instance, status=TaskStatus.OPEN).update(
+                status=TaskStatus.CANCELED
+            )
+            instance.status = WorkflowStatus.CANCELED
+            instance.tokens = {}
+            tx.event(ev.WorkflowCanceled, reason=reason)
+
+        instance, _ = self._transition(instance_id, body)
+        return self.get_instance(instance.pk)
+
+    def retry(self, instance_id: Any, from_step: str | None = None) -> WorkflowInstance:
+        """Re-run a FAILED instance from its failed step (or ``from_step``), context as kept."""
+
+        def body(tx: _Transition) -> None:
+            instance = tx.instance
+            if instance.status != WorkflowStatus.FAILED:
+                raise StateConflict(
+                    f"instance {instance.pk} is {instance.status}; only a failed instance is retried"
+                )
+            step_name = from_step or instance.failed_step
+            if step_name not in tx.definition.steps:
+                raise StepNotFound(f"workflow {tx.definition} has no step {step_name!r}")
+            instance.status = WorkflowStatus.RUNNING
+            instance.failed_step = instance.error = instance.error_traceback = ""
+            instance.finished_at = None
+            tx.event(ev.WorkflowRetried, step_name=step_name)
+            # Runs held while the instance was failed (siblings of the failed branch) go on.
+            tx.runnable.extend(
+                StepRun.objects.filter(
+                    instance=instance, status=StepRunStatus.QUEUED, due_at__isnull=True
+                ).values_list("pk", flat=True)
+            )
+            try:
+                with transaction.atomic():
+                    tx.activate(step_name)
+            except (RoutingError, ConditionEvaluationError) as exc:
+                tx.fail_instance(step_name, *_error_text(exc))
+
+        instance, runnable = self._transition(instance_id, body)
+        self.dispatch(runnable)
+        return self.get_instance(instance.pk)
+
+    # -- machine steps: claim, execute, commit -------------------------------------
+
+    def process_run(self, run_id: int) -> list[int]:
+        """Claim, execute and commit one machine step run; returns the runs it made runnable.
+
+        Does nothing if the run is not claimable (already taken, finished, not due,
+        or its instance is not running), so a duplicated message is harmless.
+        """
+        claimed = self._claim(run_id)
+        if claimed is None:
+            return []
+        run, instance, token = claimed
+        try:
+            definition = self._definition_for(instance)
+            step = definition.steps[run.step_name]
+            assert isinstance(step, BaseMachineStep)
+        except Exception as exc:
+            return self._fail_run(run, token, exc, retryable=False)
+        ctx = WorkflowContext(
+            run.input,
+            instance_id=instance.pk,
+            step_name=run.step_name,
+            attempt=run.attempt,
+            user_id=instance.started_by_id,
+        )
+        timeout = step.timeout if step.timeout is not None else workflow_settings.DEFAULT_STEP_TIMEOUT
+        try:
+            _call_step(step, ctx, timeout)
+            changes = ctx.changes
+        except Exception as exc:
+            return self._fail_run(run, token, exc, changes=_safe_changes(ctx))
+        return self._finish_run(run, token, changes)
+
+    def _claim(self, run_id: int) -> tuple[StepRun, WorkflowInstance, uuid.UUID] | None:
+        token = uuid.uuid4()
+        with transaction.atomic():
+            run = (
+                StepRun.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("instance__definition")
+                .filter(pk=run_id, status=StepRunStatus.QUEUED)
+                .filter(Q(due_at__isnull=True) | Q(due_at__lte=Now()))
+                .first()
+            )
+            if run is None or run.instance.status != WorkflowStatus.RUNNING:
+                return None
+            updated = StepRun.objects.filter(pk=run_id, status=StepRunStatus.QUEUED).update(
+                status=StepRunStatus.RUNNING,
+                attempt=F("attempt") + 1,
+                lease_token=token,
+                lease_expires_at=Now() + timedelta(seconds=workflow_settings.LEASE_SECONDS),
+                started_at=Now(),
+                worker=WORKER_ID,
+                input=run.instance.context,
+                due_at=None,
+            )
+            if updated != 1:  # SQLite has no row locks: the compare-and-set decides
+                return None
+        run.attempt += 1
+        run.input = run.instance.context
+        return run, run.instance, token
+
+    def _finish_run(self, run: StepRun, token: uuid.UUID, changes: dict[str, Any]) -> list[int]:
+        def body(tx: _Transition) -> None:
+            done = StepRun.objects.filter(
+                pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token
+            ).update(
+                status=StepRunStatus.COMPLETED,
+                changes=changes,
+                finished_at=Now(),
+                lease_token=None,
+                error="",
+                traceback="",
+            )
+            if done != 1:
+                logger.warning("step run %s lost its lease; its result is discarded", run.pk)
+                return
+            tx.event(
+                ev.StepExecuted,
+                step_name=run.step_name,
+                step_type="machine",
+                status="completed",
+                attempt=run.attempt,
+                changes=changes,
+            )
+            previous = dict(tx.instance.context)
+            tx.instance.context.update(changes)
+            if not tx.advance(run, run.step_name):
+                tx.instance.context = previous
+
+        return self._transition(run.instance_id, body)[1]
+
+    def _fail_run(
+        self,
+        run: StepRun,
+        token: uuid.UUID,
+        exc: BaseException,
+        *,
+        changes: dict[str, Any] | None = None,
+        retryable: bool = True,
+    ) -> list[int]:
+        message, trace = _error_text(exc)
+
+        def body(tx: _Transition) -> None:
+            runs = StepRun.objects.filter(pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token)
+            step = tx.definition.steps.get(run.step_name)
+            policy = self.retry_policy(step) if isinstance(step, BaseMachineStep) else None
+            common = {"error": message, "traceback": trace, "changes": changes or {}}
+            if retryable and policy is not None and run.attempt < run.max_attempts:
+                delay = policy.delay(run.attempt)
+                if not runs.update(
+                    status=StepRunStatus.QUEUED,
+                    lease_token=None,
+                    due_at=Now() + timedelta(seconds=delay) if delay else None,
+                    **common,
+                ):
+                    return
+                if not delay:
+                    tx.runnable.append(run.pk)
+                status = "retrying"
+            else:
+                if not runs.update(
+                    status=StepRunStatus.FAILED, lease_token=None, finished_at=Now(), **common
+                ):
+                    return
+                status = "failed"
+            tx.event(
+                ev.StepExecuted,
+                step_name=run.step_name,
+                step_type="machine",
+                status=status,
+                attempt=run.attempt,
+                error=message,
+            )
+            if status == "failed":
+                tx.fail_instance(run.step_name, message, trace)
+
+        return self._transition(run.instance_id, body)[1]
+
+    # -- timers, due retries, expired leases ------------------------------------
+
+    def run_due_timers(self, limit: int = 500) -> int:
+        """Fire due timers, run due retries, and recover runs whose lease expired.
+
+        The worker calls this on a schedule; with the local engine call it yourself
+        (or from cron). Returns how many runs it handled.
+        """
+        handled = 0
+        due_timers = StepRun.objects.filter(
+            status=StepRunStatus.SCHEDULED, due_at__lte=Now()
+        ).values_list("pk", "instance_id")[:limit]
+        for run_id, instance_id in due_timers:
+            try:
+                self.dispatch(self._fire_timer(run_id, instance_id))
+                handled += 1
+            except Exception:
+                logger.exception("firing timer run %s failed", run_id)
+        handled += self.recover_expired_leases(limit)
+        due = list(
+            StepRun.objects.filter(
+                status=StepRunStatus.QUEUED,
+                due_at__lte=Now(),
+                instance__status=WorkflowStatus.RUNNING,
+            ).values_list("pk", flat=True)[:limit]
+        )
+        self.dispatch(due)
+        return handled + len(due)
+
+    def _fire_timer(self, run_id: int, instance_id: Any) -> list[int]:
+        def body(tx: _Transition) -> None:
+            fired = StepRun.objects.filter(
+                pk=run_id, status=StepRunStatus.SCHEDULED, due_at__lte=Now()
+            ).update(status=StepRunStatus.COMPLETED, started_at=Now(), finished_at=Now())
+            if fired != 1:
+                return
+            step_name = StepRun.objects.values_list("step_name", flat=True).get(pk=run_id)
+            tx.event(ev.StepExecuted, step_name=step_name, step_type="timer", status="completed")
+            tx.advance(StepRun(pk=run_id), step_name)
+
+        return self._transition(instance_id, body)[1]
+
+    def recover_expired_leases(self, limit: int = 500) -> int:
+        """Re-queue runs whose worker stopped answering; fail those out of attempts."""
+        expired = StepRun.objects.filter(
+            status=StepRunStatus.RUNNING, lease_expires_at__lt=Now()
+        ).values_list("pk", "instance_id")[:limit]
+        recovered = 0
+        for run_id, instance_id in expired:
+            try:
+                self.dispatch(self._recover(run_id, instance_id))
+                recovered += 1
+            except Exception:
+                logger.exception("recovering step run %s failed", run_id)
+        return recovered
+
+    def _recover(self, run_id: int, instance_id: Any) -> list[int]:
+        def body(tx: _Transition) -> None:
+            run = StepRun.objects.filter(
+                pk=run_id, status=StepRunStatus.RUNNING, lease_expires_at__lt=Now()
+            ).first()
+            if run is None:
+                return
+            runs = StepRun.objects.filter(pk=run_id, lease_token=run.lease_token)
+            if run.attempt < run.max_attempts:
+                runs.update(status=StepRunStatus.QUEUED, lease_token=None)
+                tx.runnable.append(run_id)
+                status = "retrying"
+            else:
+                message = (
+                    f"the worker running step {run.step_name!r} stopped before it finished "
+                    f"(attempt {run.attempt} of {run.max_attempts}, lease expired)"
+                )
+                runs.update(
+                    status=StepRunStatus.FAILED, lease_token=None, finished_at=Now(), error=message
+                )
+                status = "failed"
+            tx.event(
+                ev.StepExecuted,
+                step_name=run.step_name,
+                step_type="machine",
+                status=status,
+                attempt=run.attempt,
+                error="lease expired",
+            )
+            if status == "failed":
+                tx.fail_instance(run.step_name, message, "")
+
+        return self._transition(instance_id, body)[1]
+
+    # -- async twins ------------------------------------------------------------
+
+    async def astart_workflow(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
+        return await sync_to_async(self.start_workflow)(*args, **kwargs)
+
+    async def aget_instance(self, instance_id: Any) -> WorkflowInstance:
+        return await sync_to_async(self.get_instance)(instance_id)
+
+    async def acomplete_human_task(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
+        return await sync_to_async(self.complete_human_task)(*args, **kwargs)
+
+    async def acomplete_task(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
+        return await sync_to_async(self.complete_task)(*args, **kwargs)
+
+    async def acancel_workflow(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
+        return await sync_to_async(self.cancel_workflow)(*args, **kwargs)
+
+    async def aretry(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
+        return await sync_to_async(self.retry)(*args, **kwargs)
+
+    async def arun_due_timers(self, limit: int = 500) -> int:
+        return await sync_to_async(self.run_due_timers)(limit)
+
+
+def _safe_changes(ctx: WorkflowContext) -> dict[str, Any]:
+    try:
+        return ctx.changes
+    except ContextError:
+        return {}
+
+
+def _call_step(step: BaseStep, ctx: WorkflowContext, timeout: float | None) -> None:
+    """Run ``step.execute(ctx)``, sync or async, within ``timeout`` seconds if given."""
+    execute = step.execute  # type: ignore[attr-defined]
+    if inspect.iscoroutinefunction(execute):
+
+        async def run() -> None:
+            if timeout is None:
+                await execute(ctx)
+            else:
+                await asyncio.wait_for(execute(ctx), timeout)
+
+        async_to_sync(run)()
+        return
+    if timeout is None:
+        execute(ctx)
+        return
+    # A sync step cannot be interrupted: run it in a thread and stop waiting for it.
+    outcome: dict[str, BaseException | None] = {}
+
+    def target() -> None:
+        try:
+            execute(ctx)
+            outcome["error"] = None
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target, name=f"workflow-step-{ctx.step_name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"step {ctx.step_name!r} did not finish within {timeout} seconds")
+    if outcome.get("error") is not None:
+        raise outcome["error"]  # type: ignore[misc]
+

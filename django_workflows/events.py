@@ -1,0 +1,150 @@
+"""Workflow events: stored as ``WorkflowEvent`` rows, delivered after commit."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from asgiref.sync import async_to_sync
+
+logger = logging.getLogger("django_workflows.events")
+
+
+@dataclass(frozen=True)
+class WorkflowEventBase:
+    instance_id: str
+    workflow_name: str
+    workflow_version: str
+    timestamp: datetime
+    #: Fields stored in the row's columns rather than its payload.
+    _columns: ClassVar[tuple[str, ...]] = (
+        "instance_id",
+        "workflow_name",
+        "workflow_version",
+        "timestamp",
+        "step_name",
+    )
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in self._columns
+        }
+
+
+@dataclass(frozen=True)
+class WorkflowStarted(WorkflowEventBase):
+    user_id: Any = None
+    business_key: str = ""
+
+
+@dataclass(frozen=True)
+class WorkflowCompleted(WorkflowEventBase):
+    pass
+
+
+@dataclass(frozen=True)
+class WorkflowFailed(WorkflowEventBase):
+    step_name: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class WorkflowCanceled(WorkflowEventBase):
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class WorkflowRetried(WorkflowEventBase):
+    step_name: str = ""
+
+
+@dataclass(frozen=True)
+class StepExecuted(WorkflowEventBase):
+    """A step finished: ``status`` is completed, failed, or retrying (another attempt follows)."""
+
+    step_name: str = ""
+    step_type: str = ""
+    status: str = ""
+    attempt: int = 1
+    error: str = ""
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HumanTaskCreated(WorkflowEventBase):
+    step_name: str = ""
+    task_id: int = 0
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class HumanTaskCompleted(WorkflowEventBase):
+    step_name: str = ""
+    task_id: int = 0
+    user_id: Any = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
+    cls.__name__: cls
+    for cls in (
+        WorkflowStarted,
+        WorkflowCompleted,
+        WorkflowFailed,
+        WorkflowCanceled,
+        WorkflowRetried,
+        StepExecuted,
+        HumanTaskCreated,
+        HumanTaskCompleted,
+    )
+}
+
+
+class EventBus:
+    """Receives every event after its transition committed. ``emit`` may be sync or async."""
+
+    def emit(self, event: WorkflowEventBase) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class InMemoryEventBus(EventBus):
+    """Keeps the events in a list: handy in tests and the shell."""
+
+    def __init__(self) -> None:
+        self.events: list[WorkflowEventBase] = []
+
+    def emit(self, event: WorkflowEventBase) -> None:
+        self.events.append(event)
+
+
+def deliver(events: list[WorkflowEventBase], bus: EventBus | None) -> None:
+    """Hand events to the bus and the ``workflow_event`` signal; a raising listener is logged."""
+    from .signals import workflow_event
+
+    for event in events:
+        if bus is not None:
+            try:
+                if inspect.iscoroutinefunction(bus.emit):
+                    async_to_sync(bus.emit)(event)
+                else:
+                    bus.emit(event)
+            except Exception:
+                logger.exception("event bus %r failed on %s", bus, event.type)
+        for receiver, result in workflow_event.send_robust(sender=type(event), event=event):
+            if isinstance(result, Exception):
+                logger.error(
+                    "workflow_event receiver %r failed on %s",
+                    receiver,
+                    event.type,
+                    exc_info=result,
+                )

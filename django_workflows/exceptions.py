@@ -1,0 +1,58 @@
+"""Exceptions raised by django-workflows.
+
+Each maps to one kind of failure a caller may want to handle: a bad definition
+(raised at registration), a missing object (404 in the API), or a state
+conflict (409 in the API).
+"""
+
+
+class WorkflowError(Exception):
+    """Base class of every error raised by django-workflows."""
+
+
+class DefinitionError(WorkflowError, ValueError):
+    """A workflow definition is invalid. Raised at registration."""
+
+
+class ConditionError(DefinitionError):
+    """An edge condition string is not allowed or does not parse."""
+
+
+class ConditionEvaluationError(WorkflowError):
+    """A valid condition failed while evaluating against a context."""
+
+
+class NotFound(WorkflowError, LookupError):
+    """Base class of the lookups that found nothing."""
+
+
+class WorkflowNotFound(NotFound):
+    """No definition is registered under that name (and version)."""
+
+
+class InstanceNotFound(NotFound):
+    """No workflow instance has that id."""
+
+
+class TaskNotFound(NotFound):
+    """No human task matches."""
+
+
+class StateConflict(WorkflowError):
+    """The object is not in a state that allows the operation."""
+
+
+class TaskNotOpen(StateConflict):
+    """The human task was already completed or canceled."""
+
+
+class ContextError(WorkflowError, TypeError):
+    """A context value is not JSON-serializable."""
+
+
+class StepNotFound(NotFound):
+    """The definition has no step of that name."""
+
+
+class RoutingError(WorkflowError):
+    """No outgoing edge of a step could be taken, or a condition failed to evaluate."""

@@ -1,0 +1,316 @@
+"""Rows the engine reads and writes. No workflow logic lives here: the engine owns transitions."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+
+class WorkflowStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    WAITING = "waiting", _("Waiting")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    CANCELED = "canceled", _("Canceled")
+
+
+class StepRunStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")  # runnable (at due_at, if set)
+    RUNNING = "running", _("Running")  # claimed under a lease
+    WAITING = "waiting", _("Waiting")  # a human task is open
+    SCHEDULED = "scheduled", _("Scheduled")  # a timer, due at due_at
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    CANCELED = "canceled", _("Canceled")
+
+
+class StepTypeChoices(models.TextChoices):
+    MACHINE = "machine", _("Machine")
+    HUMAN = "human", _("Human")
+    GATEWAY = "gateway", _("Gateway")
+    TIMER = "timer", _("Timer")
+
+
+class TaskStatus(models.TextChoices):
+    OPEN = "open", _("Open")
+    COMPLETED = "completed", _("Completed")
+    CANCELED = "canceled", _("Canceled")
+
+
+ACTIVE_INSTANCE_STATUSES = (WorkflowStatus.PENDING, WorkflowStatus.RUNNING, WorkflowStatus.WAITING)
+ACTIVE_RUN_STATUSES = (
+    StepRunStatus.QUEUED,
+    StepRunStatus.RUNNING,
+    StepRunStatus.WAITING,
+    StepRunStatus.SCHEDULED,
+)
+
+
+def _status_check(name: str, choices: type[models.TextChoices]) -> models.CheckConstraint:
+    return models.CheckConstraint(condition=Q(status__in=choices.values), name=name)
+
+
+class DefinitionVersion(models.Model):
+    """A registered workflow version as stored: its graph is immutable once written."""
+
+    name = models.CharField(_("name"), max_length=200)
+    version = models.CharField(_("version"), max_length=50)
+    description = models.TextField(_("description"), blank=True)
+    graph = models.JSONField(_("graph"), help_text=_("Steps and edges as registered."))
+    checksum = models.CharField(_("checksum"), max_length=64, help_text=_("sha256 of the graph."))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("workflow definition version")
+        verbose_name_plural = _("workflow definition versions")
+        ordering = ("name", "version")
+        constraints = [
+            models.UniqueConstraint(fields=("name", "version"), name="dwf_definition_name_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+class WorkflowInstance(models.Model):
+    """One run of a workflow definition."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    definition = models.ForeignKey(
+        DefinitionVersion,
+        on_delete=models.PROTECT,
+        related_name="instances",
+        verbose_name=_("definition"),
+    )
+    status = models.CharField(
+        _("status"), max_length=20, choices=WorkflowStatus.choices, default=WorkflowStatus.PENDING
+    )
+    context = models.JSONField(_("context"), default=dict, blank=True)
+    current_steps = models.JSONField(
+        _("current steps"),
+        default=list,
+        blank=True,
+        help_text=_("Names of the steps queued, running, waiting or scheduled."),
+    )
+    tokens = models.JSONField(
+        _("join tokens"),
+        default=dict,
+        blank=True,
+        help_text=_("Tokens waiting at joins: {step: {source: live}}. Engine-internal."),
+    )
+    business_key = models.CharField(_("business key"), max_length=200, blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="started_workflows",
+        verbose_name=_("started by"),
+    )
+    failed_step = models.CharField(_("failed step"), max_length=200, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    error_traceback = models.TextField(_("error traceback"), blank=True)
+    started_at = models.DateTimeField(_("started at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("workflow instance")
+        verbose_name_plural = _("workflow instances")
+        ordering = ("-started_at",)
+        indexes = [
+            models.Index(fields=("status", "-started_at"), name="dwf_instance_status"),
+            models.Index(fields=("definition", "status"), name="dwf_instance_definition"),
+            models.Index(fields=("-started_at",), name="dwf_instance_started"),
+            models.Index(fields=("business_key",), name="dwf_instance_business_key"),
+        ]
+        constraints = [_status_check("dwf_instance_status_valid", WorkflowStatus)]
+
+    def __str__(self) -> str:
+        return f"{self.definition_id and self.definition} #{self.pk}"
+
+    @property
+    def current_step(self) -> str | None:
+        """The first active step (the only one unless parallel branches are open)."""
+        return self.current_steps[0] if self.current_steps else None
+
+    @property
+    def workflow_name(self) -> str:
+        return self.definition.name
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (
+            WorkflowStatus.COMPLETED,
+            WorkflowStatus.FAILED,
+            WorkflowStatus.CANCELED,
+        )
+
+
+class StepRun(models.Model):
+    """One activation of a step in an instance; a retried attempt reuses the row."""
+
+    instance = models.ForeignKey(
+        WorkflowInstance,
+        on_delete=models.CASCADE,
+        related_name="step_runs",
+        verbose_name=_("instance"),
+    )
+    step_name = models.CharField(_("step"), max_length=200)
+    step_type = models.CharField(_("type"), max_length=20, choices=StepTypeChoices.choices)
+    status = models.CharField(_("status"), max_length=20, choices=StepRunStatus.choices)
+    attempt = models.PositiveIntegerField(
+        _("attempt"), default=0, help_text=_("Claims so far; counted when a worker takes the run.")
+    )
+    max_attempts = models.PositiveIntegerField(_("max attempts"), default=1)
+    lease_token = models.UUIDField(_("lease token"), null=True, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires at"), null=True, blank=True)
+    worker = models.CharField(_("worker"), max_length=200, blank=True)
+    due_at = models.DateTimeField(
+        _("due at"), null=True, blank=True, help_text=_("Timer due time, or the next retry.")
+    )
+    input = models.JSONField(
+        _("input"), null=True, blank=True, help_text=_("The context the last attempt started with.")
+    )
+    changes = models.JSONField(
+        _("context changes"), default=dict, blank=True, help_text=_("What the step set.")
+    )
+    error = models.TextField(_("error"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("step run")
+        verbose_name_plural = _("step runs")
+        ordering = ("id",)
+        indexes = [
+            models.Index(fields=("instance", "status"), name="dwf_run_instance_status"),
+            # The claim / recovery sweep / timer queries, each matched by a partial index.
+            models.Index(
+                fields=("due_at",), condition=Q(status="queued"), name="dwf_run_queued"
+            ),
+            models.Index(
+                fields=("lease_expires_at",),
+                condition=Q(status="running"),
+                name="dwf_run_lease",
+            ),
+            models.Index(
+                fields=("due_at",), condition=Q(status="scheduled"), name="dwf_run_timer_due"
+            ),
+        ]
+        constraints = [
+            _status_check("dwf_run_status_valid", StepRunStatus),
+            models.CheckConstraint(
+                condition=Q(step_type__in=StepTypeChoices.values), name="dwf_run_type_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_name} ({self.get_status_display()})"
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class HumanTask(models.Model):
+    """Work for a person: an approval or a form to fill in, completed through the engine."""
+
+    instance = models.ForeignKey(
+        WorkflowInstance,
+        on_delete=models.CASCADE,
+        related_name="human_tasks",
+        verbose_name=_("instance"),
+    )
+    step_run = models.ForeignKey(
+        StepRun, on_delete=models.CASCADE, related_name="human_tasks", verbose_name=_("step run")
+    )
+    step_name = models.CharField(_("step"), max_length=200)
+    title = models.CharField(_("title"), max_length=300)
+    description = models.TextField(_("description"), blank=True)
+    status = models.CharField(
+        _("status"), max_length=20, choices=TaskStatus.choices, default=TaskStatus.OPEN
+    )
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="workflow_tasks",
+        verbose_name=_("assignee"),
+    )
+    candidate_groups = models.ManyToManyField(
+        "auth.Group", blank=True, related_name="workflow_tasks", verbose_name=_("candidate groups")
+    )
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="claimed_workflow_tasks",
+        verbose_name=_("claimed by"),
+    )
+    due_at = models.DateTimeField(_("due at"), null=True, blank=True)
+    completed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="completed_workflow_tasks",
+        verbose_name=_("completed by"),
+    )
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    result = models.JSONField(_("result"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("human task")
+        verbose_name_plural = _("human tasks")
+        ordering = ("-created_at",)
+        indexes = [
+            models.Index(fields=("status", "assignee"), name="dwf_task_status_assignee"),
+            models.Index(fields=("instance", "step_name", "status"), name="dwf_task_instance"),
+            models.Index(fields=("status", "due_at"), name="dwf_task_status_due"),
+        ]
+        constraints = [
+            _status_check("dwf_task_status_valid", TaskStatus),
+            models.UniqueConstraint(
+                fields=("step_run",), condition=Q(status="open"), name="dwf_task_one_open_per_run"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class WorkflowEvent(models.Model):
+    """The execution history of an instance, one row per event, in order of ``id``."""
+
+    instance = models.ForeignKey(
+        WorkflowInstance,
+        on_delete=models.CASCADE,
+        related_name="events",
+        verbose_name=_("instance"),
+    )
+    type = models.CharField(_("type"), max_length=50)
+    step_name = models.CharField(_("step"), max_length=200, blank=True)
+    payload = models.JSONField(_("payload"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("time"))
+
+    class Meta:
+        verbose_name = _("workflow event")
+        verbose_name_plural = _("workflow events")
+        ordering = ("id",)
+        indexes = [models.Index(fields=("instance", "id"), name="dwf_event_instance")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.step_name}".strip()

@@ -1,0 +1,203 @@
+"""Step base classes. Subclass them in your ``workflows.py``; none touches the database."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django import forms
+
+    from .context import WorkflowContext
+
+
+class StepType(enum.StrEnum):
+    MACHINE = "machine"
+    HUMAN = "human"
+    GATEWAY = "gateway"
+    TIMER = "timer"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a failing machine step is tried, and how long to wait between tries.
+
+    The wait before try ``n + 1`` is ``backoff * backoff_factor ** (n - 1)``,
+    capped at ``max_backoff`` (seconds).
+    """
+
+    max_attempts: int = 1
+    backoff: float = 0.0
+    backoff_factor: float = 2.0
+    max_backoff: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.backoff < 0 or self.backoff_factor < 1 or self.max_backoff < 0:
+            raise ValueError("backoff values must be >= 0 and backoff_factor >= 1")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed try number ``attempt`` (1-based)."""
+        return min(self.backoff * self.backoff_factor ** (attempt - 1), self.max_backoff)
+
+
+class BaseStep:
+    """What every step has. The step's name is its key in ``WorkflowDefinition.steps``."""
+
+    step_type: StepType
+    description: str = ""
+
+    def __init__(self, description: str | None = None) -> None:
+        if description is not None:
+            self.description = description
+
+    @property
+    def label(self) -> str:
+        return type(self).__qualname__
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON snapshot stored with the definition version (display only, never imported)."""
+        return {
+            "type": str(self.step_type),
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "description": self.description,
+        }
+
+
+class BaseMachineStep(BaseStep):
+    """A step done by code. Override ``execute``; it may be ``def`` or ``async def``.
+
+    ``execute`` runs outside any database transaction and at least once: after a
+    crash it runs again, so make it idempotent. Raise to fail the step; the
+    instance keeps the context it had before the step.
+    """
+
+    step_type = StepType.MACHINE
+    retry: RetryPolicy | None = None  # None: the DJANGO_WORKFLOWS default
+    timeout: float | None = None  # seconds; None: the DJANGO_WORKFLOWS default
+
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(description)
+        if retry is not None:
+            self.retry = retry
+        if timeout is not None:
+            self.timeout = timeout
+
+    def execute(self, context: WorkflowContext) -> Any:
+        raise NotImplementedError(f"{type(self).__qualname__} must implement execute(context)")
+
+
+class BaseHumanStep(BaseStep):
+    """A step done by a person: the engine opens a ``HumanTask`` and the instance waits.
+
+    Completing the task validates the submitted data (``form_class`` if set) and
+    calls ``complete(context, data)``, which by default stores every field in
+    the context, so a following condition can read ``context.get('approved')``.
+    """
+
+    step_type = StepType.HUMAN
+    title: str = ""
+    form_class: type[forms.Form] | None = None
+    form_schema: dict[str, Any] | None = None
+    candidate_groups: Sequence[str] = ()
+    due_in: timedelta | None = None
+
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        title: str | None = None,
+        form_class: type[forms.Form] | None = None,
+        form_schema: dict[str, Any] | None = None,
+        candidate_groups: Sequence[str] | None = None,
+        due_in: timedelta | None = None,
+    ) -> None:
+        super().__init__(description)
+        for name, value in (
+            ("title", title),
+            ("form_class", form_class),
+            ("form_schema", form_schema),
+            ("candidate_groups", candidate_groups),
+            ("due_in", due_in),
+        ):
+            if value is not None:
+                setattr(self, name, value)
+
+    def get_title(self, context: WorkflowContext) -> str:
+        return self.title or self.description or context.step_name or type(self).__qualname__
+
+    def get_assignee(self, context: WorkflowContext) -> Any:
+        """The user (or user pk) the task is assigned to; None leaves it to candidate groups."""
+        return None
+
+    def clean(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Validate submitted data; raise ``django.core.exceptions.ValidationError`` to refuse it."""
+        if self.form_class is None:
+            return dict(data)
+        from django.core.exceptions import ValidationError
+
+        form = self.form_class(data=data)
+        if not form.is_valid():
+            raise ValidationError(form.errors.get_json_data())
+        return form.cleaned_data
+
+    def complete(self, context: WorkflowContext, data: dict[str, Any]) -> None:
+        context.update(data)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "title": self.title, "candidate_groups": list(self.candidate_groups)}
+
+
+class BaseGateway(BaseStep):
+    """Routes without doing work; routing happens in the transition that reaches it."""
+
+    step_type = StepType.GATEWAY
+
+
+class ExclusiveGateway(BaseGateway):
+    """Takes the first outgoing edge (in definition order) whose condition holds, else ``default``."""
+
+    def __init__(self, description: str | None = None, *, default: str | None = None) -> None:
+        super().__init__(description)
+        self.default = default
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "default": self.default}
+
+
+class ParallelGateway(BaseGateway):
+    """Takes every outgoing edge at once."""
+
+
+class TimerStep(BaseStep):
+    """Waits until a due time, then continues.
+
+    Give ``duration`` (a timedelta from activation), or override
+    ``get_due_at(context)`` to compute an aware datetime from the context.
+    """
+
+    step_type = StepType.TIMER
+    duration: timedelta | None = None
+
+    def __init__(self, duration: timedelta | None = None, description: str | None = None) -> None:
+        super().__init__(description)
+        if duration is not None:
+            self.duration = duration
+
+    def get_due_at(self, context: WorkflowContext) -> datetime | None:
+        """An absolute due time; None means ``duration`` from now."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        seconds = self.duration.total_seconds() if self.duration is not None else None
+        return {**super().describe(), "duration_seconds": seconds}
