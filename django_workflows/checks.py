@@ -1,4 +1,4 @@
-"""System checks: settings that do not load, and registered graphs that drifted from the database."""
+"""System checks: settings that do not load, registered graphs that drifted from the stored ones."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The ``DJANGO_WORKFLOWS`` setting, read lazily like DRF's ``api_settings``.
 
-    from django_workflows.conf import workflow_settings
-    workflow_settings.LEASE_SECONDS
+from django_workflows.conf import workflow_settings
+workflow_settings.LEASE_SECONDS
 """
 
 from __future__ import annotations

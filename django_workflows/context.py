@@ -16,8 +16,7 @@ def check_json(key: str, value: Any) -> None:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ContextError(
-            f"context value for {key!r} is not JSON-serializable "
-            f"({type(value).__name__}): {exc}"
+            f"context value for {key!r} is not JSON-serializable ({type(value).__name__}): {exc}"
         ) from None
 
 

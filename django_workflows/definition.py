@@ -67,8 +67,10 @@ class WorkflowDefinition:
                 raise DefinitionError(
                     f"{where}: step {step_name!r} is a {type(step).__name__}, not a step instance"
                 )
-            if isinstance(step, TimerStep) and step.duration is None and (
-                type(step).get_due_at is TimerStep.get_due_at
+            if (
+                isinstance(step, TimerStep)
+                and step.duration is None
+                and (type(step).get_due_at is TimerStep.get_due_at)
             ):
                 raise DefinitionError(
                     f"{where}: timer step {step_name!r} needs a duration or a get_due_at()"
@@ -83,9 +85,7 @@ class WorkflowDefinition:
             if (edge.source, edge.target) in seen:
                 raise DefinitionError(f"{where}: edge {edge} is declared twice")
             seen.add((edge.source, edge.target))
-            if edge.condition is not None and isinstance(
-                self.steps[edge.source], ParallelGateway
-            ):
+            if edge.condition is not None and isinstance(self.steps[edge.source], ParallelGateway):
                 raise DefinitionError(
                     f"{where}: edge {edge} leaves a ParallelGateway, which takes every edge; "
                     "it cannot have a condition"
@@ -98,12 +98,15 @@ class WorkflowDefinition:
                 except ConditionError as exc:
                     raise ConditionError(f"{where}: condition of edge {edge}: {exc}") from None
         for step_name, step in self.steps.items():
-            if isinstance(step, ExclusiveGateway) and step.default is not None:
-                if step.default not in self.targets_of(step_name):
-                    raise DefinitionError(
-                        f"{where}: default {step.default!r} of gateway {step_name!r} "
-                        "is not the target of one of its edges"
-                    )
+            if (
+                isinstance(step, ExclusiveGateway)
+                and step.default is not None
+                and step.default not in self.targets_of(step_name)
+            ):
+                raise DefinitionError(
+                    f"{where}: default {step.default!r} of gateway {step_name!r} "
+                    "is not the target of one of its edges"
+                )
         reachable = self._reach(self.initial_step, self._outgoing)
         for step_name in self.steps:
             if step_name not in reachable:
@@ -151,10 +154,10 @@ class WorkflowDefinition:
     def _outgoing_edges(self) -> dict[str, list[tuple[Edge, Condition | None]]]:
         if self._conditions is None:
             self.validate()
-        assert self._conditions is not None
+        conditions = self._conditions or {}
         out: dict[str, list[tuple[Edge, Condition | None]]] = {name: [] for name in self.steps}
         for index, edge in enumerate(self.edges):
-            out[edge.source].append((edge, self._conditions.get(index)))
+            out[edge.source].append((edge, conditions.get(index)))
         return out
 
     @cached_property
@@ -207,7 +210,7 @@ class WorkflowDefinition:
 
     @cached_property
     def checksum(self) -> str:
-        """sha256 of the graph's shape: step names and types, edges, conditions (not code or text)."""
+        """sha256 of the graph's shape: step names and types, edges, conditions (not code)."""
         shape = {
             "initial_step": self.initial_step,
             "steps": {name: str(step.step_type) for name, step in sorted(self.steps.items())},

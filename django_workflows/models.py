@@ -193,9 +193,7 @@ class StepRun(models.Model):
         indexes = [
             models.Index(fields=("instance", "status"), name="dwf_run_instance_status"),
             # The claim / recovery sweep / timer queries, each matched by a partial index.
-            models.Index(
-                fields=("due_at",), condition=Q(status="queued"), name="dwf_run_queued"
-            ),
+            models.Index(fields=("due_at",), condition=Q(status="queued"), name="dwf_run_queued"),
             models.Index(
                 fields=("lease_expires_at",),
                 condition=Q(status="running"),

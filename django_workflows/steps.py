@@ -141,7 +141,7 @@ class BaseHumanStep(BaseStep):
         return None
 
     def clean(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Validate submitted data; raise ``django.core.exceptions.ValidationError`` to refuse it."""
+        """Validate submitted data; raise ``ValidationError`` (django.core) to refuse it."""
         if self.form_class is None:
             return dict(data)
         from django.core.exceptions import ValidationError
@@ -155,7 +155,11 @@ class BaseHumanStep(BaseStep):
         context.update(data)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "title": self.title, "candidate_groups": list(self.candidate_groups)}
+        return {
+            **super().describe(),
+            "title": self.title,
+            "candidate_groups": list(self.candidate_groups),
+        }
 
 
 class BaseGateway(BaseStep):
@@ -165,7 +169,7 @@ class BaseGateway(BaseStep):
 
 
 class ExclusiveGateway(BaseGateway):
-    """Takes the first outgoing edge (in definition order) whose condition holds, else ``default``."""
+    """Takes the first outgoing edge (in edge order) whose condition holds, else ``default``."""
 
     def __init__(self, description: str | None = None, *, default: str | None = None) -> None:
         super().__init__(description)

@@ -1,4 +1,4 @@
-"""Settings of the demo and test project. ``DATABASE_URL`` selects the database (SQLite by default)."""
+"""Settings of the demo and test project. ``DATABASE_URL`` selects the database (default SQLite)."""
 
 import os
 from pathlib import Path

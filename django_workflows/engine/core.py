@@ -90,7 +90,10 @@ class _Transition:
     """The work of one transition of one locked instance: tokens, new runs, events."""
 
     def __init__(
-        self, engine: BaseExecutionEngine, instance: WorkflowInstance, definition: WorkflowDefinition
+        self,
+        engine: BaseExecutionEngine,
+        instance: WorkflowInstance,
+        definition: WorkflowDefinition,
     ) -> None:
         self.engine = engine
         self.instance = instance
@@ -147,7 +150,9 @@ class _Transition:
             run.status = StepRunStatus.COMPLETED
             run.started_at = run.finished_at = Now()
             run.save()
-            self.event(ev.StepExecuted, step_name=step_name, step_type="gateway", status="completed")
+            self.event(
+                ev.StepExecuted, step_name=step_name, step_type="gateway", status="completed"
+            )
             self.route(step_name)
 
     def _open_task(self, run: StepRun, step: BaseHumanStep) -> None:
@@ -222,7 +227,7 @@ class _Transition:
                 self.deliver(edge.source, edge.target, False)
 
     def advance(self, run: StepRun | None, step_name: str) -> bool:
-        """Route after ``step_name``; on a routing error fail the instance instead. True if routed."""
+        """Route after ``step_name``; a routing error fails the instance instead. True if routed."""
         snapshot = (dict(self.instance.tokens), len(self.events), len(self.runnable))
         try:
             with transaction.atomic():
@@ -391,7 +396,7 @@ class BaseExecutionEngine:
         business_key: str = "",
         started_by: Any = None,
     ) -> WorkflowInstance:
-        """Create an instance of ``name`` (highest version unless given) and run it as far as it goes."""
+        """Start ``name`` (the highest version unless given) and run it as far as it goes."""
         definition = self.registry.get_definition(name, version)
         data = dict(initial_data or {})
         for key, value in data.items():
@@ -475,7 +480,8 @@ class BaseExecutionEngine:
                     f"instance {tx.instance.pk} is {tx.instance.status}; retry it first"
                 )
             step = tx.definition.steps[task.step_name]
-            assert isinstance(step, BaseHumanStep)
+            if not isinstance(step, BaseHumanStep):
+                raise StateConflict(f"step {task.step_name!r} is no longer a human step")
             cleaned = step.clean(dict(data or {}))
             ctx = tx.context(task.step_name, user_id=user_pk)
             step.complete(ctx, cleaned)
@@ -534,7 +540,8 @@ class BaseExecutionEngine:
             instance = tx.instance
             if instance.status != WorkflowStatus.FAILED:
                 raise StateConflict(
-                    f"instance {instance.pk} is {instance.status}; only a failed instance is retried"
+                    f"instance {instance.pk} is {instance.status}; "
+                    "only a failed instance is retried"
                 )
             step_name = from_step or instance.failed_step
             if step_name not in tx.definition.steps:
@@ -574,7 +581,8 @@ class BaseExecutionEngine:
         try:
             definition = self._definition_for(instance)
             step = definition.steps[run.step_name]
-            assert isinstance(step, BaseMachineStep)
+            if not isinstance(step, BaseMachineStep):
+                raise DefinitionError(f"step {run.step_name!r} is not a machine step")
         except Exception as exc:
             return self._fail_run(run, token, exc, retryable=False)
         ctx = WorkflowContext(
@@ -584,7 +592,9 @@ class BaseExecutionEngine:
             attempt=run.attempt,
             user_id=instance.started_by_id,
         )
-        timeout = step.timeout if step.timeout is not None else workflow_settings.DEFAULT_STEP_TIMEOUT
+        timeout = (
+            step.timeout if step.timeout is not None else workflow_settings.DEFAULT_STEP_TIMEOUT
+        )
         try:
             _call_step(step, ctx, timeout)
             changes = ctx.changes
@@ -662,7 +672,9 @@ class BaseExecutionEngine:
         message, trace = _error_text(exc)
 
         def body(tx: _Transition) -> None:
-            runs = StepRun.objects.filter(pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token)
+            runs = StepRun.objects.filter(
+                pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token
+            )
             step = tx.definition.steps.get(run.step_name)
             policy = self.retry_policy(step) if isinstance(step, BaseMachineStep) else None
             common = {"error": message, "traceback": trace, "changes": changes or {}}
@@ -853,4 +865,3 @@ def _call_step(step: BaseStep, ctx: WorkflowContext, timeout: float | None) -> N
         raise TimeoutError(f"step {ctx.step_name!r} did not finish within {timeout} seconds")
     if outcome.get("error") is not None:
         raise outcome["error"]  # type: ignore[misc]
-

@@ -7,7 +7,7 @@ from .core import BaseExecutionEngine
 
 
 class LocalExecutionEngine(BaseExecutionEngine):
-    """Runs machine steps in the calling process, right after the transition that made them runnable.
+    """Runs machine steps in the calling process, right after the transition that queued them.
 
     ``start_workflow`` and ``complete_human_task`` return once the instance has
     gone as far as it can: completed, failed, or waiting for a person or a timer.

@@ -19,9 +19,15 @@ class Command(BaseCommand):
         parser.add_argument("name", help="Registered workflow name.")
         parser.add_argument("--version", help="Version (default: the highest).")
         data = parser.add_mutually_exclusive_group()
-        data.add_argument("--data", help='Initial context as a JSON object, e.g. \'{"amount": 5}\'.')
-        data.add_argument("--data-file", type=Path, help="Read the initial context from a JSON file.")
-        parser.add_argument("--business-key", default="", help="Your own reference for the instance.")
+        data.add_argument(
+            "--data", help="Initial context as a JSON object, e.g. '{\"amount\": 5}'."
+        )
+        data.add_argument(
+            "--data-file", type=Path, help="Read the initial context from a JSON file."
+        )
+        parser.add_argument(
+            "--business-key", default="", help="Your own reference for the instance."
+        )
 
     def handle(self, *args, **options) -> None:
         self.verbosity = options["verbosity"]
@@ -67,7 +73,9 @@ class Command(BaseCommand):
         self.stdout.write("status: " + style(instance.status))
         self.stdout.write(f"current step: {instance.current_step or '-'}")
         for task in instance.human_tasks.filter(status=TaskStatus.OPEN).order_by("id"):
-            self.stdout.write(f"waiting for: human task {task.pk} '{task.title}' ({task.step_name})")
+            self.stdout.write(
+                f"waiting for: human task {task.pk} '{task.title}' ({task.step_name})"
+            )
         if instance.status == WorkflowStatus.FAILED:
             self.stdout.write(self.style.ERROR(f"error: {instance.error}"))
         if self.verbosity > 1:

@@ -1,0 +1,63 @@
+import pytest
+from django.db import connection
+
+from django_workflows import InMemoryEventBus, LocalExecutionEngine, WorkflowRegistry
+
+from . import workflows
+from .factories import GroupFactory, StaffFactory, UserFactory
+
+
+def pytest_collection_modifyitems(config, items):
+    if connection.vendor == "postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    workflows.calls.clear()
+    workflows.FAIL_SWITCH["on"] = True
+    return
+
+
+@pytest.fixture
+def wf_registry():
+    reg = WorkflowRegistry()
+    for factory in (
+        workflows.parallel_notifications,
+        workflows.conditional_review,
+        workflows.expense_approval,
+        workflows.gateways,
+        workflows.timer,
+        workflows.rework_loop,
+    ):
+        reg.register_definition(factory())
+    return reg
+
+
+@pytest.fixture
+def bus():
+    return InMemoryEventBus()
+
+
+@pytest.fixture
+def engine(wf_registry, bus):
+    return LocalExecutionEngine(wf_registry, event_bus=bus)
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def manager(db):
+    return UserFactory(username="manager", groups=[GroupFactory(name="managers")])
+
+
+@pytest.fixture
+def staff(db):
+    return StaffFactory()
