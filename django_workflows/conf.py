@@ -18,8 +18,11 @@ DEFAULTS: dict[str, Any] = {
     "ENGINE": "django_workflows.engine.LocalExecutionEngine",
     # Dotted path of an EventBus class (or None): every event goes to its emit().
     "EVENT_BUS": None,
-    # Seconds a claimed machine step may run before another worker may take it over.
-    "LEASE_SECONDS": 300,
+    # Seconds without a heartbeat after which a claimed step counts as lost (worker killed)
+    # and the sweep gives it to another worker. Running steps renew it every third of it.
+    "LEASE_SECONDS": 60,
+    # Seconds a runnable step may wait unclaimed before the sweep sends it again.
+    "STALE_QUEUED_SECONDS": 60,
     # Retry policy of machine steps that declare none.
     "DEFAULT_MAX_ATTEMPTS": 1,
     "DEFAULT_RETRY_BACKOFF": 0.0,

@@ -14,6 +14,15 @@ from .exceptions import ConditionError, DefinitionError
 from .steps import BaseStep, ExclusiveGateway, ParallelGateway, TimerStep
 
 
+def _step_shape(step: BaseStep) -> Any:
+    """What of a step the checksum covers: its type, and how a gateway routes."""
+    if isinstance(step, ParallelGateway):
+        return "gateway:parallel"
+    if isinstance(step, ExclusiveGateway):
+        return {"type": "gateway:exclusive", "default": step.default}
+    return str(step.step_type)
+
+
 @dataclass(frozen=True)
 class Edge:
     """A transition from ``source`` to ``target``, taken when ``condition`` holds (or always)."""
@@ -210,10 +219,14 @@ class WorkflowDefinition:
 
     @cached_property
     def checksum(self) -> str:
-        """sha256 of the graph's shape: step names and types, edges, conditions (not code)."""
+        """sha256 of the graph's shape: step names and types, edges, conditions (not code).
+
+        Gateways count with their kind and an exclusive gateway with its default:
+        both decide where a token goes.
+        """
         shape = {
             "initial_step": self.initial_step,
-            "steps": {name: str(step.step_type) for name, step in sorted(self.steps.items())},
+            "steps": {name: _step_shape(step) for name, step in sorted(self.steps.items())},
             "edges": [edge.describe() for edge in self.edges],
         }
         encoded = json.dumps(shape, sort_keys=True, separators=(",", ":")).encode()

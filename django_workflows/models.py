@@ -174,6 +174,12 @@ class StepRun(models.Model):
     due_at = models.DateTimeField(
         _("due at"), null=True, blank=True, help_text=_("Timer due time, or the next retry.")
     )
+    queued_at = models.DateTimeField(
+        _("queued at"),
+        null=True,
+        blank=True,
+        help_text=_("When it last became runnable; the sweep re-sends runs queued too long."),
+    )
     input = models.JSONField(
         _("input"), null=True, blank=True, help_text=_("The context the last attempt started with.")
     )
@@ -194,6 +200,9 @@ class StepRun(models.Model):
             models.Index(fields=("instance", "status"), name="dwf_run_instance_status"),
             # The claim / recovery sweep / timer queries, each matched by a partial index.
             models.Index(fields=("due_at",), condition=Q(status="queued"), name="dwf_run_queued"),
+            models.Index(
+                fields=("queued_at",), condition=Q(status="queued"), name="dwf_run_queued_at"
+            ),
             models.Index(
                 fields=("lease_expires_at",),
                 condition=Q(status="running"),

@@ -9,10 +9,17 @@ from .definition import WorkflowDefinition
 from .exceptions import DefinitionError, WorkflowNotFound
 
 
-def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Order versions naturally: "1.10.0" > "1.9.2" > "1.9"; text parts sort before numbers."""
-    parts = re.split(r"[.\-+_]", version)
-    return tuple((1, int(part)) if part.isdigit() else (0, part) for part in parts)
+def version_key(version: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """Order versions naturally: "1.10.0" > "1.9.2" > "1.9".
+
+    Numbers compare as numbers and text sorts before numbers and before the end of
+    the version, so a release ranks above its pre-releases:
+    "1.0.0" > "1.0.0-rc.2" > "1.0.0rc1" > "1.0.0-beta" > "0.9".
+    """
+    tokens = re.findall(r"\d+|[^\W\d_]+", version)
+    key = [(2, int(token)) if token.isdigit() else (0, token) for token in tokens]
+    key.append((1, ""))  # the end: after any text, before any further number
+    return tuple(key), version  # the string itself breaks ties ("1.0" vs "1-0")
 
 
 class WorkflowRegistry:

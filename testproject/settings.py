@@ -1,6 +1,7 @@
 """Settings of the demo and test project. ``DATABASE_URL`` selects the database (default SQLite)."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -18,8 +19,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_q",
     "django_workflows",
     "testproject.demo",
+    "testproject.testapp",
 ]
 
 MIDDLEWARE = [
@@ -65,6 +68,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     )
+    # A file, not memory, so that the worker processes of the tests share it; one per
+    # test run, so that two runs at once do not share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(tempfile.gettempdir()) / f"django_workflows_test_{os.getpid()}.sqlite3")
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -78,7 +86,31 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+# The engine: in-process by default; WORKFLOWS_ENGINE=djangoq runs steps on a qcluster.
 DJANGO_WORKFLOWS = {}
+if os.environ.get("WORKFLOWS_ENGINE") == "djangoq":
+    DJANGO_WORKFLOWS["ENGINE"] = "django_workflows.engine.djangoq.DjangoQExecutionEngine"
+for _key in ("LEASE_SECONDS", "STALE_QUEUED_SECONDS"):
+    if f"WORKFLOWS_{_key}" in os.environ:
+        DJANGO_WORKFLOWS[_key] = float(os.environ[f"WORKFLOWS_{_key}"])
+
+# django-q2: the ORM broker on the project database by default, Redis with Q_BROKER=redis.
+Q_CLUSTER = {
+    "name": os.environ.get("Q_NAME", "workflows"),
+    "workers": int(os.environ.get("Q_WORKERS", "2")),
+    "timeout": 600,
+    "retry": 660,  # redelivery of an unacknowledged ORM message; the sweep acts sooner
+    "max_attempts": 1,
+    "ack_failures": True,
+    "poll": float(os.environ.get("Q_POLL", "0.2")),
+    "catch_up": False,
+    "save_limit": 100,
+    "label": "Task queue",
+    "orm": "default",
+}
+if os.environ.get("Q_BROKER") == "redis":
+    del Q_CLUSTER["orm"]
+    Q_CLUSTER["redis"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 LOGGING = {
     "version": 1,

@@ -131,6 +131,7 @@ class _Transition:
         run = StepRun(instance=self.instance, step_name=step_name, step_type=str(step.step_type))
         if isinstance(step, BaseMachineStep):
             run.status = StepRunStatus.QUEUED
+            run.queued_at = Now()
             run.max_attempts = self.engine.retry_policy(step).max_attempts
             run.save()
             self.runnable.append(run.pk)
@@ -596,7 +597,8 @@ class BaseExecutionEngine:
             step.timeout if step.timeout is not None else workflow_settings.DEFAULT_STEP_TIMEOUT
         )
         try:
-            _call_step(step, ctx, timeout)
+            with _Heartbeat(run.pk, token):
+                _call_step(step, ctx, timeout)
             changes = ctx.changes
         except Exception as exc:
             return self._fail_run(run, token, exc, changes=_safe_changes(ctx))
@@ -682,6 +684,7 @@ class BaseExecutionEngine:
                 delay = policy.delay(run.attempt)
                 if not runs.update(
                     status=StepRunStatus.QUEUED,
+                    queued_at=Now(),
                     lease_token=None,
                     due_at=Now() + timedelta(seconds=delay) if delay else None,
                     **common,
@@ -712,10 +715,11 @@ class BaseExecutionEngine:
     # -- timers, due retries, expired leases ------------------------------------
 
     def run_due_timers(self, limit: int = 500) -> int:
-        """Fire due timers, run due retries, and recover runs whose lease expired.
+        """The sweep: fire due timers, recover runs whose lease expired, send due retries
+        and runs queued for longer than ``STALE_QUEUED_SECONDS``.
 
-        The worker calls this on a schedule; with the local engine call it yourself
-        (or from cron). Returns how many runs it handled.
+        Workers call it on a schedule (``manage.py workflow_sweep``); with the local
+        engine call it yourself (cron, or that command). Returns how many runs it handled.
         """
         handled = 0
         due_timers = StepRun.objects.filter(
@@ -728,10 +732,13 @@ class BaseExecutionEngine:
             except Exception:
                 logger.exception("firing timer run %s failed", run_id)
         handled += self.recover_expired_leases(limit)
+        # Due retries, and runs committed but never sent (a lost message, a crash after
+        # commit): sending one twice is harmless, the claim takes it once.
+        stale = Now() - timedelta(seconds=workflow_settings.STALE_QUEUED_SECONDS)
         due = list(
             StepRun.objects.filter(
+                Q(due_at__lte=Now()) | Q(due_at__isnull=True, queued_at__lte=stale),
                 status=StepRunStatus.QUEUED,
-                due_at__lte=Now(),
                 instance__status=WorkflowStatus.RUNNING,
             ).values_list("pk", flat=True)[:limit]
         )
@@ -774,7 +781,7 @@ class BaseExecutionEngine:
                 return
             runs = StepRun.objects.filter(pk=run_id, lease_token=run.lease_token)
             if run.attempt < run.max_attempts:
-                runs.update(status=StepRunStatus.QUEUED, lease_token=None)
+                runs.update(status=StepRunStatus.QUEUED, queued_at=Now(), lease_token=None)
                 tx.runnable.append(run_id)
                 status = "retrying"
             else:
@@ -821,6 +828,39 @@ class BaseExecutionEngine:
 
     async def arun_due_timers(self, limit: int = 500) -> int:
         return await sync_to_async(self.run_due_timers)(limit)
+
+
+class _Heartbeat:
+    """Renews a run's lease every third of ``LEASE_SECONDS`` while its step executes,
+    so a long step is not taken over while its worker is alive. A killed worker stops
+    renewing, and the lease runs out."""
+
+    def __init__(self, run_id: int, token: uuid.UUID) -> None:
+        self.run_id, self.token = run_id, token
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"lease-{run_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        lease = workflow_settings.LEASE_SECONDS
+        try:
+            while not self.stopped.wait(lease / 3):
+                renewed = StepRun.objects.filter(
+                    pk=self.run_id, status=StepRunStatus.RUNNING, lease_token=self.token
+                ).update(lease_expires_at=Now() + timedelta(seconds=lease))
+                if not renewed:
+                    return  # the run was canceled or taken over: nothing to keep alive
+        except Exception:
+            logger.exception("renewing the lease of step run %s failed", self.run_id)
+        finally:
+            connections.close_all()
 
 
 def _safe_changes(ctx: WorkflowContext) -> dict[str, Any]:

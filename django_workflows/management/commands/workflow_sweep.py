@@ -1,0 +1,54 @@
+import signal
+import threading
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
+
+from django_workflows.engine import get_engine
+
+
+class Command(BaseCommand):
+    help = (
+        "Fire due timers, recover steps whose worker died, and re-send lost messages. "
+        "Once, in a loop (--loop, for second-level timer precision), or install the "
+        "django-q2 schedule that runs it every minute (--install-schedule)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--loop", action="store_true", help="Sweep every --interval seconds.")
+        mode.add_argument(
+            "--install-schedule",
+            action="store_true",
+            help="Create the django-q2 schedule running the sweep every minute.",
+        )
+        parser.add_argument("--interval", type=float, default=1.0, help="Seconds between sweeps.")
+
+    def handle(self, *args, **options) -> None:
+        if options["install_schedule"]:
+            from django_workflows.engine.djangoq import install_schedule
+
+            schedule, created = install_schedule()
+            verb = "created" if created else "updated"
+            self.stdout.write(self.style.SUCCESS(f"{verb} django-q2 schedule {schedule.name!r}"))
+            return
+        if options["interval"] <= 0:
+            raise CommandError("--interval must be positive")
+        engine = get_engine()
+        if not options["loop"]:
+            self.stdout.write(f"handled {engine.run_due_timers()}")
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        if options["verbosity"] > 0:
+            self.stdout.write(f"sweeping every {options['interval']}s; stop with Ctrl-C")
+        while not stop.is_set():
+            close_old_connections()
+            try:
+                handled = engine.run_due_timers()
+                if handled and options["verbosity"] > 1:
+                    self.stdout.write(f"handled {handled}")
+            except Exception as exc:  # a database restart must not end the sweeper
+                self.stderr.write(f"sweep failed: {exc}")
+            stop.wait(options["interval"])
