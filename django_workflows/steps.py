@@ -144,12 +144,16 @@ class BaseHumanStep(BaseStep):
         """Validate submitted data; raise ``ValidationError`` (django.core) to refuse it."""
         if self.form_class is None:
             return dict(data)
+        import json
+
         from django.core.exceptions import ValidationError
+        from django.core.serializers.json import DjangoJSONEncoder
 
         form = self.form_class(data=data)
         if not form.is_valid():
             raise ValidationError(form.errors.get_json_data())
-        return form.cleaned_data
+        # Dates, decimals and the like as JSON text, so the context can store them.
+        return json.loads(json.dumps(form.cleaned_data, cls=DjangoJSONEncoder))
 
     def complete(self, context: WorkflowContext, data: dict[str, Any]) -> None:
         context.update(data)

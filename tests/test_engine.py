@@ -509,3 +509,112 @@ async def test_async_twins(wf_registry, bus):
     assert "WorkflowCompleted" in [e.type for e in bus.events]
     # sync_to_async's worker thread holds its own (persistent) connection.
     await sync_to_async(connections.close_all)()
+
+
+# -- failures in routing and hooks ---------------------------------------------------
+
+
+def test_routing_failure_records_a_failed_step_not_a_completed_one(engine):
+    instance = engine.start_workflow("review", initial_data={"score": None})
+    history = list(instance.events.values_list("type", "step_name", "payload__status"))
+    assert history == [
+        ("WorkflowStarted", "", None),
+        ("StepExecuted", "review", "failed"),
+        ("WorkflowFailed", "review", None),
+    ]
+    assert instance.step_runs.get(step_name="review").status == "failed"
+
+
+def test_a_raising_hook_of_the_next_step_fails_the_instance_cleanly(engine, wf_registry):
+    from django_workflows import BaseHumanStep, Edge, WorkflowDefinition
+
+    class BadAssignee(BaseHumanStep):
+        def get_assignee(self, context):
+            raise LookupError("no manager for this department")
+
+    wf_registry.register_definition(
+        WorkflowDefinition(
+            name="hook",
+            version="1",
+            initial_step="start",
+            steps={"start": workflows.Record(), "approve": BadAssignee()},
+            edges=[Edge("start", "approve")],
+        )
+    )
+    instance = engine.start_workflow("hook", initial_data={"x": 1})
+
+    assert instance.status == WorkflowStatus.FAILED
+    assert instance.failed_step == "start"
+    assert "LookupError: no manager" in instance.error
+    assert instance.context == {"x": 1}  # the step's changes were not merged
+    assert not HumanTask.objects.filter(instance=instance).exists()
+    assert not instance.step_runs.filter(status__in=["queued", "running", "waiting"]).exists()
+
+
+def test_timers_of_a_failed_instance_wait_for_its_retry(engine, wf_registry, manager):
+    from django_workflows import Edge, TimerStep, WorkflowDefinition
+
+    wf_registry.register_definition(
+        WorkflowDefinition(
+            name="timer_and_failure",
+            version="1",
+            initial_step="start",
+            steps={
+                "start": workflows.Record(),
+                "wait": TimerStep(timedelta(minutes=5)),
+                "boom": workflows.Fail(),
+                "end": workflows.Record(),
+            },
+            edges=[
+                Edge("start", "wait"),
+                Edge("start", "boom"),
+                Edge("wait", "end"),
+                Edge("boom", "end"),
+            ],
+        )
+    )
+    instance = engine.start_workflow("timer_and_failure")
+    assert instance.status == WorkflowStatus.FAILED
+    StepRun.objects.filter(instance=instance, step_name="wait").update(
+        due_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert engine.run_due_timers() == 0
+    assert instance.step_runs.get(step_name="wait").status == "scheduled"
+
+    workflows.FAIL_SWITCH["on"] = False
+    instance = engine.retry(instance.id)
+    assert instance.status == WorkflowStatus.WAITING  # "end" waits for the timer's token
+    assert engine.run_due_timers() == 1
+    instance = engine.get_instance(instance.id)
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert instance.step_runs.filter(step_name="end").count() == 1
+
+
+def test_form_values_that_are_not_json_are_stored_as_text(engine, wf_registry, manager):
+    from django import forms
+
+    from django_workflows import BaseHumanStep, WorkflowDefinition
+
+    class DateForm(forms.Form):
+        pay_on = forms.DateField()
+        amount = forms.DecimalField()
+
+    class Schedule(BaseHumanStep):
+        form_class = DateForm
+
+    wf_registry.register_definition(
+        WorkflowDefinition(name="dated", version="1", initial_step="s", steps={"s": Schedule()})
+    )
+    instance = engine.start_workflow("dated")
+    instance = engine.complete_human_task(
+        instance.id, "s", manager.pk, {"pay_on": "2026-12-01", "amount": "12.50"}
+    )
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert instance.context == {"pay_on": "2026-12-01", "amount": "12.50"}
+
+
+def test_cancel_works_when_the_definition_is_no_longer_registered(engine, wf_registry):
+    instance = engine.start_workflow("expense", initial_data={"amount": 1})
+    wf_registry.unregister("expense")
+    instance = engine.cancel_workflow(instance.id, reason="workflow retired")
+    assert instance.status == WorkflowStatus.CANCELED

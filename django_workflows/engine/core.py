@@ -27,7 +27,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -37,7 +37,6 @@ from ..conf import workflow_settings
 from ..context import WorkflowContext, check_json
 from ..definition import WorkflowDefinition
 from ..exceptions import (
-    ConditionEvaluationError,
     ContextError,
     DefinitionError,
     InstanceNotFound,
@@ -107,8 +106,8 @@ class _Transition:
         self.events.append(
             cls(
                 instance_id=str(self.instance.pk),
-                workflow_name=self.definition.name,
-                workflow_version=self.definition.version,
+                workflow_name=self.instance.definition.name,
+                workflow_version=self.instance.definition.version,
                 timestamp=timezone.now(),
                 **fields,
             )
@@ -227,25 +226,67 @@ class _Transition:
             for edge, _ in self.definition.outgoing(target):
                 self.deliver(edge.source, edge.target, False)
 
-    def advance(self, run: StepRun | None, step_name: str) -> bool:
-        """Route after ``step_name``; a routing error fails the instance instead. True if routed."""
-        snapshot = (dict(self.instance.tokens), len(self.events), len(self.runnable))
+    def advance(
+        self,
+        step_name: str,
+        *,
+        run_pk: int | None = None,
+        step_type: str = "",
+        changes: dict[str, Any] | None = None,
+        attempt: int = 1,
+        emit_done: bool = True,
+        activate: bool = False,
+    ) -> bool:
+        """Merge a finished step's changes and route on from it (or, with ``activate``,
+        start it). If that raises (a condition, no matching edge, a hook of the next step),
+        it is undone and the step and the instance fail instead, the context kept as it
+        was before the step. Returns True if it went on."""
+        context = dict(self.instance.context)
+        tokens = {k: dict(v) for k, v in self.instance.tokens.items()}
+        n_events, n_runnable = len(self.events), len(self.runnable)
         try:
             with transaction.atomic():
-                self.route(step_name)
-            return True
-        except (RoutingError, ConditionEvaluationError, ContextError, DefinitionError) as exc:
-            tokens, n_events, n_runnable = snapshot
-            self.instance.tokens = tokens
+                self.instance.context.update(changes or {})
+                if activate:
+                    self.activate(step_name)
+                else:
+                    self.route(step_name)
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            self.instance.context, self.instance.tokens = context, tokens
             del self.events[n_events:]
             del self.runnable[n_runnable:]
             message, trace = _error_text(exc)
-            if run is not None:
-                StepRun.objects.filter(pk=run.pk).update(
+            if run_pk is not None:
+                StepRun.objects.filter(pk=run_pk).update(
                     status=StepRunStatus.FAILED, error=message, traceback=trace
+                )
+            if not activate:
+                self.event(
+                    ev.StepExecuted,
+                    step_name=step_name,
+                    step_type=step_type,
+                    status="failed",
+                    attempt=attempt,
+                    error=message,
                 )
             self.fail_instance(step_name, message, trace)
             return False
+        if emit_done and not activate:
+            done = ev.StepExecuted(
+                instance_id=str(self.instance.pk),
+                workflow_name=self.instance.definition.name,
+                workflow_version=self.instance.definition.version,
+                timestamp=timezone.now(),
+                step_name=step_name,
+                step_type=step_type,
+                status="completed",
+                attempt=attempt,
+                changes=changes or {},
+            )
+            self.events.insert(n_events, done)
+        return True
 
     def fail_instance(self, step_name: str, message: str, trace: str) -> None:
         self.instance.status = WorkflowStatus.FAILED
@@ -366,11 +407,14 @@ class BaseExecutionEngine:
             # A malformed id (not a UUID) means "not found", not a server error.
             raise InstanceNotFound(f"no workflow instance with id {instance_id!r}") from None
 
-    def _transition(self, instance_id: Any, body) -> tuple[WorkflowInstance, list[int]]:
+    def _transition(
+        self, instance_id: Any, body, *, needs_definition: bool = True
+    ) -> tuple[WorkflowInstance, list[int]]:
         """Run ``body(tx)`` on the locked instance in one transaction; dispatch after."""
         with transaction.atomic():
             instance = self._lock(instance_id)
-            tx = _Transition(self, instance, self._definition_for(instance))
+            definition = self._definition_for(instance) if needs_definition else None
+            tx = _Transition(self, instance, definition)  # type: ignore[arg-type]
             body(tx)
             tx.close()
         return instance, tx.runnable
@@ -415,11 +459,7 @@ class BaseExecutionEngine:
             )
             tx = _Transition(self, instance, definition)
             tx.event(ev.WorkflowStarted, user_id=user_pk, business_key=instance.business_key)
-            try:
-                with transaction.atomic():
-                    tx.activate(definition.initial_step)
-            except (RoutingError, ConditionEvaluationError) as exc:
-                tx.fail_instance(definition.initial_step, *_error_text(exc))
+            tx.advance(definition.initial_step, activate=True)
             tx.close()
         self.dispatch(tx.runnable)
         return self.get_instance(instance.pk)
@@ -503,10 +543,13 @@ class BaseExecutionEngine:
                 user_id=user_pk,
                 data=changes,
             )
-            previous = dict(tx.instance.context)
-            tx.instance.context.update(changes)
-            if not tx.advance(task.step_run, task.step_name):
-                tx.instance.context = previous
+            tx.advance(
+                task.step_name,
+                run_pk=task.step_run_id,
+                step_type="human",
+                changes=changes,
+                emit_done=False,
+            )
 
         instance, runnable = self._transition(instance_id, body)
         self.dispatch(runnable)
@@ -531,7 +574,8 @@ class BaseExecutionEngine:
             instance.tokens = {}
             tx.event(ev.WorkflowCanceled, reason=reason)
 
-        instance, _ = self._transition(instance_id, body)
+        # Canceling needs no step code: it works even when the definition is gone or changed.
+        instance, _ = self._transition(instance_id, body, needs_definition=False)
         return self.get_instance(instance.pk)
 
     def retry(self, instance_id: Any, from_step: str | None = None) -> WorkflowInstance:
@@ -557,11 +601,7 @@ class BaseExecutionEngine:
                     instance=instance, status=StepRunStatus.QUEUED, due_at__isnull=True
                 ).values_list("pk", flat=True)
             )
-            try:
-                with transaction.atomic():
-                    tx.activate(step_name)
-            except (RoutingError, ConditionEvaluationError) as exc:
-                tx.fail_instance(step_name, *_error_text(exc))
+            tx.advance(step_name, activate=True)
 
         instance, runnable = self._transition(instance_id, body)
         self.dispatch(runnable)
@@ -647,18 +687,13 @@ class BaseExecutionEngine:
             if done != 1:
                 logger.warning("step run %s lost its lease; its result is discarded", run.pk)
                 return
-            tx.event(
-                ev.StepExecuted,
-                step_name=run.step_name,
+            tx.advance(
+                run.step_name,
+                run_pk=run.pk,
                 step_type="machine",
-                status="completed",
-                attempt=run.attempt,
                 changes=changes,
+                attempt=run.attempt,
             )
-            previous = dict(tx.instance.context)
-            tx.instance.context.update(changes)
-            if not tx.advance(run, run.step_name):
-                tx.instance.context = previous
 
         return self._transition(run.instance_id, body)[1]
 
@@ -723,7 +758,9 @@ class BaseExecutionEngine:
         """
         handled = 0
         due_timers = StepRun.objects.filter(
-            status=StepRunStatus.SCHEDULED, due_at__lte=Now()
+            status=StepRunStatus.SCHEDULED,
+            due_at__lte=Now(),
+            instance__status__in=ACTIVE_INSTANCE_STATUSES,
         ).values_list("pk", "instance_id")[:limit]
         for run_id, instance_id in due_timers:
             try:
@@ -747,14 +784,15 @@ class BaseExecutionEngine:
 
     def _fire_timer(self, run_id: int, instance_id: Any) -> list[int]:
         def body(tx: _Transition) -> None:
+            if tx.instance.status not in ACTIVE_INSTANCE_STATUSES:
+                return  # a failed instance's timer waits for its retry
             fired = StepRun.objects.filter(
                 pk=run_id, status=StepRunStatus.SCHEDULED, due_at__lte=Now()
             ).update(status=StepRunStatus.COMPLETED, started_at=Now(), finished_at=Now())
             if fired != 1:
                 return
             step_name = StepRun.objects.values_list("step_name", flat=True).get(pk=run_id)
-            tx.event(ev.StepExecuted, step_name=step_name, step_type="timer", status="completed")
-            tx.advance(StepRun(pk=run_id), step_name)
+            tx.advance(step_name, run_pk=run_id, step_type="timer")
 
         return self._transition(instance_id, body)[1]
 
