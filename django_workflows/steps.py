@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -111,6 +111,9 @@ class BaseHumanStep(BaseStep):
     form_schema: dict[str, Any] | None = None
     candidate_groups: Sequence[str] = ()
     due_in: timedelta | None = None
+    #: Buttons: each label maps to values merged into the submitted data,
+    #: e.g. ``{"Approve": {"approved": True}, "Reject": {"approved": False}}``.
+    actions: Mapping[str, Mapping[str, Any]] = {}
 
     def __init__(
         self,
@@ -121,6 +124,7 @@ class BaseHumanStep(BaseStep):
         form_schema: dict[str, Any] | None = None,
         candidate_groups: Sequence[str] | None = None,
         due_in: timedelta | None = None,
+        actions: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__(description)
         for name, value in (
@@ -129,6 +133,7 @@ class BaseHumanStep(BaseStep):
             ("form_schema", form_schema),
             ("candidate_groups", candidate_groups),
             ("due_in", due_in),
+            ("actions", actions),
         ):
             if value is not None:
                 setattr(self, name, value)
@@ -142,14 +147,17 @@ class BaseHumanStep(BaseStep):
 
     def clean(self, data: dict[str, Any]) -> dict[str, Any]:
         """Validate submitted data; raise ``ValidationError`` (django.core) to refuse it."""
-        if self.form_class is None:
-            return dict(data)
         import json
 
         from django.core.exceptions import ValidationError
         from django.core.serializers.json import DjangoJSONEncoder
 
-        form = self.form_class(data=data)
+        from .forms import form_for_step
+
+        form_class = form_for_step(self)
+        if form_class is None:
+            return dict(data)
+        form = form_class(data=data)
         if not form.is_valid():
             raise ValidationError(form.errors.get_json_data())
         # Dates, decimals and the like as JSON text, so the context can store them.
@@ -163,6 +171,7 @@ class BaseHumanStep(BaseStep):
             **super().describe(),
             "title": self.title,
             "candidate_groups": list(self.candidate_groups),
+            "actions": list(self.actions),
         }
 
 

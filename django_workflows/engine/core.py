@@ -26,7 +26,7 @@ from typing import Any
 from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import DatabaseError, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
@@ -58,6 +58,7 @@ from ..models import (
     WorkflowInstance,
     WorkflowStatus,
 )
+from ..permissions import can_complete_task
 from ..registry import WorkflowRegistry
 from ..registry import registry as default_registry
 from ..steps import (
@@ -479,30 +480,55 @@ class BaseExecutionEngine:
         step_name: str,
         user_id: Any = None,
         data: dict[str, Any] | None = None,
+        *,
+        action: str | None = None,
+        check_permission: bool = False,
     ) -> WorkflowInstance:
-        """Complete the open task of ``step_name``; raises ``TaskNotOpen`` if there is none."""
-        return self._complete(instance_id, user_id, data, step_name=step_name)
+        """Complete the open task of ``step_name``; raises ``TaskNotOpen`` if there is none.
+
+        ``action`` names one of the step's ``actions`` (a button), whose values are merged
+        into ``data``. With ``check_permission`` the user must be allowed to complete the
+        task (``permissions.can_complete_task``), else ``PermissionDenied``.
+        """
+        return self._complete(
+            instance_id, user_id, data, action, check_permission, step_name=step_name
+        )
 
     def complete_task(
-        self, task_id: Any, user_id: Any = None, data: dict[str, Any] | None = None
+        self,
+        task_id: Any,
+        user_id: Any = None,
+        data: dict[str, Any] | None = None,
+        *,
+        action: str | None = None,
+        check_permission: bool = False,
     ) -> WorkflowInstance:
         """Complete a human task by its id (what the admin and the API use)."""
+        instance_id = self._task(task_id).instance_id
+        return self._complete(instance_id, user_id, data, action, check_permission, task_id=task_id)
+
+    def _task(self, task_id: Any) -> HumanTask:
         try:
-            instance_id = HumanTask.objects.values_list("instance_id", flat=True).get(pk=task_id)
+            return HumanTask.objects.get(pk=task_id)
         except (HumanTask.DoesNotExist, ValidationError, ValueError, TypeError):
             raise TaskNotFound(f"no human task with id {task_id!r}") from None
-        return self._complete(instance_id, user_id, data, task_id=task_id)
 
     def _complete(
         self,
         instance_id: Any,
         user: Any,
-        data: dict[str, Any] | None,
+        data: Any,
+        action: str | None,
+        check_permission: bool,
         *,
         step_name: str | None = None,
         task_id: Any = None,
     ) -> WorkflowInstance:
         user_pk = self._check_user(user)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValidationError({"data": ["must be a JSON object"]})
 
         def body(tx: _Transition) -> None:
             tasks = HumanTask.objects.filter(instance=tx.instance)
@@ -520,10 +546,20 @@ class BaseExecutionEngine:
                 raise StateConflict(
                     f"instance {tx.instance.pk} is {tx.instance.status}; retry it first"
                 )
+            if check_permission and not can_complete_task(task, self._user(user)):
+                raise PermissionDenied(f"you may not complete task {task.pk} ({task.title})")
             step = tx.definition.steps[task.step_name]
             if not isinstance(step, BaseHumanStep):
                 raise StateConflict(f"step {task.step_name!r} is no longer a human step")
-            cleaned = step.clean(dict(data or {}))
+            submitted = dict(data)
+            if action is not None:
+                if action not in step.actions:
+                    known = ", ".join(step.actions) or "none"
+                    raise ValidationError(
+                        {"action": [f"unknown action {action!r} (known: {known})"]}
+                    )
+                submitted.update(step.actions[action])
+            cleaned = step.clean(submitted)
             ctx = tx.context(task.step_name, user_id=user_pk)
             step.complete(ctx, cleaned)
             changes = ctx.changes
@@ -554,6 +590,51 @@ class BaseExecutionEngine:
         instance, runnable = self._transition(instance_id, body)
         self.dispatch(runnable)
         return self.get_instance(instance.pk)
+
+    def claim_task(self, task_id: Any, user: Any) -> HumanTask:
+        """Take a task so that others in its candidate groups leave it alone."""
+        user = self._user(user)
+        with transaction.atomic():
+            task = self._locked_task(task_id)
+            if task.claimed_by_id not in (None, user.pk):
+                raise StateConflict(f"task {task.pk} is claimed by {task.claimed_by}")
+            if not can_complete_task(task, user):
+                raise PermissionDenied(f"you may not claim task {task.pk} ({task.title})")
+            task.claimed_by = user
+            task.save(update_fields=["claimed_by"])
+        return task
+
+    def unclaim_task(self, task_id: Any, user: Any) -> HumanTask:
+        """Give a claimed task back to its candidate groups (the claimer or a superuser)."""
+        user = self._user(user)
+        with transaction.atomic():
+            task = self._locked_task(task_id)
+            if task.claimed_by_id is None:
+                raise StateConflict(f"task {task.pk} is not claimed")
+            if task.claimed_by_id != user.pk and not user.is_superuser:
+                raise PermissionDenied(f"task {task.pk} is claimed by someone else")
+            task.claimed_by = None
+            task.save(update_fields=["claimed_by"])
+        return task
+
+    def _locked_task(self, task_id: Any) -> HumanTask:
+        try:
+            task = HumanTask.objects.select_for_update().get(pk=task_id)
+        except (HumanTask.DoesNotExist, ValidationError, ValueError, TypeError):
+            raise TaskNotFound(f"no human task with id {task_id!r}") from None
+        if task.status != TaskStatus.OPEN:
+            raise TaskNotOpen(f"task {task.pk} is {task.status}")
+        return task
+
+    def _user(self, user: Any) -> Any:
+        if user is None:
+            raise PermissionDenied("no user: log in first")
+        if hasattr(user, "is_authenticated"):
+            return user
+        try:
+            return get_user_model()._default_manager.get(pk=user)
+        except (ObjectDoesNotExist, ValueError, TypeError):
+            raise ValueError(f"no user with id {user!r}") from None
 
     # -- public API: cancel and retry ------------------------------------------
 
@@ -857,6 +938,12 @@ class BaseExecutionEngine:
 
     async def acomplete_task(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
         return await sync_to_async(self.complete_task)(*args, **kwargs)
+
+    async def aclaim_task(self, *args: Any, **kwargs: Any) -> HumanTask:
+        return await sync_to_async(self.claim_task)(*args, **kwargs)
+
+    async def aunclaim_task(self, *args: Any, **kwargs: Any) -> HumanTask:
+        return await sync_to_async(self.unclaim_task)(*args, **kwargs)
 
     async def acancel_workflow(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
         return await sync_to_async(self.cancel_workflow)(*args, **kwargs)

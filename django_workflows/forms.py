@@ -1,0 +1,116 @@
+"""Forms of human steps: a Django ``Form`` declared on the step, or one built from a JSON schema.
+
+``form_for_step`` gives the form class the admin renders and the engine validates
+with; ``schema_for_step`` gives the JSON schema the API publishes, so a client can
+render the same form. The supported schema is the common subset: an object whose
+``properties`` are ``string`` (with ``enum``, ``format: date``, ``maxLength``),
+``integer``, ``number`` (``minimum``, ``maximum``) and ``boolean``, plus ``required``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from .exceptions import DefinitionError
+
+_SCHEMA_TYPES = {"string", "integer", "number", "boolean"}
+
+
+def _field_from_schema(name: str, spec: dict[str, Any], required: bool) -> forms.Field:
+    kind = spec.get("type", "string")
+    common: dict[str, Any] = {
+        "required": required and kind != "boolean",
+        "label": spec.get("title", name.replace("_", " ").capitalize()),
+        "help_text": spec.get("description", ""),
+    }
+    if "default" in spec:
+        common["initial"] = spec["default"]
+    if kind not in _SCHEMA_TYPES:
+        raise DefinitionError(f"form field {name!r}: unsupported type {kind!r}")
+    if "enum" in spec:
+        return forms.TypedChoiceField(
+            choices=[(v, str(v)) for v in spec["enum"]],
+            coerce={"integer": int, "number": float}.get(kind, str),
+            **common,
+        )
+    if kind == "boolean":
+        return forms.BooleanField(**common)
+    if kind == "integer":
+        return forms.IntegerField(
+            min_value=spec.get("minimum"), max_value=spec.get("maximum"), **common
+        )
+    if kind == "number":
+        return forms.FloatField(
+            min_value=spec.get("minimum"), max_value=spec.get("maximum"), **common
+        )
+    if spec.get("format") == "date":
+        return forms.DateField(**common)
+    if spec.get("format") == "email":
+        return forms.EmailField(max_length=spec.get("maxLength"), **common)
+    widget = forms.Textarea if spec.get("maxLength", 0) > 200 else None
+    return forms.CharField(max_length=spec.get("maxLength"), widget=widget, **common)
+
+
+def form_from_schema(schema: dict[str, Any], name: str = "StepForm") -> type[forms.Form]:
+    if schema.get("type", "object") != "object" or not isinstance(schema.get("properties"), dict):
+        raise DefinitionError("a form schema must be an object with 'properties'")
+    required = set(schema.get("required", ()))
+    fields = {
+        key: _field_from_schema(key, spec, key in required)
+        for key, spec in schema["properties"].items()
+    }
+    return type(name, (forms.Form,), fields)
+
+
+def _schema_from_field(field: forms.Field) -> dict[str, Any]:
+    spec: dict[str, Any] = {"title": str(field.label) if field.label else None}
+    if isinstance(field, forms.BooleanField):
+        spec["type"] = "boolean"
+    elif isinstance(field, forms.IntegerField):
+        spec["type"] = "integer"
+    elif isinstance(field, forms.FloatField | forms.DecimalField):
+        spec["type"] = "number"
+    else:
+        spec["type"] = "string"
+        if isinstance(field, forms.DateField):
+            spec["format"] = "date"
+        elif isinstance(field, forms.EmailField):
+            spec["format"] = "email"
+    if isinstance(field, forms.ChoiceField):
+        spec["enum"] = [value for value, _ in field.choices if value != ""]
+    for attr, key in (
+        ("max_length", "maxLength"),
+        ("min_value", "minimum"),
+        ("max_value", "maximum"),
+    ):
+        if getattr(field, attr, None) is not None:
+            spec[key] = getattr(field, attr)
+    if field.help_text:
+        spec["description"] = str(field.help_text)
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+def form_for_step(step: Any) -> type[forms.Form] | None:
+    """The step's form class: ``form_class``, or one built from ``form_schema``, or None."""
+    if step.form_class is not None:
+        return step.form_class
+    if step.form_schema is not None:
+        return form_from_schema(step.form_schema, f"{type(step).__name__}Form")
+    return None
+
+
+def schema_for_step(step: Any) -> dict[str, Any]:
+    """A JSON schema describing the data a step's task accepts (empty object: anything)."""
+    if step.form_schema is not None:
+        return step.form_schema
+    form_class = step.form_class
+    if form_class is None:
+        return {"type": "object", "properties": {}}
+    fields = form_class.base_fields
+    return {
+        "type": "object",
+        "properties": {name: _schema_from_field(field) for name, field in fields.items()},
+        "required": [name for name, field in fields.items() if field.required],
+    }
