@@ -64,8 +64,8 @@ def form_from_schema(schema: dict[str, Any], name: str = "StepForm") -> type[for
     return type(name, (forms.Form,), fields)
 
 
-def _schema_from_field(field: forms.Field) -> dict[str, Any]:
-    spec: dict[str, Any] = {"title": str(field.label) if field.label else None}
+def _schema_from_field(name: str, field: forms.Field) -> dict[str, Any]:
+    spec: dict[str, Any] = {"title": str(field.label or name.replace("_", " ").capitalize())}
     if isinstance(field, forms.BooleanField):
         spec["type"] = "boolean"
     elif isinstance(field, forms.IntegerField):
@@ -111,6 +111,6 @@ def schema_for_step(step: Any) -> dict[str, Any]:
     fields = form_class.base_fields
     return {
         "type": "object",
-        "properties": {name: _schema_from_field(field) for name, field in fields.items()},
+        "properties": {name: _schema_from_field(name, field) for name, field in fields.items()},
         "required": [name for name, field in fields.items() if field.required],
     }

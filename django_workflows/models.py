@@ -321,3 +321,31 @@ class WorkflowEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.step_name}".strip()
+
+
+class IdempotencyKey(models.Model):
+    """A client's key for a start request: the same key (for the same user) returns the
+    instance the first request started instead of starting another one."""
+
+    key = models.CharField(_("key"), max_length=255)
+    owner = models.CharField(
+        _("owner"), max_length=150, blank=True, help_text=_("The user's pk; blank for none.")
+    )
+    workflow_name = models.CharField(_("workflow"), max_length=200)
+    instance = models.ForeignKey(
+        WorkflowInstance,
+        on_delete=models.CASCADE,
+        related_name="idempotency_keys",
+        verbose_name=_("instance"),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("idempotency key")
+        verbose_name_plural = _("idempotency keys")
+        constraints = [
+            models.UniqueConstraint(fields=("owner", "key"), name="dwf_idempotency_owner_key"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key

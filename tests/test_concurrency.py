@@ -157,3 +157,22 @@ def test_duplicate_delivery_runs_a_step_once(wf_registry):
     assert results == [[], []]
     assert executions == [1]
     assert engine.get_instance(instance.id).status == WorkflowStatus.COMPLETED
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_concurrent_idempotent_starts_start_one_instance(engine, round_):
+    from django_workflows.models import WorkflowInstance
+
+    user = UserFactory()
+
+    def start():
+        return engine.get_or_start_workflow(
+            "notifications", started_by=user, idempotency_key=f"key-{round_}"
+        )
+
+    results = in_threads(start, start, start)
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sorted(created for _, created in results) == [False, False, True]
+    assert len({instance.pk for instance, _ in results}) == 1
+    assert WorkflowInstance.objects.count() == 1

@@ -27,7 +27,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -51,6 +51,7 @@ from ..models import (
     ACTIVE_RUN_STATUSES,
     DefinitionVersion,
     HumanTask,
+    IdempotencyKey,
     StepRun,
     StepRunStatus,
     TaskStatus,
@@ -441,6 +442,8 @@ class BaseExecutionEngine:
         initial_data: dict[str, Any] | None = None,
         business_key: str = "",
         started_by: Any = None,
+        *,
+        _idempotency: tuple[str, str] | None = None,
     ) -> WorkflowInstance:
         """Start ``name`` (the highest version unless given) and run it as far as it goes."""
         definition = self.registry.get_definition(name, version)
@@ -458,12 +461,66 @@ class BaseExecutionEngine:
                 business_key=business_key or "",
                 started_by_id=user_pk,
             )
+            if _idempotency is not None:
+                owner, key = _idempotency
+                IdempotencyKey.objects.create(
+                    owner=owner, key=key, workflow_name=name, instance=instance
+                )
             tx = _Transition(self, instance, definition)
             tx.event(ev.WorkflowStarted, user_id=user_pk, business_key=instance.business_key)
             tx.advance(definition.initial_step, activate=True)
             tx.close()
         self.dispatch(tx.runnable)
         return self.get_instance(instance.pk)
+
+    def get_or_start_workflow(
+        self,
+        name: str,
+        version: str | None = None,
+        initial_data: dict[str, Any] | None = None,
+        business_key: str = "",
+        started_by: Any = None,
+        *,
+        idempotency_key: str,
+    ) -> tuple[WorkflowInstance, bool]:
+        """Start once per ``idempotency_key`` (per user), like ``get_or_create``.
+
+        A repeated call with the same key returns the instance the first call started
+        and False. The key is stored in the transaction that creates the instance, so two
+        concurrent calls start one instance. A key reused for another workflow conflicts.
+        """
+        if not idempotency_key or len(idempotency_key) > 255:
+            raise ValidationError({"idempotency_key": ["must be 1 to 255 characters"]})
+        owner = "" if started_by is None else str(_user_pk(started_by))
+
+        def existing() -> WorkflowInstance | None:
+            row = IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).first()
+            if row is None:
+                return None
+            if row.workflow_name != name:
+                raise StateConflict(
+                    f"idempotency key {idempotency_key!r} was used to start {row.workflow_name!r}"
+                )
+            return self.get_instance(row.instance_id)
+
+        found = existing()
+        if found is not None:
+            return found, False
+        try:
+            instance = self.start_workflow(
+                name,
+                version,
+                initial_data,
+                business_key,
+                started_by,
+                _idempotency=(owner, idempotency_key),
+            )
+        except IntegrityError:
+            found = existing()  # a concurrent call with the same key won
+            if found is None:
+                raise
+            return found, False
+        return instance, True
 
     def get_instance(self, instance_id: Any) -> WorkflowInstance:
         try:
@@ -551,15 +608,12 @@ class BaseExecutionEngine:
             step = tx.definition.steps[task.step_name]
             if not isinstance(step, BaseHumanStep):
                 raise StateConflict(f"step {task.step_name!r} is no longer a human step")
-            submitted = dict(data)
-            if action is not None:
-                if action not in step.actions:
-                    known = ", ".join(step.actions) or "none"
-                    raise ValidationError(
-                        {"action": [f"unknown action {action!r} (known: {known})"]}
-                    )
-                submitted.update(step.actions[action])
-            cleaned = step.clean(submitted)
+            if action is not None and action not in step.actions:
+                known = ", ".join(step.actions) or "none"
+                raise ValidationError({"action": [f"unknown action {action!r} (known: {known})"]})
+            cleaned = step.clean(dict(data))
+            if action is not None:  # the button's values are the step's own, not the user's
+                cleaned.update(step.actions[action])
             ctx = tx.context(task.step_name, user_id=user_pk)
             step.complete(ctx, cleaned)
             changes = ctx.changes
@@ -929,6 +983,11 @@ class BaseExecutionEngine:
 
     async def astart_workflow(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
         return await sync_to_async(self.start_workflow)(*args, **kwargs)
+
+    async def aget_or_start_workflow(
+        self, *args: Any, **kwargs: Any
+    ) -> tuple[WorkflowInstance, bool]:
+        return await sync_to_async(self.get_or_start_workflow)(*args, **kwargs)
 
     async def aget_instance(self, instance_id: Any) -> WorkflowInstance:
         return await sync_to_async(self.get_instance)(instance_id)

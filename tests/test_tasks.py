@@ -1,0 +1,200 @@
+"""Human tasks: who may complete them, claiming, action buttons, forms; idempotent starts."""
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from django_workflows import (
+    BaseHumanStep,
+    Edge,
+    StateConflict,
+    TaskNotOpen,
+    WorkflowDefinition,
+    WorkflowStatus,
+)
+from django_workflows.forms import form_for_step, schema_for_step
+from django_workflows.models import HumanTask, IdempotencyKey, WorkflowInstance
+from django_workflows.permissions import can_complete_task, completable_tasks
+
+from . import workflows
+from .factories import GroupFactory, StaffFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+class Assigned(BaseHumanStep):
+    title = "Sign the contract"
+
+    def get_assignee(self, context):
+        return context.get("signer")
+
+
+class Buttons(BaseHumanStep):
+    title = "Decide"
+    actions = {"Approve": {"approved": True}, "Reject": {"approved": False}}
+    form_schema = {
+        "type": "object",
+        "properties": {
+            "comment": {"type": "string", "maxLength": 500},
+            "priority": {"type": "integer", "minimum": 1, "maximum": 3},
+            "channel": {"type": "string", "enum": ["mail", "phone"]},
+        },
+        "required": ["priority"],
+    }
+
+
+class Open(BaseHumanStep):
+    title = "Anyone on staff"
+
+
+@pytest.fixture
+def tasks_registry(wf_registry):
+    for name, step in (("assigned", Assigned()), ("buttons", Buttons()), ("open", Open())):
+        wf_registry.register_definition(
+            WorkflowDefinition(
+                name=name,
+                version="1",
+                initial_step="task",
+                steps={"task": step, "done": workflows.Record()},
+                edges=[Edge("task", "done")],
+            )
+        )
+    return wf_registry
+
+
+def open_task(instance):
+    return HumanTask.objects.get(instance=instance, status="open")
+
+
+def test_who_may_complete_a_task(engine, tasks_registry, manager):
+    signer, other, staff = UserFactory(), UserFactory(), StaffFactory()
+    superuser = UserFactory(is_superuser=True)
+    group_task = open_task(engine.start_workflow("expense", initial_data={"amount": 1}))
+    assigned_task = open_task(engine.start_workflow("assigned", initial_data={"signer": signer.pk}))
+    unrestricted = open_task(engine.start_workflow("open"))
+
+    assert can_complete_task(group_task, manager)
+    assert not can_complete_task(group_task, other)
+    assert not can_complete_task(group_task, staff)  # staff outside the group
+    assert can_complete_task(assigned_task, signer)
+    assert not can_complete_task(assigned_task, manager)
+    assert can_complete_task(unrestricted, staff)
+    assert not can_complete_task(unrestricted, other)
+    for task in (group_task, assigned_task, unrestricted):
+        assert can_complete_task(task, superuser)
+        assert not can_complete_task(task, None)
+
+    assert set(completable_tasks(manager)) == {group_task}
+    assert set(completable_tasks(signer)) == {assigned_task}
+    assert set(completable_tasks(staff)) == {unrestricted}
+    assert set(completable_tasks(other)) == set()
+    assert set(completable_tasks(superuser)) == {group_task, assigned_task, unrestricted}
+
+
+def test_completing_with_check_permission_refuses_others_and_changes_nothing(engine, manager):
+    instance = engine.start_workflow("expense", initial_data={"amount": 1})
+    task = open_task(instance)
+    outsider = UserFactory()
+
+    with pytest.raises(PermissionDenied, match="may not complete"):
+        engine.complete_task(task.pk, outsider, {"approved": True}, check_permission=True)
+    assert open_task(instance) == task
+    instance = engine.complete_task(task.pk, manager, {"approved": False}, check_permission=True)
+    assert instance.status == WorkflowStatus.COMPLETED
+
+
+def test_claim_and_unclaim(engine, manager):
+    colleague = UserFactory(groups=[GroupFactory(name="managers")])
+    instance = engine.start_workflow("expense", initial_data={"amount": 1})
+    task = open_task(instance)
+
+    engine.claim_task(task.pk, manager)
+    task.refresh_from_db()
+    assert task.claimed_by == manager
+    assert not can_complete_task(task, colleague)  # claimed: it is the claimer's now
+    assert set(completable_tasks(colleague)) == set()
+    with pytest.raises(StateConflict, match="claimed by"):
+        engine.claim_task(task.pk, colleague)
+    with pytest.raises(PermissionDenied):
+        engine.unclaim_task(task.pk, colleague)
+
+    engine.unclaim_task(task.pk, manager)
+    task.refresh_from_db()
+    assert task.claimed_by is None
+    with pytest.raises(StateConflict, match="not claimed"):
+        engine.unclaim_task(task.pk, manager)
+    with pytest.raises(PermissionDenied):
+        engine.claim_task(task.pk, UserFactory())  # not a candidate
+    with pytest.raises(PermissionDenied):
+        engine.claim_task(task.pk, None)
+
+    engine.complete_task(task.pk, manager, {"approved": False})
+    with pytest.raises(TaskNotOpen):
+        engine.claim_task(task.pk, manager)
+
+
+def test_action_buttons_merge_their_values(engine, tasks_registry, staff):
+    instance = engine.start_workflow("buttons")
+    task = open_task(instance)
+
+    with pytest.raises(ValidationError) as excinfo:
+        engine.complete_task(task.pk, staff, {"priority": 2}, action="Maybe")
+    assert "unknown action 'Maybe'" in str(excinfo.value)
+    with pytest.raises(ValidationError) as excinfo:
+        engine.complete_task(task.pk, staff, {"priority": 9}, action="Approve")
+    assert "priority" in excinfo.value.message_dict
+    with pytest.raises(ValidationError):
+        engine.complete_task(task.pk, staff, ["not", "an", "object"])
+    assert open_task(instance) == task
+
+    instance = engine.complete_task(
+        task.pk, staff, {"priority": "2", "channel": "mail"}, action="Reject"
+    )
+    assert instance.context == {
+        "approved": False,
+        "priority": 2,
+        "channel": "mail",
+        "comment": "",
+        "done_done": True,
+    }
+
+
+def test_forms_and_schemas_of_steps():
+    schema_form = form_for_step(Buttons())
+    assert set(schema_form.base_fields) == {"comment", "priority", "channel"}
+    assert schema_form.base_fields["priority"].required
+    assert not schema_form.base_fields["comment"].required
+    assert schema_for_step(Buttons()) is Buttons.form_schema
+
+    derived = schema_for_step(workflows.ManagerApproval())
+    assert derived["properties"]["approved"]["type"] == "boolean"
+    assert derived["properties"]["amount_approved"] == {
+        "title": "Amount approved",
+        "type": "integer",
+        "minimum": 0,
+    }
+    assert derived["required"] == []
+    assert form_for_step(Open()) is None
+    assert schema_for_step(Open()) == {"type": "object", "properties": {}}
+
+
+def test_idempotent_start(engine, user):
+    first, created = engine.get_or_start_workflow(
+        "expense", initial_data={"amount": 1}, started_by=user, idempotency_key="req-1"
+    )
+    again, created_again = engine.get_or_start_workflow(
+        "expense", initial_data={"amount": 999}, started_by=user, idempotency_key="req-1"
+    )
+    other_user, created_other = engine.get_or_start_workflow(
+        "expense", initial_data={"amount": 1}, started_by=UserFactory(), idempotency_key="req-1"
+    )
+
+    assert (created, created_again, created_other) == (True, False, True)
+    assert again.pk == first.pk
+    assert again.context["amount"] == 1
+    assert other_user.pk != first.pk
+    assert WorkflowInstance.objects.count() == 2
+    with pytest.raises(StateConflict, match="was used to start 'expense'"):
+        engine.get_or_start_workflow("notifications", started_by=user, idempotency_key="req-1")
+    with pytest.raises(ValidationError):
+        engine.get_or_start_workflow("expense", started_by=user, idempotency_key="")
+    assert IdempotencyKey.objects.count() == 2
