@@ -618,3 +618,30 @@ def test_cancel_works_when_the_definition_is_no_longer_registered(engine, wf_reg
     wf_registry.unregister("expense")
     instance = engine.cancel_workflow(instance.id, reason="workflow retired")
     assert instance.status == WorkflowStatus.CANCELED
+
+
+def test_inside_the_callers_transaction_steps_run_after_commit(
+    engine, django_capture_on_commit_callbacks
+):
+    from django.db import transaction
+
+    with django_capture_on_commit_callbacks(execute=True):
+        with transaction.atomic():
+            instance = engine.start_workflow("notifications")
+            # Nothing ran yet: execute() never runs inside the caller's transaction.
+            assert instance.status == WorkflowStatus.RUNNING
+            assert calls == []
+    assert [s for _, s in calls][0] == "start"
+    assert engine.get_instance(instance.id).status == WorkflowStatus.COMPLETED
+
+
+def test_a_rolled_back_start_runs_no_step(engine):
+    from django.db import transaction
+
+    from django_workflows.models import WorkflowInstance
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        engine.start_workflow("notifications")
+        raise RuntimeError("the view failed")
+    assert calls == []
+    assert not WorkflowInstance.objects.exists()
