@@ -625,13 +625,12 @@ def test_inside_the_callers_transaction_steps_run_after_commit(
 ):
     from django.db import transaction
 
-    with django_capture_on_commit_callbacks(execute=True):
-        with transaction.atomic():
-            instance = engine.start_workflow("notifications")
-            # Nothing ran yet: execute() never runs inside the caller's transaction.
-            assert instance.status == WorkflowStatus.RUNNING
-            assert calls == []
-    assert [s for _, s in calls][0] == "start"
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        instance = engine.start_workflow("notifications")
+        # Nothing ran yet: execute() never runs inside the caller's transaction.
+        assert instance.status == WorkflowStatus.RUNNING
+        assert calls == []
+    assert calls[0][1] == "start"
     assert engine.get_instance(instance.id).status == WorkflowStatus.COMPLETED
 
 
@@ -640,8 +639,12 @@ def test_a_rolled_back_start_runs_no_step(engine):
 
     from django_workflows.models import WorkflowInstance
 
-    with pytest.raises(RuntimeError), transaction.atomic():
-        engine.start_workflow("notifications")
-        raise RuntimeError("the view failed")
+    def view():
+        with transaction.atomic():
+            engine.start_workflow("notifications")
+            raise RuntimeError("the view failed")
+
+    with pytest.raises(RuntimeError):
+        view()
     assert calls == []
     assert not WorkflowInstance.objects.exists()
