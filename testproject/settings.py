@@ -77,6 +77,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": str(Path(tempfile.gettempdir()) / f"django_workflows_test_{os.getpid()}.sqlite3")
     }
 
+if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    # One test database per test run, so that two runs at once do not collide.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = []
@@ -137,3 +141,37 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_workflows": {"handlers": ["console"], "level": "WARNING"}},
 }
+
+# --- Optional backends (django_workflows.contrib; extras celery, saq, tasks) -----------------
+# WORKFLOWS_ENGINE=celery|saq|tasks selects one; the tests in tests/contrib start their
+# workers with it. Each backend's options are read only when its engine or worker is used.
+_CONTRIB_ENGINES = {
+    "celery": "django_workflows.contrib.celery.CeleryExecutionEngine",
+    "saq": "django_workflows.contrib.saq.SAQExecutionEngine",
+    "tasks": "django_workflows.contrib.django_tasks.DjangoTasksExecutionEngine",
+}
+if os.environ.get("WORKFLOWS_ENGINE") in _CONTRIB_ENGINES:
+    DJANGO_WORKFLOWS["ENGINE"] = _CONTRIB_ENGINES[os.environ["WORKFLOWS_ENGINE"]]
+_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# Celery: the app of testproject/celery_app.py reads the CELERY_* settings.
+WORKFLOWS_CELERY_APP = "testproject.celery_app.app"
+CELERY_BROKER_URL = _REDIS_URL
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "django_workflows")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+
+# SAQ: testproject/saq_worker.py and the engine build their queues from these.
+WORKFLOWS_SAQ_URL = _REDIS_URL
+WORKFLOWS_SAQ_QUEUE = os.environ.get("SAQ_QUEUE", "django_workflows")
+
+# Django Tasks: django-tasks' database backend, when installed. Its app is installed in
+# every process (the test process too) so that its table exists in the test database
+# that the db_worker processes share.
+import importlib.util  # noqa: E402
+
+if importlib.util.find_spec("django_tasks_db") is not None:
+    INSTALLED_APPS += ["django_tasks", "django_tasks_db"]
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}

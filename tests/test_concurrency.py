@@ -25,6 +25,8 @@ TIMEOUT = 30
 class QueueingEngine(BaseExecutionEngine):
     """Collects runnable runs instead of running them, so a test plays the workers."""
 
+    chain_steps = False  # every run goes through the "queue", one process_run each
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.queued: list[int] = []

@@ -11,6 +11,7 @@ lease token still matches (fencing). Backends differ only in ``dispatch``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
@@ -18,7 +19,7 @@ import socket
 import threading
 import traceback as tb
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -28,7 +29,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -69,12 +70,16 @@ from ..steps import (
     ExclusiveGateway,
     ParallelGateway,
     RetryPolicy,
+    StepType,
     TimerStep,
 )
 
 logger = logging.getLogger("django_workflows.engine")
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+#: How many machine steps of one instance a worker executes back to back before it
+#: hands the next one to the queue (so one long chain cannot hold a worker forever).
+INLINE_CHAIN_LIMIT = 100
 
 
 def _error_text(exc: BaseException) -> tuple[str, str]:
@@ -88,32 +93,47 @@ def _user_pk(user: Any) -> Any:
 
 
 class _Transition:
-    """The work of one transition of one locked instance: tokens, new runs, events."""
+    """The work of one transition of one locked instance.
+
+    Routing is planned in memory first (tokens, new runs, human tasks, events); a
+    condition or hook that raises therefore leaves nothing to undo in the database.
+    ``close()`` then writes it all: one insert for the new runs, one for the events,
+    one update of the instance.
+    """
 
     def __init__(
         self,
         engine: BaseExecutionEngine,
         instance: WorkflowInstance,
-        definition: WorkflowDefinition,
+        definition: WorkflowDefinition | None,
+        *,
+        claim_next: bool = False,
     ) -> None:
         self.engine = engine
         self.instance = instance
         self.definition = definition
         self.events: list[ev.WorkflowEventBase] = []
         self.runnable: list[int] = []
+        self.new_runs: list[StepRun] = []
+        self.new_tasks: list[tuple[StepRun, HumanTask, int, Sequence[str]]] = []
+        # The caller executes the first machine step this transition activates itself:
+        # created already claimed, it needs no queue message and no claim.
+        self.claim_next = claim_next
+        self.claimed: tuple[StepRun, uuid.UUID] | None = None
 
     # -- events ----------------------------------------------------------------
 
-    def event(self, cls: type[ev.WorkflowEventBase], **fields: Any) -> None:
-        self.events.append(
-            cls(
-                instance_id=str(self.instance.pk),
-                workflow_name=self.instance.definition.name,
-                workflow_version=self.instance.definition.version,
-                timestamp=timezone.now(),
-                **fields,
-            )
+    def make_event(self, cls: type[ev.WorkflowEventBase], **fields: Any) -> ev.WorkflowEventBase:
+        return cls(
+            instance_id=str(self.instance.pk),
+            workflow_name=self.instance.definition.name,
+            workflow_version=self.instance.definition.version,
+            timestamp=timezone.now(),
+            **fields,
         )
+
+    def event(self, cls: type[ev.WorkflowEventBase], **fields: Any) -> None:
+        self.events.append(self.make_event(cls, **fields))
 
     def context(self, step_name: str, user_id: Any = None, attempt: int = 1) -> WorkflowContext:
         return WorkflowContext(
@@ -124,7 +144,12 @@ class _Transition:
             user_id=user_id,
         )
 
-    # -- activation and routing ----------------------------------------------
+    def leave(self, step_name: str) -> None:
+        """A run of ``step_name`` stopped being active (completed, failed, fired)."""
+        if step_name in self.instance.current_steps:
+            self.instance.current_steps.remove(step_name)
+
+    # -- activation and routing (planned in memory) ------------------------------
 
     def activate(self, step_name: str) -> None:
         """Start a step on a live token."""
@@ -134,48 +159,49 @@ class _Transition:
             run.status = StepRunStatus.QUEUED
             run.queued_at = Now()
             run.max_attempts = self.engine.retry_policy(step).max_attempts
-            run.save()
-            self.runnable.append(run.pk)
+            if self.claim_next and self.claimed is None:
+                token = uuid.uuid4()
+                run.status = StepRunStatus.RUNNING
+                run.attempt = 1
+                run.lease_token = token
+                run.lease_expires_at = Now() + timedelta(seconds=workflow_settings.LEASE_SECONDS)
+                run.started_at = Now()
+                run.worker = WORKER_ID
+                self.claimed = (run, token)
         elif isinstance(step, BaseHumanStep):
             run.status = StepRunStatus.WAITING
-            run.save()
-            self._open_task(run, step)
+            self._plan_task(run, step)
         elif isinstance(step, TimerStep):
-            ctx = self.context(step_name)
-            due_at = step.get_due_at(ctx)
+            due_at = step.get_due_at(self.context(step_name))
             if due_at is not None and timezone.is_naive(due_at):
                 raise DefinitionError(f"timer {step_name!r} returned a naive datetime; use UTC")
             run.status = StepRunStatus.SCHEDULED
             run.due_at = due_at if due_at is not None else Now() + step.duration
-            run.save()
         else:  # a gateway routes at once
             run.status = StepRunStatus.COMPLETED
             run.started_at = run.finished_at = Now()
-            run.save()
+            self.new_runs.append(run)
             self.event(
                 ev.StepExecuted, step_name=step_name, step_type="gateway", status="completed"
             )
             self.route(step_name)
+            return
+        self.new_runs.append(run)
+        self.instance.current_steps.append(step_name)
 
-    def _open_task(self, run: StepRun, step: BaseHumanStep) -> None:
+    def _plan_task(self, run: StepRun, step: BaseHumanStep) -> None:
         ctx = self.context(run.step_name)
-        assignee = step.get_assignee(ctx)
-        task = HumanTask.objects.create(
+        task = HumanTask(
             instance=self.instance,
-            step_run=run,
             step_name=run.step_name,
             title=step.get_title(ctx)[:300],
             description=step.description,
-            assignee_id=_user_pk(assignee),
+            assignee_id=_user_pk(step.get_assignee(ctx)),
             due_at=timezone.now() + step.due_in if step.due_in else None,
         )
-        if step.candidate_groups:
-            groups = list(Group.objects.filter(name__in=step.candidate_groups))
-            missing = set(step.candidate_groups) - {g.name for g in groups}
-            if missing:
-                logger.warning("human step %r: no group named %s", run.step_name, sorted(missing))
-            task.candidate_groups.set(groups)
-        self.event(ev.HumanTaskCreated, step_name=run.step_name, task_id=task.pk, title=task.title)
+        # The event gets its task id once the task is inserted (close()).
+        self.event(ev.HumanTaskCreated, step_name=run.step_name, task_id=0, title=task.title)
+        self.new_tasks.append((run, task, len(self.events) - 1, tuple(step.candidate_groups)))
 
     def route(self, step_name: str) -> None:
         """Send a token down every outgoing edge of a finished step: live if taken, else dead."""
@@ -241,24 +267,33 @@ class _Transition:
     ) -> bool:
         """Merge a finished step's changes and route on from it (or, with ``activate``,
         start it). If that raises (a condition, no matching edge, a hook of the next step),
-        it is undone and the step and the instance fail instead, the context kept as it
-        was before the step. Returns True if it went on."""
-        context = dict(self.instance.context)
-        tokens = {k: dict(v) for k, v in self.instance.tokens.items()}
-        n_events, n_runnable = len(self.events), len(self.runnable)
+        the plan is dropped and the step and the instance fail instead, the context kept
+        as it was before the step. Returns True if it went on."""
+        instance = self.instance
+        saved = (
+            dict(instance.context),
+            {k: dict(v) for k, v in instance.tokens.items()},
+            list(instance.current_steps),
+            len(self.events),
+            len(self.new_runs),
+            len(self.new_tasks),
+            self.claimed,
+        )
         try:
-            with transaction.atomic():
-                self.instance.context.update(changes or {})
-                if activate:
-                    self.activate(step_name)
-                else:
-                    self.route(step_name)
+            instance.context.update(changes or {})
+            if activate:
+                self.activate(step_name)
+            else:
+                self.route(step_name)
         except DatabaseError:
             raise
         except Exception as exc:
-            self.instance.context, self.instance.tokens = context, tokens
+            context, tokens, current, n_events, n_runs, n_tasks, claimed = saved
+            instance.context, instance.tokens, instance.current_steps = context, tokens, current
             del self.events[n_events:]
-            del self.runnable[n_runnable:]
+            del self.new_runs[n_runs:]
+            del self.new_tasks[n_tasks:]
+            self.claimed = claimed
             message, trace = _error_text(exc)
             if run_pk is not None:
                 StepRun.objects.filter(pk=run_pk).update(
@@ -276,18 +311,19 @@ class _Transition:
             self.fail_instance(step_name, message, trace)
             return False
         if emit_done and not activate:
-            done = ev.StepExecuted(
-                instance_id=str(self.instance.pk),
-                workflow_name=self.instance.definition.name,
-                workflow_version=self.instance.definition.version,
-                timestamp=timezone.now(),
+            done = self.make_event(
+                ev.StepExecuted,
                 step_name=step_name,
                 step_type=step_type,
                 status="completed",
                 attempt=attempt,
                 changes=changes or {},
             )
-            self.events.insert(n_events, done)
+            self.events.insert(saved[3], done)
+            for entry in range(len(self.new_tasks)):  # their events moved one place on
+                run, task, index, groups = self.new_tasks[entry]
+                if index >= saved[3]:
+                    self.new_tasks[entry] = (run, task, index + 1, groups)
         return True
 
     def fail_instance(self, step_name: str, message: str, trace: str) -> None:
@@ -300,20 +336,26 @@ class _Transition:
     # -- closing ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Derive status and current steps from the active runs, save, write the history."""
+        """Write the plan: new runs and tasks, the instance, the history."""
         instance = self.instance
-        active = list(
-            StepRun.objects.filter(instance=instance, status__in=ACTIVE_RUN_STATUSES)
-            .order_by("id")
-            .values_list("step_name", "status")
-        )
-        instance.current_steps = list(dict.fromkeys(name for name, _ in active))
-        if instance.status in ACTIVE_INSTANCE_STATUSES:
-            if not active:
+        if self.claimed is not None:
+            self.claimed[0].input = dict(instance.context)
+        if self.new_runs:
+            StepRun.objects.bulk_create(self.new_runs)
+            self.runnable.extend(
+                run.pk
+                for run in self.new_runs
+                if run.status == StepRunStatus.QUEUED and run.due_at is None
+            )
+        if self.new_tasks:
+            self._write_tasks()
+        if instance.status in ACTIVE_INSTANCE_STATUSES and self.definition is not None:
+            kinds = {self.definition.steps[name].step_type for name in instance.current_steps}
+            if not kinds:
                 instance.status = WorkflowStatus.COMPLETED
                 instance.tokens = {}
                 self.event(ev.WorkflowCompleted)
-            elif any(s in (StepRunStatus.QUEUED, StepRunStatus.RUNNING) for _, s in active):
+            elif StepType.MACHINE in kinds:
                 instance.status = WorkflowStatus.RUNNING
             else:
                 instance.status = WorkflowStatus.WAITING
@@ -323,7 +365,19 @@ class _Transition:
             WorkflowStatus.CANCELED,
         ):
             instance.finished_at = timezone.now()
-        instance.save()
+        instance.save(
+            update_fields=[
+                "status",
+                "context",
+                "current_steps",
+                "tokens",
+                "failed_step",
+                "error",
+                "error_traceback",
+                "updated_at",
+                "finished_at",
+            ]
+        )
         WorkflowEvent.objects.bulk_create(
             WorkflowEvent(
                 instance=instance,
@@ -336,6 +390,28 @@ class _Transition:
         )
         transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
 
+    def _write_tasks(self) -> None:
+        tasks = []
+        for run, task, _, _ in self.new_tasks:
+            task.step_run = run
+            tasks.append(task)
+        HumanTask.objects.bulk_create(tasks)
+        names = {name for _, _, _, groups in self.new_tasks for name in groups}
+        groups = dict(Group.objects.filter(name__in=names).values_list("name", "pk"))
+        if missing := names - set(groups):
+            logger.warning("human tasks: no group named %s", sorted(missing))
+        links = []
+        through = HumanTask.candidate_groups.through
+        for _run, task, index, group_names in self.new_tasks:
+            self.events[index] = dataclasses.replace(self.events[index], task_id=task.pk)
+            links.extend(
+                through(humantask_id=task.pk, group_id=groups[name])
+                for name in group_names
+                if name in groups
+            )
+        if links:
+            through.objects.bulk_create(links)
+
 
 def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in payload.items()}
@@ -343,6 +419,10 @@ def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
 
 class BaseExecutionEngine:
     """The engine API. Subclasses choose how a runnable machine step gets executed."""
+
+    #: Whether ``process_run`` goes on with the next machine step of the same instance
+    #: itself (claimed in the transition that activated it) instead of queueing it.
+    chain_steps = True
 
     def __init__(
         self, registry: WorkflowRegistry | None = None, event_bus: ev.EventBus | None = None
@@ -410,16 +490,35 @@ class BaseExecutionEngine:
             raise InstanceNotFound(f"no workflow instance with id {instance_id!r}") from None
 
     def _transition(
-        self, instance_id: Any, body, *, needs_definition: bool = True
-    ) -> tuple[WorkflowInstance, list[int]]:
-        """Run ``body(tx)`` on the locked instance in one transaction; dispatch after."""
+        self,
+        instance_id: Any,
+        body: Callable[[_Transition], None],
+        *,
+        needs_definition: bool = True,
+        claim_next: bool = False,
+    ) -> tuple[WorkflowInstance, list[int], tuple[StepRun, uuid.UUID] | None]:
+        """Run ``body(tx)`` on the locked instance in one transaction.
+
+        Returns the instance, the runs it made runnable (to dispatch) and, with
+        ``claim_next``, the run it created already claimed for the caller to execute.
+        """
         with transaction.atomic():
             instance = self._lock(instance_id)
             definition = self._definition_for(instance) if needs_definition else None
-            tx = _Transition(self, instance, definition)  # type: ignore[arg-type]
+            tx = _Transition(self, instance, definition, claim_next=claim_next)
             body(tx)
             tx.close()
-        return instance, tx.runnable
+        return instance, tx.runnable, tx.claimed
+
+    def executes_inline(self) -> bool:
+        """Whether this process executes the next machine step itself, right after a
+        transition that activates it (the local engine, outside a caller's transaction)."""
+        return False
+
+    def _go_on(self, runnable: list[int], claimed: tuple[StepRun, uuid.UUID] | None) -> None:
+        if claimed is not None:
+            runnable = runnable + self._run_chain(claimed)
+        self.dispatch(runnable)
 
     def _check_user(self, user: Any) -> Any:
         pk = _user_pk(user)
@@ -466,11 +565,11 @@ class BaseExecutionEngine:
                 IdempotencyKey.objects.create(
                     owner=owner, key=key, workflow_name=name, instance=instance
                 )
-            tx = _Transition(self, instance, definition)
+            tx = _Transition(self, instance, definition, claim_next=self.executes_inline())
             tx.event(ev.WorkflowStarted, user_id=user_pk, business_key=instance.business_key)
             tx.advance(definition.initial_step, activate=True)
             tx.close()
-        self.dispatch(tx.runnable)
+        self._go_on(tx.runnable, tx.claimed)
         return self.get_instance(instance.pk)
 
     def get_or_start_workflow(
@@ -633,6 +732,7 @@ class BaseExecutionEngine:
                 user_id=user_pk,
                 data=changes,
             )
+            tx.leave(task.step_name)
             tx.advance(
                 task.step_name,
                 run_pk=task.step_run_id,
@@ -641,8 +741,10 @@ class BaseExecutionEngine:
                 emit_done=False,
             )
 
-        instance, runnable = self._transition(instance_id, body)
-        self.dispatch(runnable)
+        instance, runnable, claimed = self._transition(
+            instance_id, body, claim_next=self.executes_inline()
+        )
+        self._go_on(runnable, claimed)
         return self.get_instance(instance.pk)
 
     def claim_task(self, task_id: Any, user: Any) -> HumanTask:
@@ -707,10 +809,11 @@ class BaseExecutionEngine:
             )
             instance.status = WorkflowStatus.CANCELED
             instance.tokens = {}
+            instance.current_steps = []
             tx.event(ev.WorkflowCanceled, reason=reason)
 
         # Canceling needs no step code: it works even when the definition is gone or changed.
-        instance, _ = self._transition(instance_id, body, needs_definition=False)
+        instance, _, _ = self._transition(instance_id, body, needs_definition=False)
         return self.get_instance(instance.pk)
 
     def retry(self, instance_id: Any, from_step: str | None = None) -> WorkflowInstance:
@@ -738,8 +841,10 @@ class BaseExecutionEngine:
             )
             tx.advance(step_name, activate=True)
 
-        instance, runnable = self._transition(instance_id, body)
-        self.dispatch(runnable)
+        instance, runnable, claimed = self._transition(
+            instance_id, body, claim_next=self.executes_inline()
+        )
+        self._go_on(runnable, claimed)
         return self.get_instance(instance.pk)
 
     # -- machine steps: claim, execute, commit -------------------------------------
@@ -748,19 +853,44 @@ class BaseExecutionEngine:
         """Claim, execute and commit one machine step run; returns the runs it made runnable.
 
         Does nothing if the run is not claimable (already taken, finished, not due,
-        or its instance is not running), so a duplicated message is harmless.
+        or its instance is not running), so a duplicated message is harmless. If the
+        step's completion activates another machine step of the same instance, that
+        one is created already claimed and executed here next (a chain needs no queue
+        round trip); other runnable runs are returned for dispatching.
         """
         claimed = self._claim(run_id)
         if claimed is None:
             return []
-        run, instance, token = claimed
+        run, _, token = claimed
+        return self._run_chain((run, token))
+
+    def _run_chain(self, claimed: tuple[StepRun, uuid.UUID]) -> list[int]:
+        """Execute a claimed run and the runs its completions claim for us, in turn.
+
+        Other runs made runnable on the way are dispatched at once (a parallel branch
+        must not wait for this chain); those of the last link are returned."""
+        for links_left in range(INLINE_CHAIN_LIMIT, 0, -1):
+            run, token = claimed
+            runnable, next_claimed = self._execute(
+                run, token, claim_next=self.chain_steps and links_left > 1
+            )
+            if next_claimed is None:
+                return runnable
+            self.dispatch(runnable)
+            claimed = next_claimed
+        return []
+
+    def _execute(
+        self, run: StepRun, token: uuid.UUID, *, claim_next: bool
+    ) -> tuple[list[int], tuple[StepRun, uuid.UUID] | None]:
+        instance = run.instance
         try:
             definition = self._definition_for(instance)
             step = definition.steps[run.step_name]
             if not isinstance(step, BaseMachineStep):
                 raise DefinitionError(f"step {run.step_name!r} is not a machine step")
         except Exception as exc:
-            return self._fail_run(run, token, exc, retryable=False)
+            return self._fail_run(run, token, exc, retryable=False), None
         ctx = WorkflowContext(
             run.input,
             instance_id=instance.pk,
@@ -776,38 +906,56 @@ class BaseExecutionEngine:
                 _call_step(step, ctx, timeout)
             changes = ctx.changes
         except Exception as exc:
-            return self._fail_run(run, token, exc, changes=_safe_changes(ctx))
-        return self._finish_run(run, token, changes)
+            return self._fail_run(run, token, exc, changes=_safe_changes(ctx)), None
+        return self._finish(run, token, changes, claim_next=claim_next)
 
     def _claim(self, run_id: int) -> tuple[StepRun, WorkflowInstance, uuid.UUID] | None:
+        """QUEUED -> RUNNING under a fresh lease token, in one conditional update.
+
+        Two workers given the same run (a duplicated message) both try; the row lock
+        and the ``status = queued`` re-check let exactly one win. Attempts are counted
+        here, so a step that kills its worker still runs out of attempts.
+        """
         token = uuid.uuid4()
-        with transaction.atomic():
-            run = (
-                StepRun.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("instance__definition")
-                .filter(pk=run_id, status=StepRunStatus.QUEUED)
-                .filter(Q(due_at__isnull=True) | Q(due_at__lte=Now()))
-                .first()
-            )
-            if run is None or run.instance.status != WorkflowStatus.RUNNING:
-                return None
-            updated = StepRun.objects.filter(pk=run_id, status=StepRunStatus.QUEUED).update(
+        running = WorkflowInstance.objects.filter(
+            pk=OuterRef("instance_id"), status=WorkflowStatus.RUNNING
+        )
+        updated = (
+            StepRun.objects.filter(pk=run_id, status=StepRunStatus.QUEUED)
+            .filter(Q(due_at__isnull=True) | Q(due_at__lte=Now()))
+            .filter(Exists(running))
+            .update(
                 status=StepRunStatus.RUNNING,
                 attempt=F("attempt") + 1,
                 lease_token=token,
                 lease_expires_at=Now() + timedelta(seconds=workflow_settings.LEASE_SECONDS),
                 started_at=Now(),
                 worker=WORKER_ID,
-                input=run.instance.context,
                 due_at=None,
+                input=Subquery(
+                    WorkflowInstance.objects.filter(pk=OuterRef("instance_id")).values("context")[
+                        :1
+                    ]
+                ),
             )
-            if updated != 1:  # SQLite has no row locks: the compare-and-set decides
-                return None
-        run.attempt += 1
-        run.input = run.instance.context
+        )
+        if updated != 1:
+            return None
+        run = StepRun.objects.select_related("instance__definition").get(pk=run_id)
         return run, run.instance, token
 
     def _finish_run(self, run: StepRun, token: uuid.UUID, changes: dict[str, Any]) -> list[int]:
+        """Commit a step's result under its lease token; returns the runs made runnable."""
+        return self._finish(run, token, changes)[0]
+
+    def _finish(
+        self,
+        run: StepRun,
+        token: uuid.UUID,
+        changes: dict[str, Any],
+        *,
+        claim_next: bool = False,
+    ) -> tuple[list[int], tuple[StepRun, uuid.UUID] | None]:
         def body(tx: _Transition) -> None:
             done = StepRun.objects.filter(
                 pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token
@@ -822,6 +970,7 @@ class BaseExecutionEngine:
             if done != 1:
                 logger.warning("step run %s lost its lease; its result is discarded", run.pk)
                 return
+            tx.leave(run.step_name)
             tx.advance(
                 run.step_name,
                 run_pk=run.pk,
@@ -830,7 +979,8 @@ class BaseExecutionEngine:
                 attempt=run.attempt,
             )
 
-        return self._transition(run.instance_id, body)[1]
+        _, runnable, claimed = self._transition(run.instance_id, body, claim_next=claim_next)
+        return runnable, claimed
 
     def _fail_run(
         self,
@@ -868,6 +1018,7 @@ class BaseExecutionEngine:
                     status=StepRunStatus.FAILED, lease_token=None, finished_at=Now(), **common
                 ):
                     return
+                tx.leave(run.step_name)
                 status = "failed"
             tx.event(
                 ev.StepExecuted,
@@ -914,6 +1065,11 @@ class BaseExecutionEngine:
                 instance__status=WorkflowStatus.RUNNING,
             ).values_list("pk", flat=True)[:limit]
         )
+        if due:
+            # Sent now: not stale again (nor sent again) for another STALE_QUEUED_SECONDS.
+            StepRun.objects.filter(pk__in=due, status=StepRunStatus.QUEUED).update(
+                queued_at=Now(), due_at=None
+            )
         self.dispatch(due)
         return handled + len(due)
 
@@ -927,6 +1083,7 @@ class BaseExecutionEngine:
             if fired != 1:
                 return
             step_name = StepRun.objects.values_list("step_name", flat=True).get(pk=run_id)
+            tx.leave(step_name)
             tx.advance(step_name, run_pk=run_id, step_type="timer")
 
         return self._transition(instance_id, body)[1]
@@ -965,6 +1122,7 @@ class BaseExecutionEngine:
                 runs.update(
                     status=StepRunStatus.FAILED, lease_token=None, finished_at=Now(), error=message
                 )
+                tx.leave(run.step_name)
                 status = "failed"
             tx.event(
                 ev.StepExecuted,

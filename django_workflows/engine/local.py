@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterable
 from functools import partial
@@ -28,6 +29,13 @@ class LocalExecutionEngine(BaseExecutionEngine):
     ``run_due_timers()`` (``manage.py workflow_sweep``) to fire timers and delayed retries.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._state = threading.local()  # the runs waiting to be processed on this thread
+
+    def executes_inline(self) -> bool:
+        return not in_callers_transaction()
+
     def dispatch(self, run_ids: Iterable[int]) -> None:
         run_ids = list(run_ids)
         if not run_ids:
@@ -38,6 +46,13 @@ class LocalExecutionEngine(BaseExecutionEngine):
             self._drain(run_ids)
 
     def _drain(self, run_ids: list[int]) -> None:
-        pending = deque(run_ids)
-        while pending:
-            pending.extend(self.process_run(pending.popleft()))
+        pending: deque[int] | None = getattr(self._state, "pending", None)
+        if pending is not None:  # called from a step run being processed: queue behind it
+            pending.extend(run_ids)
+            return
+        self._state.pending = pending = deque(run_ids)
+        try:
+            while pending:
+                pending.extend(self.process_run(pending.popleft()))
+        finally:
+            self._state.pending = None
