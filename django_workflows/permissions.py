@@ -14,12 +14,13 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from .models import HumanTask, TaskStatus
 
 
-def can_complete_task(task: HumanTask, user: Any) -> bool:
+def can_complete_task(task: HumanTask, user: Any, *, ignore_claim: bool = False) -> bool:
+    """``ignore_claim``: whether the user could, were the task not claimed by someone."""
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return False
     if user.is_superuser:
         return True
-    if task.claimed_by_id is not None:
+    if task.claimed_by_id is not None and not ignore_claim:
         return task.claimed_by_id == user.pk
     if task.assignee_id is not None:
         return task.assignee_id == user.pk

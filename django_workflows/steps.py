@@ -159,7 +159,7 @@ class BaseHumanStep(BaseStep):
             return dict(data)
         form = form_class(data=data)
         if not form.is_valid():
-            raise ValidationError(form.errors.get_json_data())
+            raise ValidationError(form.errors.as_data())
         # Dates, decimals and the like as JSON text, so the context can store them.
         return json.loads(json.dumps(form.cleaned_data, cls=DjangoJSONEncoder))
 

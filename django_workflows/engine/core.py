@@ -752,10 +752,10 @@ class BaseExecutionEngine:
         user = self._user(user)
         with transaction.atomic():
             task = self._locked_task(task_id)
+            if not can_complete_task(task, user, ignore_claim=True):
+                raise PermissionDenied(f"you may not claim task {task.pk} ({task.title})")
             if task.claimed_by_id not in (None, user.pk):
                 raise StateConflict(f"task {task.pk} is claimed by {task.claimed_by}")
-            if not can_complete_task(task, user):
-                raise PermissionDenied(f"you may not claim task {task.pk} ({task.title})")
             task.claimed_by = user
             task.save(update_fields=["claimed_by"])
         return task

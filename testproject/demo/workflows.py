@@ -32,6 +32,8 @@ class ManagerApproval(BaseHumanStep):
     description = "A manager approves or rejects the claim."
     form_class = ApprovalForm
     candidate_groups = ("managers",)
+    # The admin's task page shows one button per action.
+    actions = {"Approve": {"approved": True}, "Reject": {"approved": False}}
 
 
 class PayExpense(BaseMachineStep):

@@ -1,0 +1,15 @@
+"""The Django admin of django-workflows, registered on ``admin.site`` when the app is installed.
+
+- Workflow instances: list, filters, search, a detail page with the graph, the step runs,
+  the history and the open tasks; cancel and retry (``change_workflowinstance``).
+- Human tasks: the list, "My tasks" (the inbox), a page to complete a task with its form.
+- Definitions: the stored versions with their graph and their instances by status.
+
+Every page is read-only: state changes go through the engine (``get_engine()``).
+"""
+
+from .definitions import DefinitionVersionAdmin
+from .instances import WorkflowInstanceAdmin
+from .tasks import HumanTaskAdmin
+
+__all__ = ["DefinitionVersionAdmin", "HumanTaskAdmin", "WorkflowInstanceAdmin"]

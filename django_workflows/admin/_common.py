@@ -1,0 +1,103 @@
+"""What the admin pages share: badges, JSON, links, per-object reports, the 403 page."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import messages
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
+
+from ..models import WorkflowInstance
+
+TEMPLATE_DIR = "admin/django_workflows"
+
+
+def badge(value: str, label: Any) -> SafeString:
+    """A colored status label; the CSS is in ``includes/styles.html``."""
+    return format_html('<span class="dwf-badge dwf-badge-{}">{}</span>', value, label)
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON text (escape it when rendering: templates and format_html do)."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, cls=DjangoJSONEncoder)
+
+
+def compact_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, cls=DjangoJSONEncoder)
+
+
+def short_id(instance_id: Any) -> str:
+    return str(instance_id)[:8]
+
+
+def instance_label(instance: WorkflowInstance) -> str:
+    return f"{instance.definition.name} {instance.definition.version} #{short_id(instance.pk)}"
+
+
+def instance_link(instance: WorkflowInstance, *, linked: bool = True) -> SafeString:
+    label = instance_label(instance)
+    if not linked:
+        return format_html("{}", label)
+    url = reverse("admin:django_workflows_workflowinstance_change", args=[instance.pk])
+    return format_html('<a href="{}">{}</a>', url, label)
+
+
+def safe_next(request: HttpRequest, default: str) -> str:
+    """The ``next`` parameter if it points into this site, else ``default``."""
+    target = request.POST.get("next") or request.GET.get("next")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+def forbidden(request: HttpRequest, admin_site: Any, message: str) -> TemplateResponse:
+    """A 403 page inside the admin that says why."""
+    context = {
+        **admin_site.each_context(request),
+        "title": _("Not allowed"),
+        "message": message,
+    }
+    return TemplateResponse(request, f"{TEMPLATE_DIR}/forbidden.html", context, status=403)
+
+
+class Report:
+    """Per-object outcomes of an action, sent as admin messages.
+
+    Every object gets its own line, up to ``limit`` lines; the rest is summed up in
+    one more line, so that acting on thousands of rows does not flood the session.
+    """
+
+    limit = 20
+
+    def __init__(self, model_admin: Any, request: HttpRequest) -> None:
+        self.model_admin = model_admin
+        self.request = request
+        self.lines: list[tuple[int, SafeString]] = []
+        self.counts = {messages.SUCCESS: 0, messages.WARNING: 0, messages.ERROR: 0}
+
+    def add(self, level: int, text: SafeString) -> None:
+        self.lines.append((level, text))
+        self.counts[level] = self.counts.get(level, 0) + 1
+
+    def send(self) -> None:
+        for level, text in self.lines[: self.limit]:
+            self.model_admin.message_user(self.request, text, level)
+        rest = self.lines[self.limit :]
+        if rest:
+            done = sum(1 for level, _text in rest if level == messages.SUCCESS)
+            self.model_admin.message_user(
+                self.request,
+                _("… and %(count)d more: %(done)d done, %(other)d skipped or failed.")
+                % {"count": len(rest), "done": done, "other": len(rest) - done},
+                messages.INFO,
+            )
