@@ -478,7 +478,7 @@ class BaseExecutionEngine:
             )
         return definition
 
-    def _lock(self, instance_id: Any) -> WorkflowInstance:
+    def _lock_instance(self, instance_id: Any) -> WorkflowInstance:
         try:
             return (
                 WorkflowInstance.objects.select_for_update(of=("self",))
@@ -503,7 +503,7 @@ class BaseExecutionEngine:
         ``claim_next``, the run it created already claimed for the caller to execute.
         """
         with transaction.atomic():
-            instance = self._lock(instance_id)
+            instance = self._lock_instance(instance_id)
             definition = self._definition_for(instance) if needs_definition else None
             tx = _Transition(self, instance, definition, claim_next=claim_next)
             body(tx)
