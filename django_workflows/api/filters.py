@@ -1,0 +1,147 @@
+"""Query parameters of the list endpoints, validated like request bodies (400 on bad input)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
+from rest_framework import serializers
+from rest_framework.filters import OrderingFilter
+from rest_framework.pagination import LimitOffsetPagination
+
+from ..models import HumanTask, TaskStatus, WorkflowInstance, WorkflowStatus
+from ..permissions import completable_tasks
+from .permissions import visible_tasks
+from .schema import EnumField
+
+
+class Pagination(LimitOffsetPagination):
+    """``?limit=`` (default 50, at most 500) and ``?offset=``."""
+
+    default_limit = 50
+    max_limit = 500
+
+
+class StableOrderingFilter(OrderingFilter):
+    """``?ordering=field,-other``, with the primary key as the last tie-breaker so that
+    pages never overlap or skip rows."""
+
+    ordering_description = "Fields to sort by, comma-separated; `-field` sorts descending."
+
+    def get_ordering(self, request, queryset, view):
+        ordering = list(super().get_ordering(request, queryset, view) or ())
+        if not {"pk", "-pk"} & set(ordering):
+            ordering.append("-pk")
+        return ordering
+
+
+class DateOrDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 datetime, or a date meaning its midnight in the current time zone."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(input_formats=["iso-8601", "%Y-%m-%d"], **kwargs)
+
+    def to_internal_value(self, value):
+        try:
+            return super().to_internal_value(value)
+        except (OverflowError, ValueError):
+            self.fail("invalid", format="YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss][+HH:MM|Z]")
+
+
+class InstanceFilter(serializers.Serializer):
+    status = EnumField(WorkflowStatus, required=False, help_text="Instances in this status.")
+    workflow = serializers.CharField(
+        required=False, max_length=200, help_text="Instances of this workflow (its name)."
+    )
+    version = serializers.CharField(
+        required=False, max_length=50, help_text="Instances of this definition version."
+    )
+    business_key = serializers.CharField(
+        required=False, max_length=200, help_text="Instances with this business key."
+    )
+    started_by = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="Instances started by this user: a user id, or `me`.",
+    )
+    started_after = DateOrDateTimeField(
+        required=False,
+        help_text="Started at or after this time (a date: its midnight in the TIME_ZONE).",
+    )
+    started_before = DateOrDateTimeField(
+        required=False,
+        help_text="Started before this time (a date: its midnight in the TIME_ZONE).",
+    )
+
+    def validate_started_by(self, value: str) -> Any:
+        if value == "me":
+            return self.context["request"].user.pk
+        try:
+            return get_user_model()._meta.pk.to_python(value)
+        except (DjangoValidationError, ValueError, TypeError):
+            raise serializers.ValidationError("Enter a user id or `me`.") from None
+
+    def filter(self, queryset: QuerySet[WorkflowInstance]) -> QuerySet[WorkflowInstance]:
+        params = self.validated_data
+        lookups = {
+            "status": "status",
+            "workflow": "definition__name",
+            "version": "definition__version",
+            "business_key": "business_key",
+            "started_by": "started_by",
+            "started_after": "started_at__gte",
+            "started_before": "started_at__lt",
+        }
+        return queryset.filter(
+            **{lookup: params[name] for name, lookup in lookups.items() if name in params}
+        )
+
+
+class TaskFilter(serializers.Serializer):
+    all = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text=(
+            "Every task you may see, in any status (staff: every task; others: the tasks "
+            "of the instances they may see) instead of your inbox: the open tasks you may "
+            "complete."
+        ),
+    )
+    status = EnumField(
+        TaskStatus,
+        required=False,
+        help_text="Tasks in this status (other than `open` only with `all=1`).",
+    )
+    instance = serializers.UUIDField(required=False, help_text="Tasks of this instance.")
+    workflow = serializers.CharField(
+        required=False, max_length=200, help_text="Tasks of this workflow (its name)."
+    )
+    step_name = serializers.CharField(
+        required=False, max_length=200, help_text="Tasks of this step."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs["all"] and attrs.get("status", TaskStatus.OPEN) != TaskStatus.OPEN:
+            raise serializers.ValidationError(
+                {"status": ["Your inbox holds open tasks only; add all=1 to list the others."]}
+            )
+        return attrs
+
+    def filter(self, queryset: QuerySet[HumanTask]) -> QuerySet[HumanTask]:
+        params = self.validated_data
+        user = self.context["request"].user
+        if params["all"]:
+            queryset = visible_tasks(user, queryset)
+        else:
+            queryset = completable_tasks(user, queryset)
+        lookups = {
+            "status": "status",
+            "instance": "instance_id",
+            "workflow": "instance__definition__name",
+            "step_name": "step_name",
+        }
+        return queryset.filter(
+            **{lookup: params[name] for name, lookup in lookups.items() if name in params}
+        )

@@ -1,0 +1,278 @@
+"""Serializers: read-only ones for rows, and one input serializer per action.
+
+No serializer writes a row: the views hand validated input to the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from ..models import (
+    HumanTask,
+    StepRun,
+    StepRunStatus,
+    StepTypeChoices,
+    TaskStatus,
+    WorkflowEvent,
+    WorkflowInstance,
+    WorkflowStatus,
+)
+from .schema import EnumField
+
+
+def _reject_nul(value: Any, path: str = "data") -> None:
+    """PostgreSQL stores no NUL character in text or JSON: refuse it up front."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise serializers.ValidationError(f"{path}: text may not contain NUL characters.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key, path)
+            _reject_nul(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_nul(item, f"{path}[{index}]")
+
+
+class JSONObjectField(serializers.DictField):
+    """A JSON object with any values (what a workflow context holds)."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            self.fail("not_a_dict", input_type=type(data).__name__)
+        _reject_nul(data, self.field_name or "data")
+        return dict(data)
+
+
+# -- errors -------------------------------------------------------------------
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every error response."""
+
+    detail = serializers.CharField(help_text="What went wrong, for people.")
+    code = serializers.CharField(
+        help_text="What went wrong, for programs: `invalid`, `not_authenticated`, "
+        "`authentication_failed`, `permission_denied`, `not_found`, `conflict`, "
+        "`task_not_open`, `definition_error`, `parse_error`, ..."
+    )
+    errors = serializers.DictField(
+        required=False,
+        help_text="On 400 `invalid`: the messages of each invalid field "
+        "(`non_field_errors` for the others).",
+    )
+
+
+# -- definitions ----------------------------------------------------------------
+
+
+class DefinitionVersionSerializer(serializers.Serializer):
+    version = serializers.CharField()
+    registered = serializers.BooleanField(
+        help_text="Registered in this process: it can be started and its instances can run."
+    )
+    stored = serializers.BooleanField(help_text="Stored in the database (it has been started).")
+    description = serializers.CharField()
+
+
+class DefinitionVersionDetailSerializer(DefinitionVersionSerializer):
+    graph = serializers.DictField(help_text="Steps and edges of this version.")
+
+
+class DefinitionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    latest_version = serializers.CharField(
+        help_text="The version a start without `version` runs (the highest registered one)."
+    )
+    registered = serializers.BooleanField(help_text="Some version is registered.")
+    versions = DefinitionVersionSerializer(many=True, help_text="Lowest version first.")
+    graph = serializers.DictField(help_text="Steps and edges of the latest version.")
+
+
+class DefinitionDetailSerializer(DefinitionSerializer):
+    versions = DefinitionVersionDetailSerializer(many=True, help_text="Lowest version first.")
+
+
+# -- instances ----------------------------------------------------------------------
+
+
+class StepRunSerializer(serializers.ModelSerializer):
+    status = EnumField(StepRunStatus, read_only=True)
+    step_type = EnumField(StepTypeChoices, read_only=True)
+
+    class Meta:
+        model = StepRun
+        fields = (
+            "id",
+            "step_name",
+            "step_type",
+            "status",
+            "attempt",
+            "max_attempts",
+            "error",
+            "due_at",
+            "created_at",
+            "started_at",
+            "finished_at",
+        )
+        read_only_fields = fields
+
+
+class EventSerializer(serializers.ModelSerializer):
+    payload = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = WorkflowEvent
+        fields = ("id", "type", "step_name", "payload", "created_at")
+        read_only_fields = fields
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    workflow = serializers.CharField(source="instance.definition.name", read_only=True)
+    version = serializers.CharField(source="instance.definition.version", read_only=True)
+    status = EnumField(TaskStatus, read_only=True)
+    candidate_groups = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    result = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = HumanTask
+        fields = (
+            "id",
+            "instance",
+            "workflow",
+            "version",
+            "step_name",
+            "title",
+            "description",
+            "status",
+            "assignee",
+            "candidate_groups",
+            "claimed_by",
+            "due_at",
+            "completed_by",
+            "completed_at",
+            "result",
+            "created_at",
+        )
+        read_only_fields = fields
+
+
+class TaskDetailSerializer(TaskSerializer):
+    """A task with what a client needs to render and submit it."""
+
+    context = serializers.DictField(
+        source="instance.context", read_only=True, help_text="The instance's data."
+    )
+    form_schema = serializers.DictField(
+        read_only=True,
+        allow_null=True,
+        help_text="JSON schema of the data `complete` accepts (null: the workflow "
+        "definition is not registered).",
+    )
+    actions = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Names of the step's buttons, for `complete`'s `action`.",
+    )
+    can_complete = serializers.BooleanField(
+        read_only=True, help_text="Whether you may complete (or claim) the task."
+    )
+
+    class Meta(TaskSerializer.Meta):
+        fields = (*TaskSerializer.Meta.fields, "context", "form_schema", "actions", "can_complete")
+        read_only_fields = fields
+
+
+class InstanceSerializer(serializers.ModelSerializer):
+    workflow = serializers.CharField(source="definition.name", read_only=True)
+    version = serializers.CharField(source="definition.version", read_only=True)
+    status = EnumField(WorkflowStatus, read_only=True)
+    current_steps = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = WorkflowInstance
+        fields = (
+            "id",
+            "workflow",
+            "version",
+            "status",
+            "business_key",
+            "started_by",
+            "current_steps",
+            "failed_step",
+            "error",
+            "started_at",
+            "updated_at",
+            "finished_at",
+        )
+        read_only_fields = fields
+
+
+class InstanceDetailSerializer(InstanceSerializer):
+    context = serializers.DictField(read_only=True)
+    step_runs = StepRunSerializer(many=True, read_only=True)
+    open_tasks = TaskSerializer(many=True, read_only=True)
+    events = EventSerializer(many=True, read_only=True, help_text="The history, oldest first.")
+
+    class Meta(InstanceSerializer.Meta):
+        fields = (*InstanceSerializer.Meta.fields, "context", "step_runs", "open_tasks", "events")
+        read_only_fields = fields
+
+
+# -- input of actions -------------------------------------------------------------
+
+
+class StartSerializer(serializers.Serializer):
+    workflow = serializers.CharField(
+        min_length=1, max_length=200, help_text="Name of a registered workflow."
+    )
+    version = serializers.CharField(
+        min_length=1,
+        max_length=50,
+        required=False,
+        help_text="Default: the highest registered version.",
+    )
+    data = JSONObjectField(
+        required=False, default=dict, help_text="The initial context (a JSON object)."
+    )
+    business_key = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Your reference (an order number...). Starting the same workflow again "
+        "with a business key you already used returns the first instance (200).",
+    )
+
+
+class CancelSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, default="", help_text="Kept in history."
+    )
+
+
+class RetrySerializer(serializers.Serializer):
+    from_step = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Step to re-run from; default: the step that failed.",
+    )
+
+
+class CompleteSerializer(serializers.Serializer):
+    data = JSONObjectField(
+        required=False, default=dict, help_text="The form's values (see the task's form_schema)."
+    )
+    action = serializers.CharField(
+        min_length=1,
+        max_length=200,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="One of the task's `actions`: its values are merged into `data`.",
+    )
