@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_RETRY_MAX_BACKOFF": 3600.0,
     # Seconds a machine step may run (None: no limit) unless it sets ``timeout``.
     "DEFAULT_STEP_TIMEOUT": None,
+    # Largest instance context, in bytes of JSON (None: no limit). Larger initial data or
+    # task data is refused; a step that would grow the context past it fails.
+    "MAX_CONTEXT_BYTES": 1024 * 1024,
     # Import ``workflows.py`` of every installed app at startup.
     "AUTODISCOVER": True,
 }

@@ -20,6 +20,21 @@ def check_json(key: str, value: Any) -> None:
         ) from None
 
 
+def check_size(data: Mapping[str, Any], what: str = "the context") -> None:
+    """Raise ContextError if ``data`` as JSON exceeds ``DJANGO_WORKFLOWS['MAX_CONTEXT_BYTES']``."""
+    from .conf import workflow_settings
+
+    limit = workflow_settings.MAX_CONTEXT_BYTES
+    if limit is None:
+        return
+    size = len(json.dumps(data, separators=(",", ":")).encode())
+    if size > limit:
+        raise ContextError(
+            f"{what} would be {size:,} bytes of JSON; the limit is {limit:,} "
+            "(DJANGO_WORKFLOWS['MAX_CONTEXT_BYTES'])"
+        )
+
+
 class WorkflowContext(Mapping[str, Any]):
     """What ``execute(context)`` receives.
 

@@ -648,3 +648,32 @@ def test_a_rolled_back_start_runs_no_step(engine):
         view()
     assert calls == []
     assert not WorkflowInstance.objects.exists()
+
+
+def test_context_size_limit(engine, wf_registry, manager, settings):
+    from django_workflows import BaseMachineStep, WorkflowDefinition
+
+    settings.DJANGO_WORKFLOWS = {"MAX_CONTEXT_BYTES": 2000}
+
+    class Grow(BaseMachineStep):
+        def execute(self, context):
+            context.set("blob", "x" * 3000)
+
+    wf_registry.register_definition(
+        WorkflowDefinition(name="grow", version="1", initial_step="s", steps={"s": Grow()})
+    )
+    with pytest.raises(ContextError, match="limit is 2,000"):
+        engine.start_workflow("notifications", initial_data={"blob": "x" * 3000})
+    assert not StepRun.objects.exists()
+
+    instance = engine.start_workflow("grow", initial_data={"small": 1})
+    assert instance.status == WorkflowStatus.FAILED
+    assert "MAX_CONTEXT_BYTES" in instance.error
+    assert instance.context == {"small": 1}
+
+    waiting = engine.start_workflow("expense", initial_data={"amount": 1})
+    with pytest.raises(ContextError):
+        engine.complete_human_task(
+            waiting.id, "manager_approval", manager, {"comments": "y" * 3000}
+        )
+    assert HumanTask.objects.get(instance=waiting).status == "open"

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from .. import events as ev
 from ..conf import workflow_settings
-from ..context import WorkflowContext, check_json
+from ..context import WorkflowContext, check_json, check_size
 from ..definition import WorkflowDefinition
 from ..exceptions import (
     ContextError,
@@ -281,6 +281,7 @@ class _Transition:
         )
         try:
             instance.context.update(changes or {})
+            check_size(instance.context)
             if activate:
                 self.activate(step_name)
             else:
@@ -551,6 +552,7 @@ class BaseExecutionEngine:
             if not isinstance(key, str):
                 raise ContextError(f"context keys must be strings, not {type(key).__name__}")
             check_json(key, value)
+        check_size(data, "the initial data")
         user_pk = self._check_user(started_by)
         with transaction.atomic():
             instance = WorkflowInstance.objects.create(
@@ -716,6 +718,7 @@ class BaseExecutionEngine:
             ctx = tx.context(task.step_name, user_id=user_pk)
             step.complete(ctx, cleaned)
             changes = ctx.changes
+            check_size({**tx.instance.context, **changes})  # refused: nothing changes
             now = timezone.now()
             task.status = TaskStatus.COMPLETED
             task.completed_by_id = user_pk
