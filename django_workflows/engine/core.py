@@ -11,6 +11,7 @@ lease token still matches (fencing). Backends differ only in ``dispatch``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -46,6 +47,7 @@ from ..exceptions import (
     StepNotFound,
     TaskNotFound,
     TaskNotOpen,
+    WorkflowNotFound,
 )
 from ..models import (
     ACTIVE_INSTANCE_STATUSES,
@@ -495,7 +497,7 @@ class BaseExecutionEngine:
         instance_id: Any,
         body: Callable[[_Transition], None],
         *,
-        needs_definition: bool = True,
+        needs_definition: bool | None = True,
         claim_next: bool = False,
     ) -> tuple[WorkflowInstance, list[int], tuple[StepRun, uuid.UUID] | None]:
         """Run ``body(tx)`` on the locked instance in one transaction.
@@ -505,7 +507,12 @@ class BaseExecutionEngine:
         """
         with transaction.atomic():
             instance = self._lock_instance(instance_id)
-            definition = self._definition_for(instance) if needs_definition else None
+            definition = None
+            if needs_definition:
+                definition = self._definition_for(instance)
+            elif needs_definition is None:  # failing a run needs no step code: go on without
+                with contextlib.suppress(WorkflowNotFound, DefinitionError):
+                    definition = self._definition_for(instance)
             tx = _Transition(self, instance, definition, claim_next=claim_next)
             body(tx)
             tx.close()
@@ -1000,7 +1007,7 @@ class BaseExecutionEngine:
             runs = StepRun.objects.filter(
                 pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token
             )
-            step = tx.definition.steps.get(run.step_name)
+            step = tx.definition.steps.get(run.step_name) if tx.definition else None
             policy = self.retry_policy(step) if isinstance(step, BaseMachineStep) else None
             common = {"error": message, "traceback": trace, "changes": changes or {}}
             if retryable and policy is not None and run.attempt < run.max_attempts:
@@ -1034,7 +1041,7 @@ class BaseExecutionEngine:
             if status == "failed":
                 tx.fail_instance(run.step_name, message, trace)
 
-        return self._transition(run.instance_id, body)[1]
+        return self._transition(run.instance_id, body, needs_definition=None)[1]
 
     # -- timers, due retries, expired leases ------------------------------------
 
@@ -1138,7 +1145,7 @@ class BaseExecutionEngine:
             if status == "failed":
                 tx.fail_instance(run.step_name, message, "")
 
-        return self._transition(instance_id, body)[1]
+        return self._transition(instance_id, body, needs_definition=None)[1]
 
     # -- async twins ------------------------------------------------------------
 
