@@ -1119,9 +1119,16 @@ class BaseExecutionEngine:
             ).first()
             if run is None:
                 return
-            runs = StepRun.objects.filter(pk=run_id, lease_token=run.lease_token)
+            # Re-checked in the update: a heartbeat may have renewed the lease meanwhile.
+            runs = StepRun.objects.filter(
+                pk=run_id,
+                lease_token=run.lease_token,
+                status=StepRunStatus.RUNNING,
+                lease_expires_at__lt=Now(),
+            )
             if run.attempt < run.max_attempts:
-                runs.update(status=StepRunStatus.QUEUED, queued_at=Now(), lease_token=None)
+                if not runs.update(status=StepRunStatus.QUEUED, queued_at=Now(), lease_token=None):
+                    return
                 tx.runnable.append(run_id)
                 status = "retrying"
             else:
@@ -1129,9 +1136,10 @@ class BaseExecutionEngine:
                     f"the worker running step {run.step_name!r} stopped before it finished "
                     f"(attempt {run.attempt} of {run.max_attempts}, lease expired)"
                 )
-                runs.update(
+                if not runs.update(
                     status=StepRunStatus.FAILED, lease_token=None, finished_at=Now(), error=message
-                )
+                ):
+                    return
                 tx.leave(run.step_name)
                 status = "failed"
             tx.event(
@@ -1204,13 +1212,18 @@ class _Heartbeat:
         lease = workflow_settings.LEASE_SECONDS
         try:
             while not self.stopped.wait(lease / 3):
-                renewed = StepRun.objects.filter(
-                    pk=self.run_id, status=StepRunStatus.RUNNING, lease_token=self.token
-                ).update(lease_expires_at=Now() + timedelta(seconds=lease))
+                try:
+                    renewed = StepRun.objects.filter(
+                        pk=self.run_id, status=StepRunStatus.RUNNING, lease_token=self.token
+                    ).update(lease_expires_at=Now() + timedelta(seconds=lease))
+                except Exception:
+                    # A dropped connection or a database restart: try again next beat,
+                    # on a fresh connection, while the lease may still be saved.
+                    logger.exception("renewing the lease of step run %s failed", self.run_id)
+                    connections.close_all()
+                    continue
                 if not renewed:
                     return  # the run was canceled or taken over: nothing to keep alive
-        except Exception:
-            logger.exception("renewing the lease of step run %s failed", self.run_id)
         finally:
             connections.close_all()
 

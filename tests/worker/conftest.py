@@ -6,7 +6,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -107,3 +109,46 @@ def sweeper(worker_env, start_process):
 @pytest.fixture
 def q_engine():
     return DjangoQExecutionEngine(registry)
+
+
+@pytest.fixture
+def redis_queue(worker_env):
+    """A Redis broker queue of its own (a unique ``Q_NAME``) for the processes of one test.
+
+    ``env`` starts cluster, sweeper and commands on it; ``broker`` looks into the queue.
+    Messages are signed with the cluster name, so send them from a process started with
+    ``env`` (``manage.py run_workflow``), not from the test process.
+    """
+    redis = pytest.importorskip("redis")
+    from django_q.brokers.redis_broker import Redis
+
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    connection = redis.Redis.from_url(url)
+    try:
+        connection.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"no Redis at {url} ({exc}); start redis-server or set REDIS_URL")
+    name = f"workflows-test-{uuid.uuid4().hex[:12]}"
+    broker = Redis(list_key=name)
+    broker.connection = connection
+    env = {**worker_env, "Q_BROKER": "redis", "Q_NAME": name, "REDIS_URL": url}
+    yield SimpleNamespace(name=name, env=env, broker=broker)
+    keys = connection.keys(f"django_q:{name}:*")
+    if keys:
+        connection.delete(*keys)
+    connection.close()
+
+
+def manage(args, env, timeout=60.0) -> str:
+    """Run a manage.py command to its end in a process of its own; returns its output."""
+    done = subprocess.run(  # noqa: S603 - our own manage.py
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
+    return done.stdout

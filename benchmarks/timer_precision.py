@@ -1,0 +1,276 @@
+"""How late do timers fire on django-q2? The sweep at two intervals, and the schedule alone.
+
+    python benchmarks/timer_precision.py [--database-url URL] [--timers 20]
+        [--intervals 1.0 0.25] [--schedule-timers 6] [--no-schedule]
+
+For each mode it starts a ``qcluster`` (ORM broker on the benchmark database) and, for
+the sweeper modes, ``manage.py workflow_sweep --loop --interval X``, as subprocesses in
+their own process groups. It then starts instances of the test app's ``worker_timer``
+workflow (a machine step, a 2 s timer, a machine step), spread evenly over a window
+that is a whole number of sweep periods, so that due times fall at every phase of the
+sweep. Lateness is measured on the database clock:
+
+- fired late: ``finished_at - due_at`` of the timer's step run (when the sweep fired it);
+- next step: ``started_at`` of the step after the timer minus ``due_at`` (what a user
+  sees: the sweep, the queue message, a worker picking it up).
+
+The schedule mode installs the django-q2 schedule (``workflow_sweep --install-schedule``,
+every minute) and runs no sweeper. The cluster's scheduler looks at schedules about every
+30 s, so this mode waits for the first scheduled sweep, then spreads fewer timers over
+one 60 s period (about two minutes in all).
+
+The database is a scratch one: a SQLite file in a temporary directory by default, or
+``--database-url`` (migrated, and written to: give it an empty database). Every
+subprocess is killed at the end, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TIMER_SECONDS = 2.0  # the worker_timer workflow's TimerStep
+SCHEDULE_PERIOD = 60.0  # install_schedule(): every minute
+
+
+@dataclass
+class Mode:
+    label: str
+    timers: int
+    window: float  # starts are spread over this many seconds
+    deadline: float  # seconds to wait for the last instance after the last start
+    interval: float | None = None  # the sweeper's --interval; None: the schedule alone
+
+
+@dataclass
+class Result:
+    mode: Mode
+    fired: list[float]
+    next_step: list[float]
+    unfinished: int
+    seconds: float
+
+
+class Processes:
+    """Subprocesses in their own process groups; ``kill_all`` ends them and their children."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], name: str) -> subprocess.Popen:
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(  # noqa: S603 - our own manage.py
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.running.append(process)
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        for process in self.running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(10)
+        self.running.clear()
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def setup_django(database_url: str, env: dict[str, str]) -> None:
+    os.environ.update(env)
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+    import django
+
+    django.setup()
+    logging.getLogger("django-q").setLevel(logging.WARNING)  # not a line per message
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def run_mode(mode: Mode, processes: Processes, scratch: Path, tag: str) -> Result:
+    from django.core.management import call_command
+    from django.db import close_old_connections
+    from django_q.models import Schedule
+
+    from django_workflows import get_engine
+    from django_workflows.engine.djangoq import SCHEDULE_NAME
+    from django_workflows.models import StepRun, WorkflowInstance, WorkflowStatus
+
+    engine = get_engine()
+    folder = scratch / tag
+    folder.mkdir()
+    Schedule.objects.filter(name=SCHEDULE_NAME).delete()
+    if mode.interval is None:
+        call_command("workflow_sweep", "--install-schedule", stdout=io.StringIO())
+    installed = Schedule.objects.filter(name=SCHEDULE_NAME).values_list("next_run", flat=True)
+    first_next_run = installed.first()
+
+    processes.start(["qcluster"], f"{tag}-qcluster")
+    if mode.interval is not None:
+        processes.start(
+            ["workflow_sweep", "--loop", "--interval", str(mode.interval)], f"{tag}-sweeper"
+        )
+    else:
+        # Start measuring in the steady state: after the scheduler's first sweep.
+        print(f"  {mode.label}: waiting for the scheduler's first sweep (up to ~30 s)")
+        if not wait_until(lambda: installed.first() != first_next_run, 90):
+            raise SystemExit("the django-q2 scheduler never ran the sweep schedule")
+
+    started = time.monotonic()
+    ids = []
+    for i in range(mode.timers):
+        pause = started + i * mode.window / mode.timers - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        instance = engine.start_workflow(
+            "worker_timer", initial_data={"dir": str(folder)}, business_key=f"{tag}-{i}"
+        )
+        ids.append(instance.pk)
+
+    def finished() -> bool:
+        close_old_connections()
+        return not WorkflowInstance.objects.filter(
+            pk__in=ids, status__in=(WorkflowStatus.RUNNING, WorkflowStatus.WAITING)
+        ).exists()
+
+    wait_until(finished, mode.deadline)
+    seconds = time.monotonic() - started
+    processes.kill_all()
+
+    fired, next_step = [], []
+    for pk in ids:
+        runs = {r.step_name: r for r in StepRun.objects.filter(instance_id=pk)}
+        timer, end = runs.get("wait"), runs.get("end")
+        if timer is not None and timer.finished_at is not None:
+            fired.append((timer.finished_at - timer.due_at).total_seconds())
+        if timer is not None and end is not None and end.started_at is not None:
+            next_step.append((end.started_at - timer.due_at).total_seconds())
+    unfinished = WorkflowInstance.objects.filter(pk__in=ids).exclude(
+        status=WorkflowStatus.COMPLETED
+    )
+    return Result(mode, fired, next_step, unfinished.count(), seconds)
+
+
+def print_table(results: list[Result], database: str) -> None:
+    print()
+    print(
+        f"Timer lateness, seconds (django-q2 ORM broker on {database}; "
+        f"Python {platform.python_version()}, {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs)"
+    )
+    print()
+    print("| sweep | timers | fired late: min | p50 | p95 | max | next step started: p50 | max |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        if not r.fired:
+            print(f"| {r.mode.label} | {r.mode.timers} | no timer fired |")
+            continue
+        cells = [
+            f"{percentile(r.fired, 0):.2f}",
+            f"{percentile(r.fired, 50):.2f}",
+            f"{percentile(r.fired, 95):.2f}",
+            f"{max(r.fired):.2f}",
+            f"{percentile(r.next_step, 50):.2f}" if r.next_step else "-",
+            f"{max(r.next_step):.2f}" if r.next_step else "-",
+        ]
+        timers = f"{len(r.fired)}" + (f" ({r.unfinished} unfinished)" if r.unfinished else "")
+        print(f"| {r.mode.label} | {timers} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", help="a scratch database (default: a SQLite file)")
+    parser.add_argument("--timers", type=int, default=20, help="timers per sweeper mode")
+    parser.add_argument("--intervals", type=float, nargs="+", default=[1.0, 0.25])
+    parser.add_argument("--schedule-timers", type=int, default=6)
+    parser.add_argument("--no-schedule", action="store_true", help="skip the ~2 min mode")
+    parser.add_argument("--workers", type=int, default=2, help="qcluster workers")
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="timer-precision-"))
+    database_url = args.database_url or f"sqlite:///{scratch / 'bench.sqlite3'}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "WORKFLOWS_ENGINE": "djangoq",
+        "Q_NAME": f"timer-bench-{os.getpid()}",
+        "Q_WORKERS": str(args.workers),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("Q_BROKER", None)  # the ORM broker, on the benchmark database
+    setup_django(database_url, env)
+    from django.db import connection
+
+    modes = [
+        Mode(
+            f"`workflow_sweep --loop --interval {interval:g}`",
+            timers=args.timers,
+            window=max(5.0, 4 * interval),
+            deadline=30 + 4 * interval,
+            interval=interval,
+        )
+        for interval in args.intervals
+    ]
+    if not args.no_schedule:
+        modes.append(
+            Mode(
+                "django-q2 schedule (every minute), no sweeper",
+                timers=args.schedule_timers,
+                window=SCHEDULE_PERIOD,
+                deadline=2 * SCHEDULE_PERIOD + 30,
+            )
+        )
+
+    processes = Processes(env, scratch)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    results = []
+    try:
+        for index, mode in enumerate(modes):
+            print(f"running: {mode.label}, {mode.timers} timers over {mode.window:g} s")
+            results.append(run_mode(mode, processes, scratch, f"mode{index}"))
+    finally:
+        processes.kill_all()
+    print_table(results, f"{connection.vendor}")
+    print(f"\nlogs: {scratch}")
+
+
+if __name__ == "__main__":
+    main()
