@@ -27,7 +27,7 @@ from django_workflows import (
     WorkflowRegistry,
     WorkflowStatus,
 )
-from django_workflows.engine.core import BaseExecutionEngine, _Heartbeat
+from django_workflows.engine.core import BaseExecutionEngine, _Heartbeat, _lease_keeper
 from django_workflows.models import StepRun, StepRunStatus
 
 DEADLINE = 20.0
@@ -407,20 +407,19 @@ def test_heartbeat_stops_once_the_run_was_taken_over(qengine):
     qengine.start_workflow("fence")
     (run_id,) = qengine.take()
     _run, _, token = qengine._claim(run_id)
-    heartbeat = _Heartbeat(run_id, token)
     try:
-        with heartbeat:
+        with _Heartbeat(run_id, token):
             # Another claim took the run over (a new token, its own lease).
             sentinel = StepRun.objects.get(pk=run_id).lease_expires_at + timedelta(hours=1)
             assert StepRun.objects.filter(pk=run_id).update(
                 lease_token=uuid.uuid4(), lease_expires_at=sentinel
             )
-            # The heartbeat ends by itself at its next beat, without being told to stop.
-            heartbeat.thread.join(DEADLINE)
-            assert not heartbeat.thread.is_alive()
-            assert not heartbeat.stopped.is_set()
+            # The keeper lets go of the run by itself at its next beat, without being told.
+            deadline = time.monotonic() + DEADLINE
+            while _lease_keeper.holds(run_id):
+                assert time.monotonic() < deadline, "the keeper still holds the run"
+                time.sleep(0.02)
     finally:
-        heartbeat.stopped.set()
         connections.close_all()
     assert StepRun.objects.get(pk=run_id).lease_expires_at == sentinel  # never renewed again
 
@@ -534,7 +533,7 @@ def test_heartbeat_survives_one_failed_renewal(qengine, monkeypatch):
     update, failures = QuerySet.update, []
 
     def flaky_update(self, **kwargs):
-        if threading.current_thread().name == f"lease-{run_id}" and not failures:
+        if threading.current_thread().name == "workflow-leases" and not failures:
             failures.append(1)
             raise OperationalError("server closed the connection unexpectedly")
         return update(self, **kwargs)

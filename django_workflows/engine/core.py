@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback as tb
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -1190,42 +1191,88 @@ class BaseExecutionEngine:
         return await sync_to_async(self.run_due_timers)(limit)
 
 
+class _LeaseKeeper:
+    """One thread per process renews the leases of the steps the process is executing,
+    every third of ``LEASE_SECONDS``, so a long step is not taken over while its worker
+    is alive. A killed worker stops renewing, and its leases run out. (One shared
+    thread: starting a thread per step costs more than a short step.)"""
+
+    def __init__(self) -> None:
+        self.held: dict[int, tuple[uuid.UUID, float]] = {}  # run id -> (token, last renewal)
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.pid = 0
+        self.wake = threading.Event()  # a new run: re-read LEASE_SECONDS, beat on time
+
+    def hold(self, run_id: int, token: uuid.UUID) -> None:
+        with self.lock:
+            self.held[run_id] = (token, time.monotonic())
+            # After a fork (a django-q2 worker) the parent's thread does not exist here.
+            if self.thread is None or not self.thread.is_alive() or self.pid != os.getpid():
+                self.pid = os.getpid()
+                self.thread = threading.Thread(
+                    target=self._loop, name="workflow-leases", daemon=True
+                )
+                self.thread.start()
+        self.wake.set()
+
+    def release(self, run_id: int) -> None:
+        with self.lock:
+            self.held.pop(run_id, None)
+
+    def holds(self, run_id: int) -> bool:
+        return run_id in self.held
+
+    def _loop(self) -> None:
+        while True:
+            lease = workflow_settings.LEASE_SECONDS
+            self.wake.wait(min(lease / 6, 1.0))
+            self.wake.clear()
+            now = time.monotonic()
+            with self.lock:
+                due = [
+                    (run_id, token)
+                    for run_id, (token, renewed) in self.held.items()
+                    if now - renewed >= lease / 3
+                ]
+            for run_id, token in due:
+                self._renew(run_id, token, lease)
+            if due:  # a beat is rare (a third of a lease): hold no connection in between
+                connections.close_all()
+
+    def _renew(self, run_id: int, token: uuid.UUID, lease: float) -> None:
+        try:
+            renewed = StepRun.objects.filter(
+                pk=run_id, status=StepRunStatus.RUNNING, lease_token=token
+            ).update(lease_expires_at=Now() + timedelta(seconds=lease))
+        except Exception:
+            # A dropped connection or a database restart: try again at the next beat, on
+            # a fresh connection, while the lease may still be saved.
+            logger.exception("renewing the lease of step run %s failed", run_id)
+            connections.close_all()
+            return
+        with self.lock:
+            if not renewed:  # canceled or taken over: nothing left to keep alive
+                self.held.pop(run_id, None)
+            elif run_id in self.held:
+                self.held[run_id] = (token, time.monotonic())
+
+
+_lease_keeper = _LeaseKeeper()
+
+
 class _Heartbeat:
-    """Renews a run's lease every third of ``LEASE_SECONDS`` while its step executes,
-    so a long step is not taken over while its worker is alive. A killed worker stops
-    renewing, and the lease runs out."""
+    """Keeps the lease of a run alive while its step executes (``with`` block)."""
 
     def __init__(self, run_id: int, token: uuid.UUID) -> None:
         self.run_id, self.token = run_id, token
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name=f"lease-{run_id}", daemon=True)
 
     def __enter__(self) -> _Heartbeat:
-        self.thread.start()
+        _lease_keeper.hold(self.run_id, self.token)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.stopped.set()
-        self.thread.join()
-
-    def _beat(self) -> None:
-        lease = workflow_settings.LEASE_SECONDS
-        try:
-            while not self.stopped.wait(lease / 3):
-                try:
-                    renewed = StepRun.objects.filter(
-                        pk=self.run_id, status=StepRunStatus.RUNNING, lease_token=self.token
-                    ).update(lease_expires_at=Now() + timedelta(seconds=lease))
-                except Exception:
-                    # A dropped connection or a database restart: try again next beat,
-                    # on a fresh connection, while the lease may still be saved.
-                    logger.exception("renewing the lease of step run %s failed", self.run_id)
-                    connections.close_all()
-                    continue
-                if not renewed:
-                    return  # the run was canceled or taken over: nothing to keep alive
-        finally:
-            connections.close_all()
+        _lease_keeper.release(self.run_id)
 
 
 def _safe_changes(ctx: WorkflowContext) -> dict[str, Any]:
