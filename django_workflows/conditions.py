@@ -569,6 +569,43 @@ class Condition:
         return f"Condition({_quote(self.source)})"
 
 
+_FOLDABLE = (
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Call,
+    ast.Compare,
+    ast.BoolOp,
+    ast.Subscript,
+    ast.Dict,
+    ast.Set,
+)
+
+
+def _check_constants(tree: ast.Expression, source: str) -> None:
+    """Evaluate the parts that do not read the context once, now: one that can only fail
+    (``10 ** 10 ** 10``, ``1 / 0``) is refused at registration, not in every instance."""
+    stack: list[ast.AST] = [tree.body]
+    while stack:
+        node = stack.pop()
+        reads_context = any(isinstance(n, ast.Name) and n.id == "context" for n in ast.walk(node))
+        if reads_context:
+            stack.extend(ast.iter_child_nodes(node))
+            continue
+        if not isinstance(node, _FOLDABLE):
+            continue
+        try:
+            _Compiler(source).compile(node)(None)
+        except ConditionError:
+            raise
+        except _Refused as exc:
+            raise ConditionError(f"{exc} in condition {_quote(source)}") from exc
+        except Exception as exc:
+            raise ConditionError(
+                f"{ast.unparse(node)!r} always fails ({_format_exception(exc)}) "
+                f"in condition {_quote(source)}"
+            ) from exc
+
+
 def compile_condition(condition: str | Callable[[Any], Any]) -> Condition:
     """Compile a condition string (or wrap a callable) into a ``Condition``.
 
@@ -582,6 +619,7 @@ def compile_condition(condition: str | Callable[[Any], Any]) -> Condition:
             tree = _parse(condition)
             _check_depth(tree, condition)
             evaluate = _Compiler(condition).compile(tree.body)
+            _check_constants(tree, condition)
         except ConditionError:
             raise
         except (RecursionError, MemoryError) as exc:

@@ -9,12 +9,32 @@ from typing import Any
 
 from .exceptions import ContextError
 
+#: Deepest nesting of lists and objects a context value may have.
+MAX_DEPTH = 100
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists and dicts, without recursion (a hostile value may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
 
 def check_json(key: str, value: Any) -> None:
-    """Raise ContextError unless ``value`` round-trips through JSON (what a JSONField stores)."""
+    """Raise ContextError unless ``value`` round-trips through JSON as a database stores it:
+    no NaN, no lone surrogates (not UTF-8), nested at most ``MAX_DEPTH`` deep."""
+    if _depth(value) > MAX_DEPTH:
+        raise ContextError(f"context value for {key!r} is nested deeper than {MAX_DEPTH} levels")
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        json.dumps({key: value}, allow_nan=False, ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise ContextError(
             f"context value for {key!r} is not JSON-serializable ({type(value).__name__}): {exc}"
         ) from None

@@ -10,7 +10,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy
 
 from ..graph import render_svg
@@ -89,7 +89,7 @@ class DefinitionVersionAdmin(admin.ModelAdmin):
             if (count := getattr(obj, _count_name(status), 0))
         ]
         if not parts:
-            return format_html("-")
+            return mark_safe("-")
         return format_html(
             '<span class="dwf-counts">{}</span>',
             format_html_join(" ", '<a href="{}">{} {}</a>', parts),

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -177,7 +177,7 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("error traceback"))
     def traceback_display(self, obj: WorkflowInstance) -> SafeString:
         if not obj.error_traceback:
-            return format_html("-")
+            return mark_safe("-")
         return format_html(
             '<details><summary>{}</summary><pre class="dwf-pre">{}</pre></details>',
             _("Show the traceback"),

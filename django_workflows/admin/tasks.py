@@ -22,7 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -161,7 +161,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("due"), ordering="due_at")
     def due_display(self, obj: HumanTask) -> SafeString:
         if obj.due_at is None:
-            return format_html("-")
+            return mark_safe("-")
         due = timezone.localtime(obj.due_at).strftime("%Y-%m-%d %H:%M")
         if is_overdue(obj):
             return format_html(

@@ -79,9 +79,12 @@ class InstanceFilter(serializers.Serializer):
         if value == "me":
             return self.context["request"].user.pk
         try:
-            return get_user_model()._meta.pk.to_python(value)
+            pk = get_user_model()._meta.pk.to_python(value)
         except (DjangoValidationError, ValueError, TypeError):
             raise serializers.ValidationError("Enter a user id or `me`.") from None
+        if isinstance(pk, int) and not -(2**63) <= pk < 2**63:  # no database stores more
+            raise serializers.ValidationError("Enter a user id or `me`.")
+        return pk
 
     def filter(self, queryset: QuerySet[WorkflowInstance]) -> QuerySet[WorkflowInstance]:
         params = self.validated_data

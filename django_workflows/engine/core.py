@@ -900,15 +900,15 @@ class BaseExecutionEngine:
             step = definition.steps[run.step_name]
             if not isinstance(step, BaseMachineStep):
                 raise DefinitionError(f"step {run.step_name!r} is not a machine step")
+            ctx = WorkflowContext(
+                run.input,
+                instance_id=instance.pk,
+                step_name=run.step_name,
+                attempt=run.attempt,
+                user_id=instance.started_by_id,
+            )
         except Exception as exc:
             return self._fail_run(run, token, exc, retryable=False), None
-        ctx = WorkflowContext(
-            run.input,
-            instance_id=instance.pk,
-            step_name=run.step_name,
-            attempt=run.attempt,
-            user_id=instance.started_by_id,
-        )
         timeout = (
             step.timeout if step.timeout is not None else workflow_settings.DEFAULT_STEP_TIMEOUT
         )
