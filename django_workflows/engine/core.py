@@ -550,10 +550,19 @@ class BaseExecutionEngine:
         initial_data: dict[str, Any] | None = None,
         business_key: str = "",
         started_by: Any = None,
-        *,
-        _idempotency: tuple[str, str] | None = None,
     ) -> WorkflowInstance:
         """Start ``name`` (the highest version unless given) and run it as far as it goes."""
+        return self._start(name, version, initial_data, business_key, started_by)
+
+    def _start(
+        self,
+        name: str,
+        version: str | None,
+        initial_data: dict[str, Any] | None,
+        business_key: str,
+        started_by: Any,
+        idempotency: tuple[str, str] | None = None,
+    ) -> WorkflowInstance:
         definition = self.registry.get_definition(name, version)
         data = dict(initial_data or {})
         for key, value in data.items():
@@ -570,8 +579,8 @@ class BaseExecutionEngine:
                 business_key=business_key or "",
                 started_by_id=user_pk,
             )
-            if _idempotency is not None:
-                owner, key = _idempotency
+            if idempotency is not None:
+                owner, key = idempotency
                 IdempotencyKey.objects.create(
                     owner=owner, key=key, workflow_name=name, instance=instance
                 )
@@ -616,13 +625,8 @@ class BaseExecutionEngine:
         if found is not None:
             return found, False
         try:
-            instance = self.start_workflow(
-                name,
-                version,
-                initial_data,
-                business_key,
-                started_by,
-                _idempotency=(owner, idempotency_key),
+            instance = self._start(
+                name, version, initial_data, business_key, started_by, (owner, idempotency_key)
             )
         except IntegrityError:
             found = existing()  # a concurrent call with the same key won

@@ -1,0 +1,738 @@
+"""The documentation is true: its examples run and do what the pages say, and its
+reference pages list what the code has.
+
+The Python examples of the quickstart, the concepts and the how-to guides live in
+``docs/snippets/`` and are included into the pages; each test here runs one of them
+(on a registry of its own, see ``tests/snippets.py``) and checks the claims made next
+to it. The examples written inline (README, admin, signals) are run from the page.
+"""
+
+import ast
+import dataclasses
+import html
+import io
+import json
+import logging
+import re
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.db.models.functions import Now
+from django.test import RequestFactory
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from django_workflows import InMemoryEventBus, WorkflowStatus, conf
+from django_workflows.engine.core import BaseExecutionEngine
+from django_workflows.events import EVENT_TYPES
+from django_workflows.models import (
+    DefinitionVersion,
+    HumanTask,
+    IdempotencyKey,
+    StepRun,
+    WorkflowEvent,
+    WorkflowInstance,
+)
+from django_workflows.signals import workflow_event
+
+from .factories import GroupFactory, StaffFactory, UserFactory
+from .snippets import DOCS, ROOT, SNIPPETS, isolated_engine, python_blocks, run_snippet
+
+PAGES = sorted(DOCS.rglob("*.md"))
+
+
+def page(name):
+    return (DOCS / name).read_text()
+
+
+@pytest.fixture
+def engine():
+    """``get_engine()`` and ``django_workflows.registry`` on a fresh registry."""
+    with isolated_engine(event_bus=InMemoryEventBus()) as engine:
+        yield engine
+
+
+@pytest.fixture
+def quickstart(engine):
+    return run_snippet("quickstart_workflows.py")
+
+
+# -- every example is valid, included and run ---------------------------------------------
+
+
+def test_every_python_block_of_the_docs_parses():
+    blocks = [
+        (path, block) for path in [ROOT / "README.md", *PAGES] for block in python_blocks(path)
+    ]
+    assert len(blocks) > 20
+    for path, block in blocks:
+        try:
+            compile(block, str(path), "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        except SyntaxError as exc:
+            pytest.fail(f"{path.relative_to(ROOT)}: {exc}\n{block}")
+
+
+def test_every_snippet_is_included_and_every_include_exists():
+    included = set()
+    for path in PAGES:
+        for target in re.findall(r"```\{literalinclude\} (\S+)", path.read_text()):
+            file = (path.parent / target).resolve()
+            assert file.is_file(), f"{path.name} includes a missing {target}"
+            included.add(file)
+    assert included == {p.resolve() for p in SNIPPETS.glob("*.py")}
+
+
+def test_the_quickstart_and_the_how_to_guides_write_no_python_inline():
+    """Their examples are snippets, run below; only settings fragments stay inline."""
+    for name in [
+        "quickstart.md",
+        "concepts.md",
+        *sorted(p.name for p in (DOCS / "howto").glob("*.md")),
+    ]:
+        path = DOCS / name if (DOCS / name).exists() else DOCS / "howto" / name
+        for block in python_blocks(path):
+            tree = ast.parse(block)
+            runs_code = [
+                node
+                for node in tree.body
+                if not isinstance(node, ast.Assign | ast.Import | ast.ImportFrom)
+            ]
+            assert not runs_code, f"{name}: put this example in docs/snippets/:\n{block}"
+
+
+# -- the quickstart -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_quickstart_run_workflow_prints_what_the_page_shows(quickstart):
+    shown = page("quickstart.md").split("$ python manage.py run_workflow expense_claim")[1]
+    shown = shown.split("```")[0].splitlines()
+    args = re.match(r" --data '(.*)'$", shown[0])
+    out = io.StringIO()
+
+    call_command("run_workflow", "expense_claim", "--data", args[1], stdout=out, no_color=True)
+
+    def normal(lines):
+        text = "\n".join(line for line in lines if line.strip())
+        text = re.sub(r"instance: \S+", "instance: <id>", text)
+        return re.sub(r"human task \d+", "human task <n>", text)
+
+    assert normal(out.getvalue().splitlines()) == normal(shown[1:])
+    instance = WorkflowInstance.objects.get()
+    assert instance.context == {"amount": 120, "employee": "Ada", "submitted": True}
+
+
+@pytest.mark.django_db
+def test_quickstart_first_approval_in_the_admin(quickstart, client):
+    """Step 7: a superuser approves in My tasks, and the instance completes."""
+    call_command("run_workflow", "expense_claim", "--data", '{"amount": 120}', stdout=io.StringIO())
+    task = HumanTask.objects.get()
+    client.force_login(StaffFactory(username="admin", is_superuser=True))
+
+    inbox = client.get("/admin/django_workflows/humantask/inbox/")
+    assert "Approve the expense claim" in inbox.text
+    complete = f"/admin/django_workflows/humantask/{task.pk}/complete/"
+    form = client.get(complete)
+    assert '"amount": 120' in html.unescape(form.text)
+    assert 'value="Approve"' in form.text and 'value="Reject"' in form.text
+    response = client.post(complete, {"comments": "Receipts checked", "_action": "Approve"})
+
+    assert response.status_code == 302
+    instance = WorkflowInstance.objects.get()
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert instance.context["paid"] == 120
+    assert instance.context["comments"] == "Receipts checked"
+    detail = client.get(f"/admin/django_workflows/workflowinstance/{instance.pk}/change/")
+    assert 'data-step="pay"' in detail.text
+
+
+@pytest.mark.django_db
+def test_quickstart_from_python(quickstart):
+    ns = run_snippet(
+        "quickstart_python.py", employee=UserFactory(), manager=StaffFactory(username="boss")
+    )
+    instance = ns["instance"]
+    assert instance.business_key == "EXP-2024-001"
+    assert instance.context["comments"] == "Receipts checked"
+    assert HumanTask.objects.get().completed_by.username == "boss"
+
+
+@pytest.mark.django_db
+def test_quickstart_refuses_a_user_the_task_rule_does_not_allow(quickstart):
+    """Without candidate groups the task is open to staff only: the check refuses others."""
+    from django.core.exceptions import PermissionDenied
+
+    from django_workflows import get_engine
+
+    instance = get_engine().start_workflow("expense_claim", initial_data={"amount": 5})
+    with pytest.raises(PermissionDenied):
+        get_engine().complete_human_task(
+            instance.id, "approval", user_id=UserFactory(), action="Approve", check_permission=True
+        )
+    assert HumanTask.objects.get().status == "open"
+
+
+# -- concepts -----------------------------------------------------------------------------
+
+
+class FakePayments:
+    def __init__(self):
+        self.calls = []
+
+    def charge(self, order_id, *, amount, idempotency_key):
+        self.calls.append((order_id, amount, idempotency_key))
+        return f"ch_{len(self.calls)}"
+
+
+@pytest.mark.django_db
+def test_concepts_machine_step(engine):
+    from django_workflows import WorkflowDefinition
+
+    payments = FakePayments()
+    ns = run_snippet("concepts_machine_step.py", payments=payments)
+    charge = ns["Charge"]()
+    assert charge.retry.max_attempts == 3 and charge.retry.delay(2) == 20
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="order", version="1", initial_step="charge", steps={"charge": charge}
+        )
+    )
+    instance = engine.start_workflow("order", initial_data={"order_id": 7, "amount": 30})
+
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert instance.context["charge_id"] == "ch_1"
+    assert payments.calls == [(7, 30, f"{instance.pk}:charge")]
+
+
+@pytest.mark.django_db
+def test_concepts_human_steps(engine, managers_group):
+    from django_workflows import Edge, WorkflowDefinition
+
+    ns = run_snippet("concepts_human_step.py")
+    boss = UserFactory(groups=[managers_group])
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="leave",
+            version="1",
+            initial_step="request",
+            steps={"request": ns["RequestLeave"](), "approve": ns["ManagerApproval"]()},
+            edges=[Edge("request", "approve")],
+        )
+    )
+    instance = engine.start_workflow("leave", initial_data={"manager_id": boss.pk})
+    with pytest.raises(ValidationError):
+        engine.complete_human_task(
+            instance.id, "request", data={"first_day": "2025-06-02", "days": 40}
+        )
+
+    instance = engine.complete_human_task(
+        instance.id, "request", data={"first_day": "2025-06-02", "days": "3", "note": "sea"}
+    )
+    # complete() stored two fields, the date as JSON text.
+    assert instance.context == {"manager_id": boss.pk, "first_day": "2025-06-02", "days": 3}
+
+    task = HumanTask.objects.get(step_name="approve")
+    assert task.assignee == boss
+    assert list(task.candidate_groups.all()) == [managers_group]
+    assert timedelta(days=2) - (task.due_at - timezone.now()) < timedelta(minutes=1)
+    instance = engine.complete_task(
+        task.pk, user_id=boss, action="Approve", data={}, check_permission=True
+    )
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert instance.context["approved"] is True
+
+
+@pytest.fixture
+def managers_group(db):
+    return GroupFactory(name="managers")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("weight", "route"),
+    [(0.5, "express"), (None, "express"), (40, "freight"), (10, "standard")],
+)
+def test_concepts_exclusive_gateway(engine, weight, route):
+    run_snippet("concepts_gateways.py")
+    data = {} if weight is None else {"weight": weight}
+    instance = engine.start_workflow("shipping", initial_data=data)
+    assert instance.context == {**data, "shipped_by": route}
+
+
+@pytest.mark.django_db
+def test_concepts_timers(engine):
+    ns = run_snippet("concepts_timers.py")
+    assert ns["cool_off"].duration == timedelta(hours=1)
+    later = engine.start_workflow("leave", initial_data={"first_day": "2999-01-04"})
+    past = engine.start_workflow("leave", initial_data={"first_day": "2020-01-06"})
+    assert later.status == past.status == WorkflowStatus.WAITING  # a past due time waits too
+
+    engine.run_due_timers()
+
+    assert engine.get_instance(past.id).context["on_leave"] is True
+    assert engine.get_instance(later.id).status == WorkflowStatus.WAITING
+    timer = StepRun.objects.get(instance=later, step_name="wait")
+    assert (timer.status, timer.due_at.year) == ("scheduled", 2999)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("data", "taken"),
+    [
+        ({"score": 90}, {"approve", "file"}),
+        ({"score": 10, "amount": 2000, "country": "DE"}, {"escalate", "file"}),
+        ({"score": 10, "amount": 2000, "country": "US"}, {"file"}),
+        ({"score": 80, "customer": {"tier": "gold"}}, {"approve", "vip", "file"}),
+    ],
+)
+def test_concepts_conditions(engine, data, taken):
+    run_snippet("concepts_conditions.py")
+    instance = engine.start_workflow("review", initial_data=data)
+    assert instance.status == WorkflowStatus.COMPLETED
+    ran = set(instance.step_runs.values_list("step_name", flat=True)) - {"review"}
+    assert ran == taken
+
+
+@pytest.mark.django_db
+def test_concepts_async_view(quickstart):
+    ns = run_snippet("concepts_async.py")
+    request = RequestFactory().post("/claims/", {"amount": "120"})
+    response = async_to_sync(ns["start_claim"])(request)
+    body = json.loads(response.content)
+    assert body["status"] == "waiting"
+    assert WorkflowInstance.objects.get(pk=body["id"]).context["amount"] == 120
+
+
+@pytest.mark.django_db(transaction=True)
+def test_execute_runs_outside_any_transaction(engine):
+    """Concepts and guarantees: even when the caller is inside a transaction."""
+    from django_workflows import BaseMachineStep, WorkflowDefinition
+
+    seen = []
+
+    class Probe(BaseMachineStep):
+        def execute(self, context):
+            seen.append(connection.in_atomic_block)
+
+    engine.registry.register_definition(
+        WorkflowDefinition(name="probe", version="1", initial_step="p", steps={"p": Probe()})
+    )
+    with transaction.atomic():
+        instance = engine.start_workflow("probe")
+        assert seen == []
+        assert instance.status == WorkflowStatus.RUNNING
+    assert seen == [False]
+    assert engine.get_instance(instance.id).status == WorkflowStatus.COMPLETED
+    engine.start_workflow("probe")
+    assert seen == [False, False]
+
+
+# -- how-to guides ------------------------------------------------------------------------
+
+
+class FakeBilling:
+    """Creates one invoice per idempotency key; the first call fails after creating it."""
+
+    def __init__(self):
+        self.invoices, self.calls = {}, 0
+
+    def create_invoice(self, *, customer, amount, idempotency_key):
+        self.calls += 1
+        invoice = self.invoices.setdefault(idempotency_key, {"id": f"inv_{len(self.invoices) + 1}"})
+        if self.calls == 1:
+            raise ConnectionError("the answer was lost")
+        return invoice
+
+
+@pytest.mark.django_db
+def test_howto_idempotent_steps(engine):
+    from django_workflows import WorkflowDefinition
+
+    billing = FakeBilling()
+    ns = run_snippet("howto_idempotent.py", billing=billing)
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="bill", version="1", initial_step="send", steps={"send": ns["SendInvoice"]()}
+        )
+    )
+    instance = engine.start_workflow("bill", initial_data={"customer": "ACME", "amount": 99})
+    assert instance.status == WorkflowStatus.RUNNING  # a retry after 30 s
+
+    StepRun.objects.update(due_at=Now())
+    engine.run_due_timers()
+
+    instance = engine.get_instance(instance.id)
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert billing.calls == 2
+    assert list(billing.invoices) == [f"{instance.pk}:send"]
+    assert instance.context["invoice_id"] == "inv_1"
+
+
+class FakeRates:
+    def __init__(self, delay=0.0):
+        self.delay = delay
+
+    def latest(self, timeout):
+        import time
+
+        time.sleep(self.delay)
+        return {"EUR": 0.92}
+
+
+@pytest.mark.django_db
+def test_howto_timeouts(engine):
+    from django_workflows import Edge, RetryPolicy, WorkflowDefinition
+
+    ns = run_snippet("howto_timeouts.py", rates_api=FakeRates())
+    fetch = ns["FetchRates"]
+    assert fetch.timeout == 10
+    assert [fetch.retry.delay(n) for n in (1, 2)] == [5, 10]  # "after 5 seconds, then 10"
+
+    class Impatient(fetch):
+        timeout = 0.2
+        retry = RetryPolicy(max_attempts=1)
+
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="rates",
+            version="1",
+            initial_step="fetch",
+            steps={"fetch": fetch(), "approve": ns["ApproveOrder"]()},
+            edges=[Edge("fetch", "approve")],
+        )
+    )
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="slow", version="1", initial_step="fetch", steps={"fetch": Impatient()}
+        )
+    )
+    instance = engine.start_workflow("rates")
+    assert instance.context == {"eur_rate": 0.92}
+    assert list(ns["overdue_tasks"]()) == []
+    HumanTask.objects.update(due_at=timezone.now() - timedelta(hours=1))
+    assert [task.instance for task in ns["overdue_tasks"]()] == [instance]
+
+    ns["rates_api"].delay = 1.0
+    failed = engine.start_workflow("slow")
+    assert failed.status == WorkflowStatus.FAILED
+    assert failed.error.startswith("TimeoutError")
+
+
+@pytest.mark.django_db
+def test_howto_new_version(engine):
+    ns = run_snippet("howto_new_version.py")
+    approver = StaffFactory()
+    old = engine.start_workflow("payment", version="1.0.0")
+    new = engine.start_workflow("payment")
+    assert new.definition.version == "2.0.0"
+    assert ns["open_instances"]("payment", "1.0.0").get() == old
+
+    old = engine.complete_human_task(old.id, "approval", user_id=approver)
+    new = engine.complete_human_task(new.id, "approval", user_id=approver)
+
+    assert old.context == {"paid": True}  # the old graph: no notify
+    assert new.context == {"paid": True, "notified": True}
+    assert not ns["open_instances"]("payment", "1.0.0").exists()
+    assert DefinitionVersion.objects.filter(name="payment").count() == 2
+
+
+@pytest.mark.django_db
+def test_howto_new_version_a_changed_graph_under_the_same_version_is_refused(engine):
+    """ "If you change a graph without a new version": E002, and nothing moves."""
+    from django.core.checks import run_checks
+
+    from django_workflows import BaseHumanStep, DefinitionError, Edge, WorkflowDefinition
+    from django_workflows import registry as project_registry
+
+    run_snippet("howto_new_version.py")
+    waiting = engine.start_workflow("payment", version="1.0.0")
+    engine.registry.unregister("payment", "1.0.0")
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="payment",
+            version="1.0.0",
+            initial_step="approval",
+            steps={"approval": BaseHumanStep(), "other": BaseHumanStep()},
+            edges=[Edge("approval", "other")],
+        )
+    )
+    assert project_registry is engine.registry
+    errors = [e.id for e in run_checks(tags=["database"], databases=["default"])]
+    assert "django_workflows.E002" in errors
+    with pytest.raises(DefinitionError):
+        engine.complete_human_task(waiting.id, "approval", user_id=StaffFactory())
+    assert engine.cancel_workflow(waiting.id).status == WorkflowStatus.CANCELED
+
+
+class FakeMetrics:
+    def __init__(self):
+        self.counts = {}
+
+    def increment(self, name, tags):
+        self.counts[name, tags["workflow"]] = self.counts.get((name, tags["workflow"]), 0) + 1
+
+
+@pytest.mark.django_db
+def test_howto_monitor_with_events(caplog, django_capture_on_commit_callbacks):
+    from django_workflows import BaseMachineStep, WorkflowDefinition
+
+    metrics = FakeMetrics()
+    ns = run_snippet("howto_monitor_events.py", metrics=metrics)
+    try:
+
+        class Broken(BaseMachineStep):
+            def execute(self, context):
+                raise RuntimeError("card declined")
+
+        with isolated_engine(event_bus=ns["MetricsBus"]()) as engine:
+            engine.registry.register_definition(
+                WorkflowDefinition(name="pay", version="1", initial_step="s", steps={"s": Broken()})
+            )
+            since = timezone.now()
+            with (
+                caplog.at_level(logging.ERROR, logger="myproject.workflows"),
+                django_capture_on_commit_callbacks(execute=True),
+            ):
+                instance = engine.start_workflow("pay")
+    finally:
+        workflow_event.disconnect(ns["alert_on_failure"], sender=ns["WorkflowFailed"])
+
+    assert metrics.counts == {
+        ("workflow.WorkflowStarted", "pay"): 1,
+        ("workflow.StepExecuted", "pay"): 1,
+        ("workflow.WorkflowFailed", "pay"): 1,
+    }
+    assert f"instance {instance.pk}) failed at s: RuntimeError: card declined" in caplog.text
+    assert [event.instance for event in ns["failures_since"](since)] == [instance]
+
+
+# -- examples written inline --------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_readme_example(engine):
+    (example,) = [b for b in python_blocks(ROOT / "README.md") if "register_definition" in b]
+    ns = {"manager": UserFactory()}
+    exec(compile(example, "README.md", "exec"), ns)  # noqa: S102  (our own README)
+    assert ns["instance"].context == {"amount": 500, "approved": True, "paid": 500}
+
+
+@pytest.mark.django_db
+def test_admin_graph_example(engine, quickstart):
+    (example,) = [b for b in python_blocks(DOCS / "admin.md") if "render_svg" in b]
+    instance = engine.start_workflow("expense_claim", initial_data={"amount": 1})
+    ns = {"instance": instance}
+    exec(compile(example, "admin.md", "exec"), ns)  # noqa: S102
+    assert ns["svg"].startswith("<svg")
+    assert 'data-step="approval" data-state="current"' in ns["svg"]
+
+
+@pytest.mark.django_db
+def test_signals_example(engine, quickstart, capsys, django_capture_on_commit_callbacks):
+    (example,) = python_blocks(DOCS / "reference" / "signals.md")
+    ns = {}
+    exec(compile(example, "signals.md", "exec"), ns)  # noqa: S102
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            instance = engine.start_workflow("expense_claim", initial_data={"amount": 1})
+            engine.complete_human_task(instance.id, "approval", action="Reject")
+    finally:
+        workflow_event.disconnect(ns["on_completed"], sender=ns["WorkflowCompleted"])
+    assert capsys.readouterr().out == f"completed: expense_claim {instance.pk}\n"
+
+
+@pytest.mark.django_db
+def test_api_approval_flow_as_documented(managers_group):
+    """The curl session of docs/api.md, on the demo's expense_approval workflow."""
+    ada = UserFactory(username="ada")
+    bob = UserFactory(username="bob", groups=[managers_group])
+    employee, manager = APIClient(), APIClient()
+    employee.force_authenticate(ada)
+    manager.force_authenticate(bob)
+    api = "/api/workflows"
+    body = {"workflow": "expense_approval", "data": {"amount": 120, "employee": "Ada"}}
+
+    started = employee.post(
+        f"{api}/instances/", {**body, "business_key": "claim-42"}, format="json"
+    )
+    assert started.status_code == 201
+    assert started.json()["context"] == {"amount": 120, "employee": "Ada", "submitted": True}
+    again = employee.post(f"{api}/instances/", {**body, "business_key": "claim-42"}, format="json")
+    assert (again.status_code, again.json()["id"]) == (200, started.json()["id"])
+
+    (task,) = manager.get(f"{api}/tasks/").json()["results"]
+    detail = manager.get(f"{api}/tasks/{task['id']}/").json()
+    assert detail["actions"] == ["Approve", "Reject"]
+    assert detail["form_schema"]["properties"]["comments"] == {
+        "title": "Comments",
+        "type": "string",
+    }
+    refused = employee.post(
+        f"{api}/tasks/{task['id']}/complete/", {"action": "Approve"}, format="json"
+    )
+    assert (refused.status_code, refused.json()["code"]) == (403, "permission_denied")
+
+    done = manager.post(
+        f"{api}/tasks/{task['id']}/complete/",
+        {"data": {"comments": "Fine."}, "action": "Approve"},
+        format="json",
+    )
+    assert done.json()["status"] == "completed"
+    assert done.json()["context"]["paid"] == 120
+    twice = manager.post(
+        f"{api}/tasks/{task['id']}/complete/", {"action": "Approve"}, format="json"
+    )
+    assert (twice.status_code, twice.json()["code"]) == (409, "task_not_open")
+    mine = employee.get(f"{api}/instances/?started_by=me&status=completed").json()
+    assert mine["count"] == 1
+    events = [
+        e["type"] for e in employee.get(f"{api}/instances/{started.json()['id']}/").json()["events"]
+    ]
+    assert events == [
+        "WorkflowStarted",
+        "StepExecuted",
+        "HumanTaskCreated",
+        "HumanTaskCompleted",
+        "StepExecuted",
+        "WorkflowCompleted",
+    ]
+
+
+# -- the reference pages list what the code has -------------------------------------------
+
+
+def _literal(value):
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def test_settings_page_lists_every_key_with_its_default():
+    text = page("settings.md")
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)`", text, re.M))
+    documented = {key: value for key, value in rows.items() if not key.startswith("WORKFLOWS_")}
+    assert documented == {key: _literal(value) for key, value in conf.DEFAULTS.items()}
+
+
+def test_settings_page_lists_the_contrib_settings():
+    text = page("settings.md")
+    used = set()
+    for path in (ROOT / "django_workflows" / "contrib").rglob("*.py"):
+        used |= set(re.findall(r'"(WORKFLOWS_[A-Z_]+)"', path.read_text()))
+    assert used == {"WORKFLOWS_CELERY_APP", "WORKFLOWS_SAQ_URL", "WORKFLOWS_SAQ_QUEUE"}
+    for name in used:
+        assert f"| `{name}` |" in text
+
+
+def test_python_api_page_explains_every_engine_method():
+    text = page("reference.md")
+    methods = [
+        name
+        for name, value in vars(BaseExecutionEngine).items()
+        if callable(value) and not name.startswith("_") and not name.startswith("a")
+    ]
+    assert "claim_task" in methods and "get_or_start_workflow" in methods
+    for name in methods:
+        if name in {"dispatch", "executes_inline"}:
+            assert f"`{name}" in text, name
+        else:
+            assert f"#### `{name}(" in text, name
+    for name in vars(BaseExecutionEngine):
+        if name.startswith("a") and name[1:] in methods:
+            assert f"`{name}`" in text, name
+    signature = "#### `complete_task(task_id, user_id=None, data=None, *, action=None, check_permission=False)`"
+    assert signature in text
+
+
+def test_checks_page_lists_every_check_id():
+    ids = set(
+        re.findall(
+            r'id="(django_workflows\.[EW]\d+)"',
+            (ROOT / "django_workflows" / "checks.py").read_text(),
+        )
+    )
+    assert ids == {"django_workflows.E001", "django_workflows.E002"}
+    text = page("reference/checks.md")
+    assert set(re.findall(r"`(django_workflows\.[EW]\d+)`", text)) == ids
+
+
+def test_commands_page_lists_every_command_and_option():
+    from django.core.management import get_commands, load_command_class
+
+    text = page("reference/commands.md")
+    commands = sorted(n for n, app in get_commands().items() if app == "django_workflows")
+    assert commands == ["run_workflow", "workflow_sweep"]
+    for name in commands:
+        assert f"## `{name}`" in text
+        parser = load_command_class("django_workflows", name).create_parser("manage.py", name)
+        options = [
+            option
+            for action in parser._actions
+            if action.dest not in BASE_OPTIONS
+            for option in action.option_strings
+            if option.startswith("--")
+        ]
+        assert options
+        for option in options:
+            assert f"`{option}" in text, f"{name} {option}"
+
+
+BASE_OPTIONS = {
+    "help",
+    "verbosity",
+    "settings",
+    "pythonpath",
+    "traceback",
+    "no_color",
+    "force_color",
+    "skip_checks",
+}
+
+
+def test_models_page_lists_every_field():
+    text = page("reference/models.md")
+    for model in (
+        DefinitionVersion,
+        WorkflowInstance,
+        StepRun,
+        HumanTask,
+        WorkflowEvent,
+        IdempotencyKey,
+    ):
+        assert f"## `{model.__name__}`" in text
+        section = text.split(f"## `{model.__name__}`")[1].split("\n## ")[0]
+        for field in model._meta.get_fields():
+            if (field.concrete or field.many_to_many) and not field.auto_created:
+                assert f"`{field.name}`" in section, f"{model.__name__}.{field.name}"
+    for index in re.findall(
+        r'name="(dwf_[a-z_]+)"', (ROOT / "django_workflows" / "models.py").read_text()
+    ):
+        assert f"`{index}`" in text, index
+
+
+def test_signals_page_lists_every_event():
+    text = page("reference/signals.md")
+    for name, cls in EVENT_TYPES.items():
+        row = re.search(rf"^\| `{name}` \|(.*)$", text, re.M)
+        assert row, name
+        extra = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in {"instance_id", "workflow_name", "workflow_version", "timestamp"}
+        ]
+        for field in extra:
+            assert f"`{field}`" in row[1], f"{name}.{field}"
+
+
+@pytest.mark.django_db
+def test_howto_testing_makes_a_timer_due(engine):
+    run_snippet("concepts_timers.py")
+    instance = engine.start_workflow("leave", initial_data={"first_day": "2999-01-04"})
+    engine.run_due_timers()
+    assert engine.get_instance(instance.id).status == WorkflowStatus.WAITING
+
+    run_snippet("howto_testing_timer.py", instance=instance, engine=engine)
+
+    assert engine.get_instance(instance.id).context["on_leave"] is True
