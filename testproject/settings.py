@@ -113,6 +113,8 @@ SPECTACULAR_SETTINGS = {
 DJANGO_WORKFLOWS = {}
 if os.environ.get("WORKFLOWS_ENGINE") == "djangoq":
     DJANGO_WORKFLOWS["ENGINE"] = "django_workflows.engine.djangoq.DjangoQExecutionEngine"
+if "WORKFLOWS_ENGINE_CLASS" in os.environ:  # any engine class, e.g. a fault-injecting one
+    DJANGO_WORKFLOWS["ENGINE"] = os.environ["WORKFLOWS_ENGINE_CLASS"]
 for _key in ("LEASE_SECONDS", "STALE_QUEUED_SECONDS"):
     if f"WORKFLOWS_{_key}" in os.environ:
         DJANGO_WORKFLOWS[_key] = float(os.environ[f"WORKFLOWS_{_key}"])

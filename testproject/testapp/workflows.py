@@ -5,9 +5,10 @@ Steps coordinate with the test through files in ``context['dir']``: a step write
 """
 
 import os
+import random
 import signal
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django_workflows import (
@@ -138,3 +139,100 @@ def _register():
 
 
 _register()
+
+
+# --- Fault injection (tests/reliability) ----------------------------------------------------
+# Steps record every execution of their body in testapp.SideEffect, which the tests read.
+
+
+class Effect(BaseMachineStep):
+    """Inserts a SideEffect row, sleeps ``context['ms']`` (default 50-200) milliseconds,
+    then sets its ``finished_at``: one row per execution, unfinished if the worker died.
+
+    Fails its first attempt if its name is in ``context['fail_first']``."""
+
+    retry = RetryPolicy(max_attempts=50)
+
+    def execute(self, context):
+        from django.utils import timezone
+
+        from .models import SideEffect
+
+        low, high = context.get("ms", [50, 200])
+        planned = random.uniform(low, high) / 1000  # noqa: S311 - not cryptography
+        row = SideEffect.objects.create(
+            instance_id=context.instance_id,
+            step=context.step_name,
+            attempt=context.attempt,
+            pid=os.getpid(),
+            planned=planned,
+            started_at=timezone.now(),
+        )
+        time.sleep(planned)
+        SideEffect.objects.filter(pk=row.pk).update(finished_at=timezone.now())
+        if context.attempt == 1 and context.step_name in context.get("fail_first", []):
+            raise RuntimeError(f"{context.step_name}: first attempt fails on purpose")
+        context.set(context.step_name, context.attempt)
+
+
+class DueAt(TimerStep):
+    """Due at ``context['due']`` (an ISO 8601 time with its UTC offset), or
+    ``context['due_in']`` seconds after it starts, else in 2 seconds."""
+
+    duration = timedelta(seconds=2)
+
+    def get_due_at(self, context):
+        from django.utils import timezone
+
+        if context.get("due"):
+            return datetime.fromisoformat(context.get("due"))
+        if context.get("due_in") is not None:
+            return timezone.now() + timedelta(seconds=context.get("due_in"))
+        return None
+
+
+def _register_reliability():
+    registry.register_definition(
+        WorkflowDefinition(
+            name="reliability_chain",
+            version="1",
+            initial_step="s1",
+            steps={"s1": Effect(), "s2": Effect(), "s3": Effect()},
+            edges=[Edge("s1", "s2"), Edge("s2", "s3")],
+        )
+    )
+    registry.register_definition(
+        WorkflowDefinition(
+            name="reliability_fan",
+            version="1",
+            initial_step="start",
+            steps={"start": Effect(), "left": Effect(), "right": Effect(), "join": Effect()},
+            edges=[
+                Edge("start", "left"),
+                Edge("start", "right"),
+                Edge("left", "join"),
+                Edge("right", "join"),
+            ],
+        )
+    )
+    registry.register_definition(
+        WorkflowDefinition(
+            name="reliability_timer",
+            version="1",
+            initial_step="start",
+            steps={"start": Effect(), "wait": DueAt(), "end": Effect()},
+            edges=[Edge("start", "wait"), Edge("wait", "end")],
+        )
+    )
+    registry.register_definition(
+        WorkflowDefinition(
+            name="reliability_timer_first",
+            version="1",
+            initial_step="wait",
+            steps={"wait": DueAt(), "end": Effect()},
+            edges=[Edge("wait", "end")],
+        )
+    )
+
+
+_register_reliability()
