@@ -13,25 +13,34 @@ from .exceptions import ContextError
 MAX_DEPTH = 100
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of lists and dicts, without recursion (a hostile value may be deep)."""
-    deepest, stack = 0, [(value, 1)]
+def _scan(value: Any) -> tuple[int, bool]:
+    """Nesting depth of lists and dicts, and whether a string holds NUL (which PostgreSQL's
+    jsonb cannot store); without recursion, since a hostile value may be deep."""
+    deepest, nul, stack = 0, False, [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict | list | tuple):
+        if isinstance(item, str):
+            nul = nul or "\x00" in item
+        elif isinstance(item, dict | list | tuple):
             deepest = max(deepest, level)
             if level > MAX_DEPTH:
                 break
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
+            if isinstance(item, dict):
+                stack.extend((key, level) for key in item)
+                stack.extend((child, level + 1) for child in item.values())
+            else:
+                stack.extend((child, level + 1) for child in item)
+    return deepest, nul
 
 
 def check_json(key: str, value: Any) -> None:
     """Raise ContextError unless ``value`` round-trips through JSON as a database stores it:
-    no NaN, no lone surrogates (not UTF-8), nested at most ``MAX_DEPTH`` deep."""
-    if _depth(value) > MAX_DEPTH:
+    no NaN, no lone surrogates (not UTF-8), no NUL character, at most ``MAX_DEPTH`` deep."""
+    depth, nul = _scan(value)
+    if depth > MAX_DEPTH:
         raise ContextError(f"context value for {key!r} is nested deeper than {MAX_DEPTH} levels")
+    if nul or "\x00" in key:
+        raise ContextError(f"context value for {key!r} contains a NUL character (\\u0000)")
     try:
         json.dumps({key: value}, allow_nan=False, ensure_ascii=False).encode()
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError

@@ -162,7 +162,12 @@ class _Transition:
             run.status = StepRunStatus.QUEUED
             run.queued_at = Now()
             run.max_attempts = self.engine.retry_policy(step).max_attempts
-            if self.claim_next and self.claimed is None:
+            # Held (queued, unclaimed) while the instance is failed, like its other runs.
+            if (
+                self.claim_next
+                and self.claimed is None
+                and self.instance.status == WorkflowStatus.RUNNING
+            ):
                 token = uuid.uuid4()
                 run.status = StepRunStatus.RUNNING
                 run.attempt = 1
