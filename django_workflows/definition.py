@@ -23,6 +23,23 @@ def _step_shape(step: BaseStep) -> Any:
     return str(step.step_type)
 
 
+#: The lengths of the columns names and versions are stored in.
+NAME_LENGTH = 200
+VERSION_LENGTH = 50
+
+
+def _check_name(what: str, value: str, length: int) -> None:
+    """A name the database can store: short enough, UTF-8, no NUL."""
+    if len(value) > length:
+        raise DefinitionError(f"{what} {value[:40]!r}... is longer than {length} characters")
+    if "\x00" in value:
+        raise DefinitionError(f"{what} {value!r} contains a NUL character")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise DefinitionError(f"{what} {value!r} is not valid text (a lone surrogate)") from None
+
+
 @dataclass(frozen=True)
 class Edge:
     """A transition from ``source`` to ``target``, taken when ``condition`` holds (or always)."""
@@ -68,10 +85,15 @@ class WorkflowDefinition:
             raise DefinitionError("a workflow definition needs a non-empty name")
         if not self.version or not isinstance(self.version, str):
             raise DefinitionError(f"workflow {self.name!r}: version must be a non-empty string")
+        _check_name("workflow name", self.name, NAME_LENGTH)
+        _check_name(f"workflow {self.name!r}: version", self.version, VERSION_LENGTH)
         where = f"workflow {self.name!r} {self.version}"
         if not self.steps:
             raise DefinitionError(f"{where}: has no steps")
         for step_name, step in self.steps.items():
+            if not isinstance(step_name, str) or not step_name:
+                raise DefinitionError(f"{where}: step names must be non-empty strings")
+            _check_name(f"{where}: step name", step_name, NAME_LENGTH)
             if not isinstance(step, BaseStep):
                 raise DefinitionError(
                     f"{where}: step {step_name!r} is a {type(step).__name__}, not a step instance"
