@@ -3,24 +3,46 @@
     python benchmarks/run.py [--quick] [--database sqlite|postgres|both] [--only NAME ...]
 
 Prints one table per database with the machine's details. Each database is a scratch
-one (a temp SQLite file; a ``bench_workflows`` PostgreSQL database, recreated), so the
-numbers never mix with a project's data. Statements are counted with Django's query
-capture; "stmts" excludes transaction control (BEGIN, COMMIT, SAVEPOINT), "tx" counts
-the transactions.
+one (a temp SQLite file; a ``bench_workflows`` PostgreSQL database, recreated, and
+dropped at the end), so the numbers never mix with a project's data. Statements are
+counted with Django's query capture; "stmts" excludes transaction control (BEGIN,
+COMMIT, SAVEPOINT), "tx" counts the transactions.
+
+Sections (``--only``):
+
+- floor, sequential, human, fan-out: the engine in this process (``LocalExecutionEngine``).
+- scale: list pages (API, admin, the inbox) over 1,000 and 100,000 waiting instances
+  with an open task each (10,000 with ``--quick``), bulk-inserted as a fixture.
+- worker: a real ``qcluster`` with 2 workers and the sweeper, on the ORM broker, then on
+  Redis: the 10-step workflow's steps/s end to end against django-q2's own throughput
+  for a trivial task (``testproject/testapp/bench_tasks.py``) on the same broker, and the
+  delay from a step becoming runnable to it starting.
+- memory: a ``qcluster`` with 1 worker (Redis broker) runs 10,000 instances (1,000 with
+  ``--quick``); the worker's peak RSS after 10% and after 100% of them.
+
+The cluster and sweeper run in process groups of their own (``DJANGO_DEBUG=0``,
+``WORKFLOWS_ENGINE_CLASS=testproject.testapp.bench_tasks.DjangoQEngine``); every one is
+killed at the end, also on an error or Ctrl-C. Only 127.0.0.1 is used.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import platform
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +50,10 @@ sys.path.insert(0, str(ROOT))
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 PG_BENCH_DB = "bench_workflows"
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+BENCH_ENGINE = "testproject.testapp.bench_tasks.DjangoQEngine"
+TICK = "testproject.testapp.bench_tasks.tick"
+TICK_ROW = "testproject.testapp.bench_tasks.tick_row"
 TX_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO")
 
 
@@ -50,11 +76,13 @@ class Report:
 
     def print(self) -> None:
         width = max(len(r.name) for r in self.rows) if self.rows else 10
+        targets = [("" if r.ok is None else ("✓ " if r.ok else "✗ ")) + r.target for r in self.rows]
+        twidth = max([22, *(len(t) for t in targets)])
         print(f"\n== {self.database} ==")
-        print(f"{'measure'.ljust(width)}  {'value':>14}  {'target':<22} detail")
-        for r in self.rows:
-            mark = "" if r.ok is None else ("✓ " if r.ok else "✗ ")
-            print(f"{r.name.ljust(width)}  {r.value:>14}  {(mark + r.target):<22} {r.detail}")
+        print(f"{'measure'.ljust(width)}  {'value':>14}  {'target':<{twidth}} detail")
+        for r, target in zip(self.rows, targets, strict=True):
+            print(f"{r.name.ljust(width)}  {r.value:>14}  {target:<{twidth}} {r.detail}")
+        sys.stdout.flush()
 
 
 def setup_django(database_url: str) -> None:
@@ -87,55 +115,28 @@ def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
 
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (of 100 values, p99 is the second largest)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def progress(text: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 # -- workflows -------------------------------------------------------------------------
 
 
 def bench_registry():
-    from django_workflows import (
-        BaseHumanStep,
-        BaseMachineStep,
-        Edge,
-        WorkflowDefinition,
-        WorkflowRegistry,
-    )
-
-    class Noop(BaseMachineStep):
-        def execute(self, context):
-            context.set(context.step_name, 1)
-
-    class Approve(BaseHumanStep):
-        title = "Approve"
+    """A registry of its own with the benchmark workflows (``bench_tasks.definitions()``:
+    the cluster runs the same ones from the project registry)."""
+    from django_workflows import WorkflowRegistry
+    from testproject.testapp import bench_tasks
 
     reg = WorkflowRegistry()
-    reg.register_definition(
-        WorkflowDefinition(
-            name="bench_chain",
-            version="1",
-            initial_step="s1",
-            steps={f"s{i}": Noop() for i in range(1, 11)},
-            edges=[Edge(f"s{i}", f"s{i + 1}") for i in range(1, 10)],
-        )
-    )
-    reg.register_definition(
-        WorkflowDefinition(name="bench_one", version="1", initial_step="s1", steps={"s1": Noop()})
-    )
-    reg.register_definition(
-        WorkflowDefinition(
-            name="bench_approval", version="1", initial_step="approve", steps={"approve": Approve()}
-        )
-    )
-    reg.register_definition(
-        WorkflowDefinition(
-            name="bench_fan_out",
-            version="1",
-            initial_step="start",
-            steps={"start": Noop(), "a": Noop(), "b": Noop(), "c": Noop(), "join": Noop()},
-            edges=[
-                *(Edge("start", x) for x in "abc"),
-                *(Edge(x, "join") for x in "abc"),
-            ],
-        )
-    )
+    for definition in bench_tasks.definitions():
+        reg.register_definition(definition)
     return reg
 
 
@@ -282,23 +283,645 @@ def fan_out(report: Report, n: int) -> None:
     )
 
 
-SECTIONS = ("floor", "sequential", "human", "fan-out")
+def clear_workflow_rows() -> None:
+    """Delete every instance, run, task and event: the next section starts from nothing."""
+    from django.db import connection, transaction
+
+    from django_workflows.models import (
+        HumanTask,
+        IdempotencyKey,
+        StepRun,
+        WorkflowEvent,
+        WorkflowInstance,
+    )
+
+    models = (
+        HumanTask.candidate_groups.through,
+        HumanTask,
+        WorkflowEvent,
+        IdempotencyKey,
+        StepRun,
+        WorkflowInstance,
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        for model in models:
+            table = connection.ops.quote_name(model._meta.db_table)
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - our own table names
+
+
+# -- scale: list pages over many rows ---------------------------------------------------
+
+
+def insert_fixture(definition, group, start: int, count: int) -> None:
+    """``count`` instances WAITING at the human step ``review`` of ``bench_review``: each
+    with its step run WAITING and an open task for the group ``managers``. Rows written
+    directly with bulk_create: a fixture to measure reads on, not engine usage."""
+    from django.db import transaction
+
+    from django_workflows.models import (
+        HumanTask,
+        StepRun,
+        StepRunStatus,
+        TaskStatus,
+        WorkflowInstance,
+        WorkflowStatus,
+    )
+
+    through = HumanTask.candidate_groups.through
+    chunk = 5000
+    for first in range(start, start + count, chunk):
+        numbers = range(first, min(first + chunk, start + count))
+        with transaction.atomic():
+            instances = WorkflowInstance.objects.bulk_create(
+                [
+                    WorkflowInstance(
+                        definition=definition,
+                        status=WorkflowStatus.WAITING,
+                        context={"n": n},
+                        current_steps=["review"],
+                        business_key=f"bench-{n}",
+                    )
+                    for n in numbers
+                ],
+                batch_size=1000,
+            )
+            runs = StepRun.objects.bulk_create(
+                [
+                    StepRun(
+                        instance=instance,
+                        step_name="review",
+                        step_type="human",
+                        status=StepRunStatus.WAITING,
+                    )
+                    for instance in instances
+                ],
+                batch_size=1000,
+            )
+            tasks = HumanTask.objects.bulk_create(
+                [
+                    HumanTask(
+                        instance=instance,
+                        step_run=run,
+                        step_name="review",
+                        title=f"Review {n}",
+                        status=TaskStatus.OPEN,
+                    )
+                    for n, instance, run in zip(numbers, instances, runs, strict=True)
+                ],
+                batch_size=1000,
+            )
+            through.objects.bulk_create(
+                [through(humantask_id=task.pk, group_id=group.pk) for task in tasks],
+                batch_size=1000,
+            )
+
+
+@dataclass
+class Timing:
+    p50: float  # ms
+    p99: float
+    statements: int
+    calls: int = 0
+
+
+def timed(fn: Callable[[], object], reps: tuple[int, int], budget: float) -> Timing:
+    """p50/p99 over at least ``reps[0]`` and at most ``reps[1]`` calls, as many as fit
+    in ``budget`` seconds; and the statements of one call."""
+    fn()
+    fn()  # warm: caches, the connection, the plan
+    statements, _ = count_statements(fn)
+    times: list[float] = []
+    deadline = time.perf_counter() + budget
+    while len(times) < reps[1] and (len(times) < reps[0] or time.perf_counter() < deadline):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return Timing(percentile(times, 50), percentile(times, 99), statements, len(times))
+
+
+def scale(report: Report, quick: bool) -> None:
+    """The list pages must not grow with the number of rows: same statements, p99 < 100 ms."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.db import connection
+    from django.test import Client
+    from rest_framework.test import APIClient
+
+    from django_workflows.engine import LocalExecutionEngine
+    from django_workflows.permissions import completable_tasks
+
+    sizes = (1_000, 10_000) if quick else (1_000, 100_000)
+    reps, budget = ((10, 30), 1.0) if quick else ((20, 100), 3.0)
+    clear_workflow_rows()
+    engine = LocalExecutionEngine(bench_registry())
+    definition = engine._definition_row(engine.registry.get_definition("bench_review"))
+    group, _ = Group.objects.get_or_create(name="managers")
+    User = get_user_model()
+
+    def user(name: str, *, staff=False, superuser=False, manager=False):
+        u, _ = User.objects.get_or_create(
+            username=f"bench-{name}", defaults={"is_staff": staff, "is_superuser": superuser}
+        )
+        if manager:
+            u.groups.add(group)
+        return u
+
+    staff = user("staff", staff=True)
+    manager = user("manager", manager=True)
+    lead = user("lead", staff=True, manager=True)  # the admin needs staff; the inbox a group
+    admin = user("admin", staff=True, superuser=True)
+
+    def api(who, url: str) -> Callable[[], object]:
+        client = APIClient()
+        client.force_authenticate(who)
+
+        def get() -> None:
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code)
+            assert len(response.json()["results"]) == 50, url
+
+        return get
+
+    def page(who, url: str) -> Callable[[], object]:
+        client = Client()
+        client.force_login(who)
+
+        def get() -> None:
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code)
+
+        return get
+
+    def inbox() -> None:
+        assert len(list(completable_tasks(manager)[:50])) == 50
+
+    admin_url = "/admin/django_workflows"
+    measures = [
+        ("API instance list (staff)", api(staff, "/api/workflows/instances/")),
+        ("API instance list (manager)", api(manager, "/api/workflows/instances/")),
+        ("API task list (staff, all=1)", api(staff, "/api/workflows/tasks/?all=1")),
+        ("API task list (manager inbox)", api(manager, "/api/workflows/tasks/")),
+        ("admin instance changelist", page(admin, f"{admin_url}/workflowinstance/")),
+        ("admin task changelist", page(admin, f"{admin_url}/humantask/")),
+        ("admin inbox (staff manager)", page(lead, f"{admin_url}/humantask/inbox/")),
+        ("completable_tasks(manager)[:50]", inbox),
+    ]
+    results: dict[str, dict[int, Timing]] = {name: {} for name, _ in measures}
+    inserted = 0
+    for size in sizes:
+        progress(f"scale: inserting {size - inserted:,} instances, runs and tasks")
+        insert_fixture(definition, group, inserted, size - inserted)
+        inserted = size
+        if connection.vendor == "postgresql":  # what autovacuum does after a bulk load
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")
+        progress(f"scale: measuring at {size:,} rows")
+        for name, fn in measures:
+            results[name][size] = timed(fn, reps, budget)
+    small, large = sizes
+    for name, _ in measures:
+        a, b = results[name][small], results[name][large]
+        report.add(
+            f"scale: {name}",
+            f"{b.p99:,.1f} ms",
+            f"{small:,}: p50 {a.p50:.1f} p99 {a.p99:.1f} ms, {a.statements} stmts; "
+            f"{large:,}: p50 {b.p50:.1f} p99 {b.p99:.1f} ms, {b.statements} stmts "
+            f"({a.calls}/{b.calls} calls)",
+            target="same stmts, p99 < 100 ms",
+            ok=a.statements == b.statements and b.p99 < 100,
+        )
+    clear_workflow_rows()
+
+
+# -- a real qcluster ---------------------------------------------------------------------
+
+
+class Processes:
+    """Subprocesses in process groups of their own; ``kill_all`` ends them and their
+    children (the cluster's workers, pusher and monitor)."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603 - our own manage.py / this script
+                [sys.executable, *args],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.running.append(process)
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        for process in self.running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(10)
+        self.running.clear()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (from /proc: the parent of each process)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found.extend(children)
+        frontier = children
+    return found
+
+
+def memory_of(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of ``pid``, in kB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+
+
+class Cluster:
+    """``manage.py qcluster`` and ``manage.py workflow_sweep --loop`` on the benchmark
+    database, with the given broker; a context manager that kills both at its end."""
+
+    def __init__(self, ctx: Context, broker: str, workers: int, recycle: int | None = None):
+        from django_q.conf import Conf
+
+        self.ctx, self.broker_name, self.workers = ctx, broker, workers
+        self.name = Conf.PREFIX  # messages are signed with it: sender and cluster share it
+        env = {
+            **os.environ,
+            "WORKFLOWS_ENGINE": "djangoq",
+            "WORKFLOWS_ENGINE_CLASS": BENCH_ENGINE,
+            "Q_NAME": self.name,
+            "Q_WORKERS": str(workers),
+            "DJANGO_DEBUG": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("Q_BROKER", None)
+        if broker == "redis":
+            env.update(Q_BROKER="redis", REDIS_URL=REDIS_URL)
+        self.env = env
+        self.recycle = recycle
+        self.processes = Processes(ctx.logs)
+        self.pid = 0
+
+    def __enter__(self) -> Cluster:
+        from django_q.brokers import get_broker
+        from django_q.brokers.redis_broker import Redis
+
+        if self.broker_name == "redis":
+            self.broker = Redis(list_key=self.name)
+            self.broker.connection = self.ctx.redis
+        else:
+            self.broker = get_broker()
+        self.broker.purge_queue()
+        tag = f"{self.broker_name}-{self.workers}w-{uuid.uuid4().hex[:6]}"
+        if self.recycle is None:
+            args = ["manage.py", "qcluster"]
+        else:  # the same command, with Q_CLUSTER["recycle"] changed before it starts
+            args = [str(Path(__file__)), "--qcluster", f"--recycle={self.recycle}"]
+        self.pid = self.processes.start(args, self.env, f"qcluster-{tag}").pid
+        self.processes.start(["manage.py", "workflow_sweep", "--loop"], self.env, f"sweep-{tag}")
+        self.ctx.clusters.append(self)
+        # Ready when a task sent now has run: one per worker warms them all up.
+        key = f"bench:{self.name}:{uuid.uuid4().hex}"
+        for _ in range(4 * self.workers):
+            self.send_tick(key, 4 * self.workers)
+        if not wait_until(lambda: self.ctx.redis.exists(f"{key}:done"), 90):
+            raise RuntimeError(
+                f"the {self.broker_name} cluster never ran a task; see {self.ctx.logs}"
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.processes.kill_all()
+        with contextlib.suppress(ValueError):
+            self.ctx.clusters.remove(self)
+        with contextlib.suppress(Exception):
+            self.broker.purge_queue()
+
+    def send_tick(self, key: str, total: int) -> None:
+        from django_q.tasks import async_task
+
+        async_task(TICK, key, total, broker=self.broker, save=False)
+
+    def engine(self):
+        """The engine the cluster runs, sending to this cluster's broker."""
+        from django_workflows import registry
+        from django_workflows.engine.djangoq import DjangoQExecutionEngine
+        from testproject.testapp import bench_tasks  # noqa: F401 - registers the workflows
+
+        return DjangoQExecutionEngine(registry, broker=self.broker)
+
+
+@dataclass
+class Context:
+    """What the sections of one database share: logs, Redis, the clusters to kill."""
+
+    logs: Path
+    redis: object
+    clusters: list[Cluster] = field(default_factory=list)
+
+    def close(self) -> None:
+        for cluster in list(self.clusters):
+            cluster.__exit__(None, None, None)
+        from django_q.conf import Conf
+
+        keys = self.redis.keys(f"django_q:{Conf.PREFIX}:*") + self.redis.keys(
+            f"bench:{Conf.PREFIX}:*"
+        )
+        if keys:
+            self.redis.delete(*keys)
+
+
+def wait_for_instances(ids: list, timeout: float) -> float | None:
+    """Wait until every instance in ``ids`` completed; the time the last one finished
+    (epoch seconds), or None on a timeout or a failed instance."""
+    from django.db.models import Max
+
+    from django_workflows.models import WorkflowInstance, WorkflowStatus
+
+    instances = WorkflowInstance.objects.filter(pk__in=ids)
+
+    def done() -> bool:
+        if instances.filter(status=WorkflowStatus.FAILED).exists():
+            raise RuntimeError("a benchmark instance failed")
+        return not instances.exclude(status=WorkflowStatus.COMPLETED).exists()
+
+    if not wait_until(done, timeout):
+        return None
+    return instances.aggregate(last=Max("finished_at"))["last"].timestamp()
+
+
+TICK_DDL = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS bench_tick "
+    "(id INTEGER PRIMARY KEY AUTOINCREMENT, tag VARCHAR(100) NOT NULL, at REAL NOT NULL)",
+    "postgresql": "CREATE TABLE IF NOT EXISTS bench_tick "
+    "(id BIGSERIAL PRIMARY KEY, tag VARCHAR(100) NOT NULL, at DOUBLE PRECISION NOT NULL)",
+}
+
+
+def trivial_tasks(cluster: Cluster, n: int, *, write: bool) -> float:
+    """django-q2's rate for ``n`` trivial tasks sent at once: from the first send until the
+    last one ran (by its own clock). ``write``: each inserts a row in ``bench_tick``."""
+    from django.db import connection
+    from django_q.tasks import async_task
+
+    tag = f"bench:{cluster.name}:{uuid.uuid4().hex}"
+    started = time.time()
+    if write:
+        for _ in range(n):
+            async_task(TICK_ROW, tag, broker=cluster.broker, save=False)
+
+        def ran() -> float | None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT COUNT(*), MAX(at) FROM bench_tick WHERE tag = %s", [tag])
+                count, last = cursor.fetchone()
+            return last if count == n else None
+
+        last = wait_until(ran, 300, 0.05)
+    else:
+        for _ in range(n):
+            cluster.send_tick(tag, n)
+        done = wait_until(partial(cluster.ctx.redis.get, f"{tag}:done"), 300, 0.02)
+        last = float(done) if done else None
+    return rate(n, last - started) if last else 0.0
+
+
+def worker(report: Report, ctx: Context, quick: bool) -> None:
+    """Steps/s on a real cluster against django-q2's own trivial-task rate, and start delays."""
+    from django.db import connection
+
+    from django_workflows.models import StepRun
+
+    rounds = 1 if quick else 2
+    tasks_n = 200 if quick else 1000  # trivial tasks
+    burst_n = 20 if quick else 200  # 10-step instances, sent at once
+    paced_n = 20 if quick else 100  # 10-step instances, sent at a steady rate
+    with connection.cursor() as cursor:
+        cursor.execute(TICK_DDL[connection.vendor])
+    for broker in ("orm", "redis"):
+        progress(f"worker: qcluster with 2 workers, {broker} broker")
+        with Cluster(ctx, broker, workers=2) as cluster:
+            engine = cluster.engine()
+            warm = [engine.start_workflow("bench_chain").pk for _ in range(6)]
+            if wait_for_instances(warm, 60) is None:
+                raise RuntimeError(f"the warm-up instances never completed; see {ctx.logs}")
+
+            # Throughput, each sent at once and timed until the last one ran: django-q2
+            # alone (trivial tasks), then the workflow. Rounds alternate; the best counts
+            # (the machine may be shared: a burst of other work slows one round).
+            noop = baseline = steps = 0.0
+            for _ in range(rounds):
+                noop = max(noop, trivial_tasks(cluster, tasks_n, write=False))
+                baseline = max(baseline, trivial_tasks(cluster, tasks_n, write=True))
+                started = time.time()
+                ids = [engine.start_workflow("bench_chain").pk for _ in range(burst_n)]
+                last = wait_for_instances(ids, 600)
+                steps = max(steps, rate(10 * burst_n, last - started) if last else 0.0)
+            ratio = steps / baseline if baseline else 0.0
+
+            # Start delays at a steady load: a quarter of the rate just measured.
+            per_second = min(10.0, max(2.0, steps / 10 / 4))
+            progress(f"worker: {paced_n} instances at {per_second:.1f}/s ({broker})")
+            ids = []
+            begin = time.monotonic()
+            for i in range(paced_n):
+                time.sleep(max(0.0, begin + i / per_second - time.monotonic()))
+                ids.append(engine.start_workflow("bench_chain").pk)
+            wait_for_instances(ids, 300)
+            runs = StepRun.objects.filter(instance_id__in=ids).values_list(
+                "step_name", "queued_at", "started_at"
+            )
+            measured = [
+                (name, (started_at - queued_at).total_seconds() * 1000)
+                for name, queued_at, started_at in runs
+                if queued_at is not None and started_at is not None
+            ]
+            all_delays = [delay for _, delay in measured]
+            queued = [delay for name, delay in measured if name == "s1"]
+
+        report.add(
+            f"worker: django-q2 no-op tasks/s ({broker})",
+            f"{noop:,.0f}/s",
+            f"{tasks_n} tasks sent at once (best of {rounds}), save=False, one Redis INCR each: "
+            "no database work",
+        )
+        report.add(
+            f"worker: django-q2 trivial tasks/s ({broker})",
+            f"{baseline:,.0f}/s",
+            f"{tasks_n} tasks sent at once (best of {rounds}), save=False, one row inserted "
+            "each (about django-q2's own bookkeeping with save=True)",
+        )
+        report.add(
+            f"worker: steps/s end to end ({broker})",
+            f"{steps:,.0f}/s",
+            f"{ratio:.0%} of django-q2; {burst_n} instances x 10 steps sent at once "
+            f"(best of {rounds}), {steps / 10:,.1f} instances/s",
+            target=">= 50% of django-q2",
+            ok=ratio >= 0.5,
+        )
+        report.add(
+            f"worker: start delay, queued ({broker})",
+            f"{percentile(queued, 50):.0f}/{percentile(queued, 99):.0f} ms",
+            f"p50/p99, first step of {len(queued)} instances sent at {per_second:.1f}/s",
+            target="p99 < 250 ms" if broker == "redis" else "",
+            ok=percentile(queued, 99) < 250 if broker == "redis" else None,
+        )
+        report.add(
+            f"worker: start delay, all steps ({broker})",
+            f"{percentile(all_delays, 50):.0f}/{percentile(all_delays, 99):.0f} ms",
+            f"p50/p99 of {len(all_delays)} runs; chained steps start in the transaction "
+            "that queues them",
+        )
+
+
+def memory(report: Report, ctx: Context, quick: bool) -> None:
+    """One worker runs many instances; its peak RSS after 10% of them and after all."""
+    from django_workflows.models import WorkflowInstance, WorkflowStatus
+
+    total = 1_000 if quick else 10_000
+    clear_workflow_rows()
+    progress(f"memory: {total:,} instances on a qcluster with 1 worker (redis broker)")
+    # django-q2 replaces a worker after 500 tasks by default (recycle), which would hide
+    # any growth: here one worker process lives through the whole run.
+    with Cluster(ctx, "redis", workers=1, recycle=total * 3) as cluster:
+        engine = cluster.engine()
+        completed = WorkflowInstance.objects.filter(
+            definition__name="bench_one", status=WorkflowStatus.COMPLETED
+        )
+        warm = [engine.start_workflow("bench_one").pk for _ in range(5)]
+        if wait_for_instances(warm, 60) is None:
+            raise RuntimeError(f"the warm-up instances never completed; see {ctx.logs}")
+        base = completed.count()
+        tree = descendants(cluster.pid)
+
+        def sample() -> tuple[int, dict[str, int]]:
+            # The worker: the cluster's descendant that ran the latest step (steps store
+            # the pid of their process in the context).
+            latest = completed.order_by("-finished_at").values_list("context", flat=True)[0]
+            pid = latest["s1"]
+            if pid not in descendants(cluster.pid):
+                raise RuntimeError(f"step ran in {pid}, not in the cluster's workers {tree}")
+            return pid, memory_of(pid)
+
+        samples = {}
+        started, done = 0, 0
+        began = time.monotonic()
+        while done < total:
+            # At most 100 instances ahead of the worker: no backlog for the sweep to re-send.
+            if started < total and started - done < 100:
+                engine.start_workflow("bench_one")
+                started += 1
+                if started % 20:
+                    continue
+            else:
+                time.sleep(0.02)
+            done = completed.count() - base
+            if done >= total // 10 and "10%" not in samples:
+                samples["10%"] = (done, *sample())
+            if time.monotonic() - began > 900:
+                raise RuntimeError("the memory run took over 15 minutes")
+        samples["100%"] = (done, *sample())
+        seconds = time.monotonic() - began
+    (n1, pid1, m1), (n2, pid2, m2) = samples["10%"], samples["100%"]
+    growth = (m2["VmHWM"] - m1["VmHWM"]) / m1["VmHWM"]
+    per_instance = (m2["VmRSS"] - m1["VmRSS"]) * 1024 / max(1, n2 - n1)
+    same = "" if pid1 == pid2 else f"; the worker changed ({pid1} -> {pid2})"
+    report.add(
+        "memory: worker peak RSS",
+        f"{m2['VmHWM'] / 1024:,.1f} MiB",
+        f"VmHWM after {n1:,} instances {m1['VmHWM'] / 1024:.1f} MiB, after {n2:,} "
+        f"{m2['VmHWM'] / 1024:.1f} MiB ({growth:+.1%}); VmRSS {m1['VmRSS'] / 1024:.1f} -> "
+        f"{m2['VmRSS'] / 1024:.1f} MiB ({per_instance:+,.0f} B/instance); "
+        f"1-step workflow, {rate(n2, seconds):,.0f} instances/s{same}",
+        target="growth 10%->100% < 10%",
+        ok=growth < 0.10 and pid1 == pid2,
+    )
+
+
+SECTIONS = ("floor", "sequential", "human", "fan-out", "scale", "worker", "memory")
 
 
 def run_database(vendor_name: str, url: str, quick: bool, only: set[str]) -> None:
+    # Signed queue messages carry this name: the clusters started here get the same one.
+    os.environ["Q_NAME"] = f"bench-{vendor_name}-{os.getpid()}"
+    os.environ.pop("Q_BROKER", None)  # this process: the ORM broker's configuration
+    os.environ.setdefault("DJANGO_DEBUG", "0")  # a production setting (no query log)
     setup_django(url)
+    import logging
+
+    import redis
     from django.db import connection
 
-    report = Report(f"{vendor_name}: {connection.vendor} {connection.Database.__name__}")
+    logging.getLogger("django-q").setLevel(logging.WARNING)  # not a line per message
+    logging.getLogger("django_workflows").setLevel(logging.ERROR)
+    if connection.vendor == "postgresql":
+        version = connection.cursor().connection.info.server_version
+        server = f"PostgreSQL {version // 10000}.{version % 10000}"
+    else:
+        server = f"SQLite {connection.Database.sqlite_version}"
+    report = Report(f"{vendor_name}: {server}, {connection.Database.__name__}")
+    ctx = Context(Path(tempfile.mkdtemp(prefix="bench-logs-")), redis.Redis.from_url(REDIS_URL))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     n = 20 if quick else 300
-    floor_rate = floor(report, n * 5)
-    if "sequential" in only:
-        sequential(report, n, floor_rate, connection.vendor)
-    if "human" in only:
-        human(report, n)
-    if "fan-out" in only and connection.vendor == "postgresql":
-        fan_out(report, n // 2)
+    try:
+        floor_rate = floor(report, n * 5)
+        if "sequential" in only:
+            sequential(report, n, floor_rate, connection.vendor)
+        if "human" in only:
+            human(report, n)
+        if "fan-out" in only and connection.vendor == "postgresql":
+            fan_out(report, n // 2)
+        if "scale" in only:
+            scale(report, quick)
+        if "worker" in only:
+            worker(report, ctx, quick)
+        if "memory" in only:
+            memory(report, ctx, quick)
+    finally:
+        ctx.close()
     report.print()
+    shutil.rmtree(ctx.logs, ignore_errors=True)
+
+
+def run_qcluster(recycle: int) -> None:
+    """``manage.py qcluster`` with ``Q_CLUSTER["recycle"]`` set first (the memory section)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+    from django.conf import settings
+
+    settings.Q_CLUSTER["recycle"] = recycle  # read by django_q.conf when django_q loads
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("qcluster")
 
 
 def main() -> None:
@@ -307,40 +930,90 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--qcluster", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--recycle", type=int, default=500, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.qcluster:
+        run_qcluster(args.recycle)
+        return
     if args.child:  # one database per process: Django is set up once per process
         vendor, url = args.child.split("=", 1)
         run_database(vendor, url, args.quick, set(args.only))
         return
 
+    began = time.monotonic()
     print(f"django-workflows benchmarks{' (quick)' if args.quick else ''}")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}, {platform.platform()}"
     )
+    print(f"{machine_details()}", flush=True)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-"))
     targets = []
     if args.database in ("sqlite", "both"):
-        targets.append(("sqlite", f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3"))
+        targets.append(("sqlite", f"sqlite:///{scratch}/bench.sqlite3"))
     if args.database in ("postgres", "both"):
         recreate_pg()
         base = PG_ADMIN_URL.rsplit("/", 1)[0]
         targets.append(("postgres", f"{base}/{PG_BENCH_DB}"))
-    for vendor, url in targets:
-        cmd = [sys.executable, __file__, f"--child={vendor}={url}", "--only", *args.only]
-        if args.quick:
-            cmd.append("--quick")
-        subprocess.run(cmd, check=True, cwd=ROOT)  # noqa: S603 - ourselves
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        for vendor, url in targets:
+            cmd = [sys.executable, __file__, f"--child={vendor}={url}", "--only", *args.only]
+            if args.quick:
+                cmd.append("--quick")
+            child = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)  # noqa: S603
+            try:
+                if child.wait() != 0:
+                    raise SystemExit(f"the {vendor} benchmarks failed")
+            finally:  # Ctrl-C or an error: the child and anything it left behind
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if args.database in ("postgres", "both"):
+            drop_pg()
+    print(f"\ntotal: {time.monotonic() - began:,.0f} s")
+
+
+def machine_details() -> str:
+    """Memory, load and the servers' versions: what else shares the machine matters."""
+    parts = []
+    with contextlib.suppress(OSError):
+        meminfo = Path("/proc/meminfo").read_text().split()
+        parts.append(f"{int(meminfo[meminfo.index('MemTotal:') + 1]) / 1024**2:.1f} GiB RAM")
+    with contextlib.suppress(OSError):
+        model = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        if model:
+            parts.append(model[0])
+    parts.append("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    with contextlib.suppress(Exception):
+        import redis
+
+        parts.append(f"Redis {redis.Redis.from_url(REDIS_URL).info('server')['redis_version']}")
+    return "; ".join(parts)
+
+
+def _pg_admin():
+    import psycopg
+
+    return psycopg.connect(PG_ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True)
 
 
 def recreate_pg() -> None:
-    import psycopg
-
-    with psycopg.connect(
-        PG_ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True
-    ) as c:
+    with _pg_admin() as c:
         c.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {PG_BENCH_DB}")
+
+
+def drop_pg() -> None:
+    with _pg_admin() as c:
+        c.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
 
 
 if __name__ == "__main__":
