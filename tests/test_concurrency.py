@@ -3,7 +3,6 @@
 import threading
 
 import pytest
-from django.db import connections
 
 from django_workflows import (
     BaseMachineStep,
@@ -12,50 +11,17 @@ from django_workflows import (
     WorkflowDefinition,
     WorkflowStatus,
 )
-from django_workflows.engine.core import BaseExecutionEngine
 from django_workflows.models import HumanTask, StepRun
 
 from .factories import GroupFactory, UserFactory
+from .helpers import TIMEOUT, in_threads
+from .helpers import QueueingEngine as BaseQueueingEngine
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-TIMEOUT = 30
 
-
-class QueueingEngine(BaseExecutionEngine):
-    """Collects runnable runs instead of running them, so a test plays the workers."""
-
+class QueueingEngine(BaseQueueingEngine):
     chain_steps = False  # every run goes through the "queue", one process_run each
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.queued: list[int] = []
-
-    def dispatch(self, run_ids):
-        self.queued.extend(run_ids)
-
-
-def in_threads(*targets):
-    """Run each target in its own thread at the same moment; return results or exceptions."""
-    barrier = threading.Barrier(len(targets))
-    results: list = [None] * len(targets)
-
-    def runner(index, target):
-        try:
-            barrier.wait(TIMEOUT)
-            results[index] = target()
-        except Exception as exc:
-            results[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=runner, args=(i, t)) for i, t in enumerate(targets)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), "a thread did not finish in time"
-    return results
 
 
 @pytest.mark.parametrize("round_", range(5))

@@ -30,22 +30,9 @@ from django_workflows import (
 from django_workflows.engine.core import BaseExecutionEngine, _Heartbeat, _lease_keeper
 from django_workflows.models import StepRun, StepRunStatus
 
+from .helpers import QueueingEngine
+
 DEADLINE = 20.0
-
-
-class QueueingEngine(BaseExecutionEngine):
-    """Collects runnable runs instead of running them, so a test plays the workers."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.queued: list[int] = []
-
-    def dispatch(self, run_ids):
-        self.queued.extend(run_ids)
-
-    def take(self) -> list[int]:
-        queued, self.queued = self.queued, []
-        return queued
 
 
 class Work(BaseMachineStep):

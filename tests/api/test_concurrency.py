@@ -1,41 +1,14 @@
 """Races through the API on PostgreSQL: concurrent requests, one outcome."""
 
-import threading
-
 import pytest
-from django.db import connections
 from rest_framework.test import APIClient
 
 from django_workflows.models import HumanTask, WorkflowInstance
 
+from ..helpers import in_threads
 from .conftest import API
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-TIMEOUT = 30
-
-
-def at_once(*calls):
-    """Run each call in its own thread, released together; return their results."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def runner(index, call):
-        try:
-            barrier.wait(TIMEOUT)
-            results[index] = call()
-        except Exception as exc:
-            results[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=runner, args=(i, c)) for i, c in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), "a request did not finish in time"
-    return results
 
 
 def logged_in(user):
@@ -49,7 +22,7 @@ def test_a_double_completion_completes_once(manager, managers, task, round_):
     clients = [logged_in(manager), logged_in(manager)]
     url = f"{API}/tasks/{task.pk}/complete/"
 
-    responses = at_once(
+    responses = in_threads(
         *(lambda c=c: c.post(url, {"data": {"approved": False}}, format="json") for c in clients)
     )
 
@@ -67,7 +40,7 @@ def test_concurrent_identical_starts_start_one_instance(starter, header):
     clients = [logged_in(starter), logged_in(starter)]
     body = {"workflow": "notifications", "business_key": "order-1"}
 
-    responses = at_once(
+    responses = in_threads(
         *(lambda c=c: c.post(f"{API}/instances/", body, format="json", **header) for c in clients)
     )
 
@@ -79,7 +52,7 @@ def test_concurrent_identical_starts_start_one_instance(starter, header):
 def test_concurrent_starts_with_one_idempotency_key_start_one_instance(starter):
     clients = [logged_in(starter), logged_in(starter)]
 
-    responses = at_once(
+    responses = in_threads(
         *(
             lambda c=c: c.post(
                 f"{API}/instances/",

@@ -14,10 +14,10 @@ from django_workflows import (
     WorkflowRegistry,
     WorkflowStatus,
 )
-from django_workflows.engine.core import BaseExecutionEngine
 from django_workflows.models import HumanTask, StepRun, WorkflowEvent
 
-TIMEOUT = 30
+from ..helpers import TIMEOUT, QueueingEngine, in_threads  # noqa: F401  (re-exported)
+
 ACTIVE_RUNS = ("queued", "running", "waiting", "scheduled")
 
 
@@ -84,29 +84,6 @@ class Hook(EventBus):
             self.on_event(event)
 
 
-def in_threads(*targets):
-    """Run each target in its own thread, all released at once; results or exceptions."""
-    barrier = threading.Barrier(len(targets))
-    results: list = [None] * len(targets)
-
-    def runner(index, target):
-        try:
-            barrier.wait(TIMEOUT)
-            results[index] = target()
-        except Exception as exc:
-            results[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=runner, args=(i, t)) for i, t in enumerate(targets)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), "a thread did not finish in time"
-    return results
-
-
 def in_background(target):
     """Start ``target`` in a thread; ``result()`` joins it and returns or raises."""
     outcome: dict = {}
@@ -157,21 +134,6 @@ def check_canceled(engine, instance_id, canceled_after: float):
         if run.status == "canceled":
             assert run.step_name not in instance.context, (run.step_name, instance.context)
     return instance
-
-
-class QueueingEngine(BaseExecutionEngine):
-    """Collects the runs it is given to dispatch, so that a test plays the workers."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.queued: list[int] = []
-
-    def dispatch(self, run_ids):
-        self.queued.extend(run_ids)
-
-    def take(self) -> list[int]:
-        queued, self.queued = self.queued, []
-        return queued
 
 
 def build_registry() -> WorkflowRegistry:
