@@ -79,7 +79,12 @@ from ..steps import (
 
 logger = logging.getLogger("django_workflows.engine")
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+def worker_id() -> str:
+    """host:pid of this process, read when a run is claimed (a forked worker has its own)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 #: How many machine steps of one instance a worker executes back to back before it
 #: hands the next one to the queue (so one long chain cannot hold a worker forever).
 INLINE_CHAIN_LIMIT = 100
@@ -174,7 +179,7 @@ class _Transition:
                 run.lease_token = token
                 run.lease_expires_at = Now() + timedelta(seconds=workflow_settings.LEASE_SECONDS)
                 run.started_at = Now()
-                run.worker = WORKER_ID
+                run.worker = worker_id()
                 self.claimed = (run, token)
         elif isinstance(step, BaseHumanStep):
             run.status = StepRunStatus.WAITING
@@ -950,7 +955,7 @@ class BaseExecutionEngine:
                 lease_token=token,
                 lease_expires_at=Now() + timedelta(seconds=workflow_settings.LEASE_SECONDS),
                 started_at=Now(),
-                worker=WORKER_ID,
+                worker=worker_id(),
                 due_at=None,
                 input=Subquery(
                     WorkflowInstance.objects.filter(pk=OuterRef("instance_id")).values("context")[
