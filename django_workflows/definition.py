@@ -40,6 +40,34 @@ def _check_name(what: str, value: str, length: int) -> None:
         raise DefinitionError(f"{what} {value!r} is not valid text (a lone surrogate)") from None
 
 
+def find_back_edges(
+    roots: Sequence[str], outgoing: Mapping[str, Sequence[str]]
+) -> set[tuple[str, str]]:
+    """The edges that close a loop: depth-first search from each root in turn, without
+    recursion; an edge back to a step still on the search path closes a loop."""
+    back: set[tuple[str, str]] = set()
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    for root in roots:
+        if root in state:
+            continue
+        state[root] = 1
+        stack: list[tuple[str, int]] = [(root, 0)]
+        while stack:
+            node, index = stack.pop()
+            targets = outgoing[node]
+            if index < len(targets):
+                stack.append((node, index + 1))
+                target = targets[index]
+                if state.get(target) == 1:
+                    back.add((node, target))
+                elif target not in state:
+                    state[target] = 1
+                    stack.append((target, 0))
+            else:
+                state[node] = 2
+    return back
+
+
 @dataclass(frozen=True)
 class Edge:
     """A transition from ``source`` to ``target``, taken when ``condition`` holds (or always)."""
@@ -198,24 +226,7 @@ class WorkflowDefinition:
         A token on a back edge starts its target on its own: joins wait only for
         forward edges, else a loop's entry step would wait for itself.
         """
-        back: set[tuple[str, str]] = set()
-        state: dict[str, int] = {}  # 1: on the stack, 2: done
-        stack: list[tuple[str, int]] = [(self.initial_step, 0)]
-        state[self.initial_step] = 1
-        while stack:
-            node, index = stack.pop()
-            targets = self._outgoing[node]
-            if index < len(targets):
-                stack.append((node, index + 1))
-                target = targets[index]
-                if state.get(target) == 1:
-                    back.add((node, target))
-                elif target not in state:
-                    state[target] = 1
-                    stack.append((target, 0))
-            else:
-                state[node] = 2
-        return frozenset(back)
+        return frozenset(find_back_edges([self.initial_step], self._outgoing))
 
     @cached_property
     def forward_sources(self) -> dict[str, tuple[str, ...]]:

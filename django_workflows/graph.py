@@ -26,6 +26,8 @@ from typing import Any
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from .definition import find_back_edges
+
 #: How a step is drawn in each state of an instance: fill, stroke and a symbol.
 STATE_STYLES: dict[str, dict[str, str]] = {
     "completed": {"fill": "#dcf3e0", "stroke": "#2e7d32", "symbol": "\u2713"},
@@ -170,26 +172,7 @@ def layout(graph: Mapping[str, Any]) -> Layout:
     # 1. Loop edges, by depth-first search from the initial step (then from any step left).
     initial = graph.get("initial_step")
     roots = ([initial] if initial in nodes else []) + names
-    back: set[tuple[str, str]] = set()
-    state: dict[str, int] = {}
-    for root in roots:
-        if root in state:
-            continue
-        state[root] = 1
-        stack: list[tuple[str, int]] = [(root, 0)]
-        while stack:
-            node, index = stack.pop()
-            targets = outgoing[node]
-            if index < len(targets):
-                stack.append((node, index + 1))
-                target = targets[index]
-                if state.get(target) == 1:
-                    back.add((node, target))
-                elif target not in state:
-                    state[target] = 1
-                    stack.append((target, 0))
-            else:
-                state[node] = 2
+    back = find_back_edges(roots, outgoing)
     for edge in edges:
         edge.back = (edge.source, edge.target) in back or edge.source == edge.target
 
