@@ -1,18 +1,15 @@
 """Real workers of the optional backends, in subprocesses, on the test database and the
 local Redis. Each test gets its own queue names, so concurrent runs do not meet."""
 
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from django_workflows import WorkflowStatus
-from tests.worker.conftest import ROOT, database_url, wait_for
+from tests.worker.conftest import Process, database_url, wait_for
 
 LEASE_SECONDS = 3
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -22,31 +19,6 @@ BRANCHES = ["left", "middle", "right"]
 
 def manage(*args):
     return [sys.executable, "manage.py", *args]
-
-
-class Process:
-    """A command in its own process group; ``kill()`` ends it and its children."""
-
-    def __init__(self, argv, env, log: Path):
-        self.log = log
-        self.log_file = log.open("ab")
-        self.popen = subprocess.Popen(  # noqa: S603 - our own commands
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(10)
-        self.log_file.close()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @pytest.fixture

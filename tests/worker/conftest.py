@@ -41,13 +41,13 @@ def database_url() -> str:
 
 
 class Process:
-    """A manage.py command in its own process group; ``kill()`` ends it and its children."""
+    """A command in its own process group; ``kill()`` ends it and its children."""
 
-    def __init__(self, args, env, log: Path):
+    def __init__(self, argv, env, log: Path):
         self.log = log
         self.log_file = log.open("ab")
-        self.popen = subprocess.Popen(  # noqa: S603 - our own manage.py
-            [sys.executable, "manage.py", *args],
+        self.popen = subprocess.Popen(  # noqa: S603 - our own commands
+            argv,
             cwd=ROOT,
             env=env,
             stdout=self.log_file,
@@ -85,7 +85,7 @@ def start_process(tmp_path):
     started = []
 
     def start(args, env, name):
-        process = Process(args, env, tmp_path / f"{name}.log")
+        process = Process([sys.executable, "manage.py", *args], env, tmp_path / f"{name}.log")
         started.append(process)
         return process
 
