@@ -48,6 +48,21 @@ def _graph_steps(instances: Iterable[WorkflowInstance]) -> list[str]:
     return list(names)
 
 
+#: The instance page's fields: a summary, and the error of a failed instance.
+SUMMARY_FIELDS = (
+    "id",
+    "definition_link",
+    "status_display",
+    "business_key",
+    "started_by",
+    "started_at",
+    "updated_at",
+    "finished_at",
+    "current_steps_display",
+)
+ERROR_FIELDS = ("failed_step", "error", "traceback_display")
+
+
 @admin.register(WorkflowInstance)
 class WorkflowInstanceAdmin(admin.ModelAdmin):
     list_display = (
@@ -73,20 +88,7 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
         "An instance id (whole, or its first characters) or a business key (or its start)."
     )
     actions = ("cancel_instances", "retry_instances")
-    readonly_fields = (
-        "id",
-        "definition_link",
-        "status_display",
-        "business_key",
-        "started_by",
-        "started_at",
-        "updated_at",
-        "finished_at",
-        "current_steps_display",
-        "failed_step",
-        "error",
-        "traceback_display",
-    )
+    readonly_fields = (*SUMMARY_FIELDS, *ERROR_FIELDS)
 
     # -- permissions: read-only, plus cancel and retry ----------------------------
 
@@ -151,22 +153,9 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
     # -- detail -----------------------------------------------------------------
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
-        summary = (
-            "id",
-            "definition_link",
-            "status_display",
-            "business_key",
-            "started_by",
-            "started_at",
-            "updated_at",
-            "finished_at",
-            "current_steps_display",
-        )
-        fieldsets: list[Any] = [(None, {"fields": summary})]
+        fieldsets: list[Any] = [(None, {"fields": SUMMARY_FIELDS})]
         if obj is not None and (obj.error or obj.status == WorkflowStatus.FAILED):
-            fieldsets.append(
-                (_("Error"), {"fields": ("failed_step", "error", "traceback_display")})
-            )
+            fieldsets.append((_("Error"), {"fields": ERROR_FIELDS}))
         return fieldsets
 
     @admin.display(description=gettext_lazy("definition"))
