@@ -286,7 +286,20 @@ class HumanTask(models.Model):
         indexes = [
             models.Index(fields=("status", "assignee"), name="dwf_task_status_assignee"),
             models.Index(fields=("instance", "step_name", "status"), name="dwf_task_instance"),
-            models.Index(fields=("status", "due_at"), name="dwf_task_status_due"),
+            # The list pages' orders, so a page reads 50 index entries, not every task:
+            # the API and the admin changelist, the inboxes (open tasks; the admin's is
+            # due first, and ascending puts NULLs last on PostgreSQL as the page does).
+            models.Index(fields=("-created_at", "-id"), name="dwf_task_created"),
+            models.Index(
+                fields=("-created_at", "-id"),
+                condition=Q(status="open"),
+                name="dwf_task_open_created",
+            ),
+            models.Index(
+                fields=("due_at", "created_at", "id"),
+                condition=Q(status="open"),
+                name="dwf_task_open_due",
+            ),
         ]
         constraints = [
             _status_check("dwf_task_status_valid", TaskStatus),

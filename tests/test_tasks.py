@@ -198,3 +198,34 @@ def test_idempotent_start(engine, user):
     with pytest.raises(ValidationError):
         engine.get_or_start_workflow("expense", started_by=user, idempotency_key="")
     assert IdempotencyKey.objects.count() == 2
+
+
+def test_the_inbox_query_agrees_with_the_rule_for_every_user_and_task(engine, tasks_registry):
+    # completable_tasks() is the SQL form of can_complete_task(): check them against
+    # each other over every kind of task and user, claimed or not.
+    managers, auditors = GroupFactory(name="managers"), GroupFactory(name="auditors")
+    users = [
+        UserFactory(),
+        UserFactory(groups=[managers]),
+        UserFactory(groups=[managers, auditors]),
+        StaffFactory(),
+        StaffFactory(groups=[auditors]),
+        UserFactory(is_superuser=True),
+        UserFactory(groups=[managers], is_active=False),
+    ]
+    for amount in (1, 2):
+        engine.start_workflow("expense", initial_data={"amount": amount})
+    for signer in users[:3]:
+        engine.start_workflow("assigned", initial_data={"signer": signer.pk})
+    engine.start_workflow("open")
+    engine.start_workflow("open")
+    tasks = list(HumanTask.objects.filter(status="open"))
+    tasks[0].candidate_groups.add(auditors)  # two candidate groups
+    HumanTask.objects.filter(pk=tasks[1].pk).update(claimed_by=users[2])
+    HumanTask.objects.filter(pk=tasks[-1].pk).update(claimed_by=users[3])
+    tasks = list(HumanTask.objects.filter(status="open"))
+
+    for user in users:
+        expected = {task.pk for task in tasks if can_complete_task(task, user)}
+        assert set(completable_tasks(user).values_list("pk", flat=True)) == expected, user
+    assert len({frozenset(completable_tasks(u).values_list("pk", flat=True)) for u in users}) > 4

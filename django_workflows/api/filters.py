@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from rest_framework import serializers
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
 
 from ..models import HumanTask, TaskStatus, WorkflowInstance, WorkflowStatus
 from ..permissions import completable_tasks
@@ -18,10 +19,52 @@ from .schema import EnumField
 
 
 class Pagination(LimitOffsetPagination):
-    """``?limit=`` (default 50, at most 500) and ``?offset=``."""
+    """``?limit=`` (default 50, at most 500) and ``?offset=``, with a bounded count.
+
+    ``count`` is exact up to ``count_limit`` rows past the end of the page. Beyond that
+    it is that bound and ``count_is_exact`` is false: counting every row on every page
+    would make a page's cost grow with the table (and, for a user who is not staff,
+    evaluate the permission filter on every row).
+    """
 
     default_limit = 50
     max_limit = 500
+    count_limit = 1000
+
+    def get_count(self, queryset: QuerySet) -> int:
+        offset = self.get_offset(self.request)
+        bound = min(offset + self.limit + self.count_limit, 2**62)
+        counted = queryset.order_by().values("pk")[: bound + 1].count()
+        self.count_is_exact = counted <= bound
+        return min(counted, bound)
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response(
+            {
+                "count": self.count,
+                "count_is_exact": self.count_is_exact,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "results": data,
+            }
+        )
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        paginated = super().get_paginated_response_schema(schema)
+        paginated["required"] = [*paginated["required"], "count_is_exact"]
+        properties = paginated["properties"]
+        paginated["properties"] = {
+            "count": properties.pop("count"),
+            "count_is_exact": {
+                "type": "boolean",
+                "description": (
+                    "False when there are more rows than `count` says: the count stops "
+                    f"{self.count_limit} rows past the page."
+                ),
+            },
+            **properties,
+        }
+        return paginated
 
 
 class StableOrderingFilter(OrderingFilter):

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from rest_framework.permissions import BasePermission
 
 from ..models import HumanTask, WorkflowInstance
+from ..permissions import first_membership, user_group_ids
 
 
 def is_staff(user: Any) -> bool:
@@ -31,25 +32,27 @@ def is_staff(user: Any) -> bool:
     )
 
 
-def _involves(user: Any) -> Q:
-    """Tasks ``user`` holds: assigned, claimed or completed by them, or in their groups."""
-    memberships = HumanTask.candidate_groups.through.objects.filter(
-        humantask_id=OuterRef("pk"), group__user=user
-    )
-    return Q(assignee=user) | Q(claimed_by=user) | Q(completed_by=user) | Q(Exists(memberships))
-
-
 def visible_instances(
     user: Any, queryset: QuerySet[WorkflowInstance] | None = None
 ) -> QuerySet[WorkflowInstance]:
-    """The instances ``user`` may see, as one query."""
+    """The instances ``user`` may see: two queries (the user's groups, then the rows).
+
+    "Holds a task" is a scalar subquery (``[:1]``), probed only for the rows a page
+    walks; ``EXISTS`` under the ``OR`` would make PostgreSQL read every task each time.
+    """
     instances = WorkflowInstance.objects.all() if queryset is None else queryset
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return instances.none()
     if is_staff(user):
         return instances
-    held = HumanTask.objects.filter(_involves(user), instance=OuterRef("pk"))
-    return instances.filter(Q(started_by=user) | Q(Exists(held)))
+    tasks = HumanTask.objects.filter(instance=OuterRef("pk"))
+    holds = Q(assignee=user) | Q(claimed_by=user) | Q(completed_by=user)
+    group_ids = user_group_ids(user)
+    if group_ids:
+        tasks = tasks.alias(dwf_member=first_membership(group_ids))
+        holds |= Q(dwf_member__isnull=False)
+    held = Subquery(tasks.filter(holds).values("pk")[:1])
+    return instances.alias(dwf_held=held).filter(Q(started_by=user) | Q(dwf_held__isnull=False))
 
 
 def visible_tasks(user: Any, queryset: QuerySet[HumanTask] | None = None) -> QuerySet[HumanTask]:

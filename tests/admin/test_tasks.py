@@ -409,3 +409,28 @@ def test_tasks_are_read_only(admin_client, waiting):
 
     assert (add.status_code, change.status_code) == (403, 403)
     assert state(task) == (TaskStatus.OPEN, WorkflowStatus.WAITING)
+
+
+def test_the_inbox_count_stops_past_the_page_and_every_page_is_reachable(
+    client, start, approver, monkeypatch
+):
+    from django_workflows.admin import tasks as task_admin
+
+    monkeypatch.setattr(task_admin, "INBOX_PAGE_SIZE", 2)
+    monkeypatch.setattr(task_admin.BoundedPaginator, "count_limit", 1)
+    made = {HumanTask.objects.get(instance=start("approval", amount=n)).pk for n in range(6)}
+    client.force_login(approver)
+
+    first = client.get(INBOX)
+    seen, page = [], 1
+    while True:
+        response = client.get(INBOX, {"p": page})
+        seen += [task.pk for task in response.context["tasks"]]
+        if not response.context["page"].has_next():
+            break
+        page += 1
+
+    assert "more than 3 open tasks" in first.content.decode()
+    assert "page 1 of" not in first.content.decode()
+    assert "6 open tasks" in response.content.decode()  # the last page counts them all
+    assert page == 3 and sorted(seen) == sorted(made)

@@ -393,3 +393,24 @@ def test_unknown_and_malformed_instance_ids_are_404(client_for, superuser):
 def test_views_that_call_the_engine_opt_out_of_atomic_requests(path):
     # Each engine call commits its own transaction; a request-wide one would hold them.
     assert resolve(path).func._non_atomic_requests == {"default"}
+
+
+def test_the_count_stops_past_the_page_and_says_so(client_for, starter, api_engine, monkeypatch):
+    from django_workflows.api.filters import Pagination
+
+    monkeypatch.setattr(Pagination, "count_limit", 2)
+    made = [api_engine.start_workflow("notifications", started_by=starter) for _ in range(7)]
+    client = client_for(starter)
+
+    first = client.get(INSTANCES, {"limit": 2}).json()
+    near_end = client.get(INSTANCES, {"limit": 2, "offset": 4}).json()
+    last = client.get(INSTANCES, {"limit": 2, "offset": 6}).json()
+
+    assert (first["count"], first["count_is_exact"]) == (4, False)  # at least 4
+    assert "offset=2" in first["next"]
+    assert (near_end["count"], near_end["count_is_exact"]) == (7, True)
+    assert len(near_end["results"]) == 2 and "offset=6" in near_end["next"]
+    assert (last["count"], last["count_is_exact"], last["next"]) == (7, True, None)
+    assert len(last["results"]) == 1
+    seen = [item["id"] for page in (first, near_end, last) for item in page["results"]]
+    assert len(set(seen)) == 5 and set(seen) <= {str(i.pk) for i in made}
