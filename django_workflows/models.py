@@ -284,7 +284,6 @@ class HumanTask(models.Model):
         verbose_name_plural = _("human tasks")
         ordering = ("-created_at",)
         indexes = [
-            models.Index(fields=("status", "assignee"), name="dwf_task_status_assignee"),
             models.Index(fields=("instance", "step_name", "status"), name="dwf_task_instance"),
             # The list pages' orders, so a page reads 50 index entries, not every task:
             # the API and the admin changelist, the inboxes (open tasks; the admin's is

@@ -7,197 +7,509 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
+        ("auth", "0012_alter_user_first_name_max_length"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DefinitionVersion',
+            name="DefinitionVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, verbose_name='name')),
-                ('version', models.CharField(max_length=50, verbose_name='version')),
-                ('description', models.TextField(blank=True, verbose_name='description')),
-                ('graph', models.JSONField(help_text='Steps and edges as registered.', verbose_name='graph')),
-                ('checksum', models.CharField(help_text='sha256 of the graph.', max_length=64, verbose_name='checksum')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, verbose_name="name")),
+                ("version", models.CharField(max_length=50, verbose_name="version")),
+                ("description", models.TextField(blank=True, verbose_name="description")),
+                (
+                    "graph",
+                    models.JSONField(
+                        help_text="Steps and edges as registered.", verbose_name="graph"
+                    ),
+                ),
+                (
+                    "checksum",
+                    models.CharField(
+                        help_text="sha256 of the graph.", max_length=64, verbose_name="checksum"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
             ],
             options={
-                'verbose_name': 'workflow definition version',
-                'verbose_name_plural': 'workflow definition versions',
-                'ordering': ('name', 'version'),
-                'constraints': [models.UniqueConstraint(fields=('name', 'version'), name='dwf_definition_name_version')],
+                "verbose_name": "workflow definition version",
+                "verbose_name_plural": "workflow definition versions",
+                "ordering": ("name", "version"),
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("name", "version"), name="dwf_definition_name_version"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='WorkflowInstance',
+            name="WorkflowInstance",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('waiting', 'Waiting'), ('completed', 'Completed'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='pending', max_length=20, verbose_name='status')),
-                ('context', models.JSONField(blank=True, default=dict, verbose_name='context')),
-                ('current_steps', models.JSONField(blank=True, default=list, help_text='Names of the steps queued, running, waiting or scheduled.', verbose_name='current steps')),
-                ('tokens', models.JSONField(blank=True, default=dict, help_text='Tokens waiting at joins: {step: {source: live}}. Engine-internal.', verbose_name='join tokens')),
-                ('business_key', models.CharField(blank=True, max_length=200, verbose_name='business key')),
-                ('failed_step', models.CharField(blank=True, max_length=200, verbose_name='failed step')),
-                ('error', models.TextField(blank=True, verbose_name='error')),
-                ('error_traceback', models.TextField(blank=True, verbose_name='error traceback')),
-                ('started_at', models.DateTimeField(auto_now_add=True, verbose_name='started at')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
-                ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished at')),
-                ('definition', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='instances', to='django_workflows.definitionversion', verbose_name='definition')),
-                ('started_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='started_workflows', to=settings.AUTH_USER_MODEL, verbose_name='started by')),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("waiting", "Waiting"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("canceled", "Canceled"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                        verbose_name="status",
+                    ),
+                ),
+                ("context", models.JSONField(blank=True, default=dict, verbose_name="context")),
+                (
+                    "current_steps",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Names of the steps queued, running, waiting or scheduled.",
+                        verbose_name="current steps",
+                    ),
+                ),
+                (
+                    "tokens",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="Tokens waiting at joins: {step: {source: live}}. Engine-internal.",
+                        verbose_name="join tokens",
+                    ),
+                ),
+                (
+                    "business_key",
+                    models.CharField(blank=True, max_length=200, verbose_name="business key"),
+                ),
+                (
+                    "failed_step",
+                    models.CharField(blank=True, max_length=200, verbose_name="failed step"),
+                ),
+                ("error", models.TextField(blank=True, verbose_name="error")),
+                ("error_traceback", models.TextField(blank=True, verbose_name="error traceback")),
+                ("started_at", models.DateTimeField(auto_now_add=True, verbose_name="started at")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
+                (
+                    "finished_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="finished at"),
+                ),
+                (
+                    "definition",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="instances",
+                        to="django_workflows.definitionversion",
+                        verbose_name="definition",
+                    ),
+                ),
+                (
+                    "started_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="started_workflows",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="started by",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'workflow instance',
-                'verbose_name_plural': 'workflow instances',
-                'ordering': ('-started_at',),
+                "verbose_name": "workflow instance",
+                "verbose_name_plural": "workflow instances",
+                "ordering": ("-started_at",),
             },
         ),
         migrations.CreateModel(
-            name='WorkflowEvent',
+            name="WorkflowEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('type', models.CharField(max_length=50, verbose_name='type')),
-                ('step_name', models.CharField(blank=True, max_length=200, verbose_name='step')),
-                ('payload', models.JSONField(blank=True, default=dict, verbose_name='payload')),
-                ('created_at', models.DateTimeField(verbose_name='time')),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='django_workflows.workflowinstance', verbose_name='instance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("type", models.CharField(max_length=50, verbose_name="type")),
+                ("step_name", models.CharField(blank=True, max_length=200, verbose_name="step")),
+                ("payload", models.JSONField(blank=True, default=dict, verbose_name="payload")),
+                ("created_at", models.DateTimeField(verbose_name="time")),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="django_workflows.workflowinstance",
+                        verbose_name="instance",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'workflow event',
-                'verbose_name_plural': 'workflow events',
-                'ordering': ('id',),
+                "verbose_name": "workflow event",
+                "verbose_name_plural": "workflow events",
+                "ordering": ("id",),
             },
         ),
         migrations.CreateModel(
-            name='StepRun',
+            name="StepRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step_name', models.CharField(max_length=200, verbose_name='step')),
-                ('step_type', models.CharField(choices=[('machine', 'Machine'), ('human', 'Human'), ('gateway', 'Gateway'), ('timer', 'Timer')], max_length=20, verbose_name='type')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('waiting', 'Waiting'), ('scheduled', 'Scheduled'), ('completed', 'Completed'), ('failed', 'Failed'), ('canceled', 'Canceled')], max_length=20, verbose_name='status')),
-                ('attempt', models.PositiveIntegerField(default=0, help_text='Claims so far; counted when a worker takes the run.', verbose_name='attempt')),
-                ('max_attempts', models.PositiveIntegerField(default=1, verbose_name='max attempts')),
-                ('lease_token', models.UUIDField(blank=True, null=True, verbose_name='lease token')),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True, verbose_name='lease expires at')),
-                ('worker', models.CharField(blank=True, max_length=200, verbose_name='worker')),
-                ('due_at', models.DateTimeField(blank=True, help_text='Timer due time, or the next retry.', null=True, verbose_name='due at')),
-                ('queued_at', models.DateTimeField(blank=True, help_text='When it last became runnable; the sweep re-sends runs queued too long.', null=True, verbose_name='queued at')),
-                ('input', models.JSONField(blank=True, help_text='The context the last attempt started with.', null=True, verbose_name='input')),
-                ('changes', models.JSONField(blank=True, default=dict, help_text='What the step set.', verbose_name='context changes')),
-                ('error', models.TextField(blank=True, verbose_name='error')),
-                ('traceback', models.TextField(blank=True, verbose_name='traceback')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('started_at', models.DateTimeField(blank=True, null=True, verbose_name='started at')),
-                ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished at')),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='step_runs', to='django_workflows.workflowinstance', verbose_name='instance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("step_name", models.CharField(max_length=200, verbose_name="step")),
+                (
+                    "step_type",
+                    models.CharField(
+                        choices=[
+                            ("machine", "Machine"),
+                            ("human", "Human"),
+                            ("gateway", "Gateway"),
+                            ("timer", "Timer"),
+                        ],
+                        max_length=20,
+                        verbose_name="type",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("waiting", "Waiting"),
+                            ("scheduled", "Scheduled"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("canceled", "Canceled"),
+                        ],
+                        max_length=20,
+                        verbose_name="status",
+                    ),
+                ),
+                (
+                    "attempt",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Claims so far; counted when a worker takes the run.",
+                        verbose_name="attempt",
+                    ),
+                ),
+                (
+                    "max_attempts",
+                    models.PositiveIntegerField(default=1, verbose_name="max attempts"),
+                ),
+                (
+                    "lease_token",
+                    models.UUIDField(blank=True, null=True, verbose_name="lease token"),
+                ),
+                (
+                    "lease_expires_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="lease expires at"),
+                ),
+                ("worker", models.CharField(blank=True, max_length=200, verbose_name="worker")),
+                (
+                    "due_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="Timer due time, or the next retry.",
+                        null=True,
+                        verbose_name="due at",
+                    ),
+                ),
+                (
+                    "queued_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="When it last became runnable; the sweep re-sends runs queued too long.",
+                        null=True,
+                        verbose_name="queued at",
+                    ),
+                ),
+                (
+                    "input",
+                    models.JSONField(
+                        blank=True,
+                        help_text="The context the last attempt started with.",
+                        null=True,
+                        verbose_name="input",
+                    ),
+                ),
+                (
+                    "changes",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="What the step set.",
+                        verbose_name="context changes",
+                    ),
+                ),
+                ("error", models.TextField(blank=True, verbose_name="error")),
+                ("traceback", models.TextField(blank=True, verbose_name="traceback")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                (
+                    "started_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="started at"),
+                ),
+                (
+                    "finished_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="finished at"),
+                ),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="step_runs",
+                        to="django_workflows.workflowinstance",
+                        verbose_name="instance",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'step run',
-                'verbose_name_plural': 'step runs',
-                'ordering': ('id',),
+                "verbose_name": "step run",
+                "verbose_name_plural": "step runs",
+                "ordering": ("id",),
             },
         ),
         migrations.CreateModel(
-            name='HumanTask',
+            name="HumanTask",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step_name', models.CharField(max_length=200, verbose_name='step')),
-                ('title', models.CharField(max_length=300, verbose_name='title')),
-                ('description', models.TextField(blank=True, verbose_name='description')),
-                ('status', models.CharField(choices=[('open', 'Open'), ('completed', 'Completed'), ('canceled', 'Canceled')], default='open', max_length=20, verbose_name='status')),
-                ('due_at', models.DateTimeField(blank=True, null=True, verbose_name='due at')),
-                ('completed_at', models.DateTimeField(blank=True, null=True, verbose_name='completed at')),
-                ('result', models.JSONField(blank=True, default=dict, verbose_name='result')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('assignee', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='workflow_tasks', to=settings.AUTH_USER_MODEL, verbose_name='assignee')),
-                ('candidate_groups', models.ManyToManyField(blank=True, related_name='workflow_tasks', to='auth.group', verbose_name='candidate groups')),
-                ('claimed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='claimed_workflow_tasks', to=settings.AUTH_USER_MODEL, verbose_name='claimed by')),
-                ('completed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='completed_workflow_tasks', to=settings.AUTH_USER_MODEL, verbose_name='completed by')),
-                ('step_run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='human_tasks', to='django_workflows.steprun', verbose_name='step run')),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='human_tasks', to='django_workflows.workflowinstance', verbose_name='instance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("step_name", models.CharField(max_length=200, verbose_name="step")),
+                ("title", models.CharField(max_length=300, verbose_name="title")),
+                ("description", models.TextField(blank=True, verbose_name="description")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "Open"),
+                            ("completed", "Completed"),
+                            ("canceled", "Canceled"),
+                        ],
+                        default="open",
+                        max_length=20,
+                        verbose_name="status",
+                    ),
+                ),
+                ("due_at", models.DateTimeField(blank=True, null=True, verbose_name="due at")),
+                (
+                    "completed_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="completed at"),
+                ),
+                ("result", models.JSONField(blank=True, default=dict, verbose_name="result")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                (
+                    "assignee",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="workflow_tasks",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="assignee",
+                    ),
+                ),
+                (
+                    "candidate_groups",
+                    models.ManyToManyField(
+                        blank=True,
+                        related_name="workflow_tasks",
+                        to="auth.group",
+                        verbose_name="candidate groups",
+                    ),
+                ),
+                (
+                    "claimed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="claimed_workflow_tasks",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="claimed by",
+                    ),
+                ),
+                (
+                    "completed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="completed_workflow_tasks",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="completed by",
+                    ),
+                ),
+                (
+                    "step_run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="human_tasks",
+                        to="django_workflows.steprun",
+                        verbose_name="step run",
+                    ),
+                ),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="human_tasks",
+                        to="django_workflows.workflowinstance",
+                        verbose_name="instance",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'human task',
-                'verbose_name_plural': 'human tasks',
-                'ordering': ('-created_at',),
+                "verbose_name": "human task",
+                "verbose_name_plural": "human tasks",
+                "ordering": ("-created_at",),
             },
         ),
         migrations.AddIndex(
-            model_name='workflowinstance',
-            index=models.Index(fields=['status', '-started_at'], name='dwf_instance_status'),
+            model_name="workflowinstance",
+            index=models.Index(fields=["status", "-started_at"], name="dwf_instance_status"),
         ),
         migrations.AddIndex(
-            model_name='workflowinstance',
-            index=models.Index(fields=['definition', 'status'], name='dwf_instance_definition'),
+            model_name="workflowinstance",
+            index=models.Index(fields=["definition", "status"], name="dwf_instance_definition"),
         ),
         migrations.AddIndex(
-            model_name='workflowinstance',
-            index=models.Index(fields=['-started_at'], name='dwf_instance_started'),
+            model_name="workflowinstance",
+            index=models.Index(fields=["-started_at"], name="dwf_instance_started"),
         ),
         migrations.AddIndex(
-            model_name='workflowinstance',
-            index=models.Index(fields=['business_key'], name='dwf_instance_business_key'),
+            model_name="workflowinstance",
+            index=models.Index(fields=["business_key"], name="dwf_instance_business_key"),
         ),
         migrations.AddConstraint(
-            model_name='workflowinstance',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'running', 'waiting', 'completed', 'failed', 'canceled'])), name='dwf_instance_status_valid'),
+            model_name="workflowinstance",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "status__in",
+                        ["pending", "running", "waiting", "completed", "failed", "canceled"],
+                    )
+                ),
+                name="dwf_instance_status_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='workflowevent',
-            index=models.Index(fields=['instance', 'id'], name='dwf_event_instance'),
+            model_name="workflowevent",
+            index=models.Index(fields=["instance", "id"], name="dwf_event_instance"),
         ),
         migrations.AddIndex(
-            model_name='steprun',
-            index=models.Index(fields=['instance', 'status'], name='dwf_run_instance_status'),
+            model_name="steprun",
+            index=models.Index(fields=["instance", "status"], name="dwf_run_instance_status"),
         ),
         migrations.AddIndex(
-            model_name='steprun',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['due_at'], name='dwf_run_queued'),
+            model_name="steprun",
+            index=models.Index(
+                condition=models.Q(("status", "queued")), fields=["due_at"], name="dwf_run_queued"
+            ),
         ),
         migrations.AddIndex(
-            model_name='steprun',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['queued_at'], name='dwf_run_queued_at'),
+            model_name="steprun",
+            index=models.Index(
+                condition=models.Q(("status", "queued")),
+                fields=["queued_at"],
+                name="dwf_run_queued_at",
+            ),
         ),
         migrations.AddIndex(
-            model_name='steprun',
-            index=models.Index(condition=models.Q(('status', 'running')), fields=['lease_expires_at'], name='dwf_run_lease'),
+            model_name="steprun",
+            index=models.Index(
+                condition=models.Q(("status", "running")),
+                fields=["lease_expires_at"],
+                name="dwf_run_lease",
+            ),
         ),
         migrations.AddIndex(
-            model_name='steprun',
-            index=models.Index(condition=models.Q(('status', 'scheduled')), fields=['due_at'], name='dwf_run_timer_due'),
+            model_name="steprun",
+            index=models.Index(
+                condition=models.Q(("status", "scheduled")),
+                fields=["due_at"],
+                name="dwf_run_timer_due",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='steprun',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'waiting', 'scheduled', 'completed', 'failed', 'canceled'])), name='dwf_run_status_valid'),
+            model_name="steprun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "status__in",
+                        [
+                            "queued",
+                            "running",
+                            "waiting",
+                            "scheduled",
+                            "completed",
+                            "failed",
+                            "canceled",
+                        ],
+                    )
+                ),
+                name="dwf_run_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='steprun',
-            constraint=models.CheckConstraint(condition=models.Q(('step_type__in', ['machine', 'human', 'gateway', 'timer'])), name='dwf_run_type_valid'),
+            model_name="steprun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("step_type__in", ["machine", "human", "gateway", "timer"])),
+                name="dwf_run_type_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='humantask',
-            index=models.Index(fields=['status', 'assignee'], name='dwf_task_status_assignee'),
+            model_name="humantask",
+            index=models.Index(fields=["status", "assignee"], name="dwf_task_status_assignee"),
         ),
         migrations.AddIndex(
-            model_name='humantask',
-            index=models.Index(fields=['instance', 'step_name', 'status'], name='dwf_task_instance'),
+            model_name="humantask",
+            index=models.Index(
+                fields=["instance", "step_name", "status"], name="dwf_task_instance"
+            ),
         ),
         migrations.AddIndex(
-            model_name='humantask',
-            index=models.Index(fields=['status', 'due_at'], name='dwf_task_status_due'),
+            model_name="humantask",
+            index=models.Index(fields=["status", "due_at"], name="dwf_task_status_due"),
         ),
         migrations.AddConstraint(
-            model_name='humantask',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['open', 'completed', 'canceled'])), name='dwf_task_status_valid'),
+            model_name="humantask",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["open", "completed", "canceled"])),
+                name="dwf_task_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='humantask',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'open')), fields=('step_run',), name='dwf_task_one_open_per_run'),
+            model_name="humantask",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "open")),
+                fields=("step_run",),
+                name="dwf_task_one_open_per_run",
+            ),
         ),
     ]

@@ -5,26 +5,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_workflows', '0001_initial'),
+        ("django_workflows", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='IdempotencyKey',
+            name="IdempotencyKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=255, verbose_name='key')),
-                ('owner', models.CharField(blank=True, help_text="The user's pk; blank for none.", max_length=150, verbose_name='owner')),
-                ('workflow_name', models.CharField(max_length=200, verbose_name='workflow')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='idempotency_keys', to='django_workflows.workflowinstance', verbose_name='instance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=255, verbose_name="key")),
+                (
+                    "owner",
+                    models.CharField(
+                        blank=True,
+                        help_text="The user's pk; blank for none.",
+                        max_length=150,
+                        verbose_name="owner",
+                    ),
+                ),
+                ("workflow_name", models.CharField(max_length=200, verbose_name="workflow")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="idempotency_keys",
+                        to="django_workflows.workflowinstance",
+                        verbose_name="instance",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'idempotency key',
-                'verbose_name_plural': 'idempotency keys',
-                'constraints': [models.UniqueConstraint(fields=('owner', 'key'), name='dwf_idempotency_owner_key')],
+                "verbose_name": "idempotency key",
+                "verbose_name_plural": "idempotency keys",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("owner", "key"), name="dwf_idempotency_owner_key"
+                    )
+                ],
             },
         ),
     ]
