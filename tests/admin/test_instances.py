@@ -215,6 +215,8 @@ def test_cancel_from_the_detail_page_asks_for_a_reason(admin_client, admin_user,
 
     assert page.status_code == 200
     assert 'name="reason"' in page.content.decode()
+    assert "dwf-cancel-confirmation" in page.content.decode()
+    assert "&rsaquo; Cancel\n</div>" in page.content.decode()  # the breadcrumb
     assert empty.status_code == 200
     assert "This field is required." in empty.content.decode()
     assert done.status_code == 302
@@ -315,6 +317,8 @@ def test_retry_from_the_failed_step(admin_client, failed):
 
     assert page.status_code == 200
     assert "the failed step (charge)" in page.content.decode()
+    assert "dwf-retry-confirmation" in page.content.decode()
+    assert "&rsaquo; Retry\n</div>" in page.content.decode()
     assert response.status_code == 302
     instance = refreshed(failed)
     assert instance.status == WorkflowStatus.COMPLETED
