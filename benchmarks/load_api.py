@@ -49,8 +49,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import ROOT, drop_pg, percentile, recreate_pg, setup_django
 
 PG_DATABASE = "load_workflows"
 API = "/api/workflows"
@@ -368,39 +367,18 @@ def scratch_database(url: str | None, tmp: Path) -> tuple[str, str | None]:
     if parts.hostname not in LOCAL_HOSTS:
         raise SystemExit("--database-url must point at 127.0.0.1: the load test stays local")
     admin = parts._replace(scheme="postgresql", path="/postgres").geturl()
-    recreate_pg(admin)
+    recreate_pg(admin, PG_DATABASE)
     return parts._replace(path=f"/{PG_DATABASE}").geturl(), admin
 
 
-def recreate_pg(admin_url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {PG_DATABASE}")
-
-
-def drop_pg(admin_url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-
-
-def setup_django(database_url: str) -> str:
+def setup_database(database_url: str) -> str:
     """Migrate the scratch database; create the load user (a manager) and its token."""
-    os.environ["DATABASE_URL"] = database_url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
-    import django
-
-    django.setup()
+    setup_django(database_url)
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from django.core.management import call_command
     from django.db import connections
     from rest_framework.authtoken.models import Token
 
-    call_command("migrate", verbosity=0, interactive=False)
     managers, _ = Group.objects.get_or_create(name="managers")
     user = get_user_model().objects.create_user(USERNAME)
     user.groups.add(managers)
@@ -438,11 +416,6 @@ def database_report(expected: int) -> tuple[dict[str, int], list[str]]:
 # -- report -----------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
-
-
 def print_report(
     header: str,
     results: Results,
@@ -460,14 +433,14 @@ def print_report(
     for name, values in results.latencies.items():
         codes = ", ".join(f"{code}: {n}" for code, n in sorted(results.statuses[name].items()))
         print(
-            f"{name.ljust(width)}  {len(values):>8}  {percentile(values, 0.5) * 1000:>8.1f}  "
-            f"{percentile(values, 0.99) * 1000:>8.1f}  {max(values) * 1000:>8.1f}  {codes}"
+            f"{name.ljust(width)}  {len(values):>8}  {percentile(values, 50) * 1000:>8.1f}  "
+            f"{percentile(values, 99) * 1000:>8.1f}  {max(values) * 1000:>8.1f}  {codes}"
         )
     all_values = [v for values in results.latencies.values() for v in values]
     if all_values:
         print(
-            f"{'all'.ljust(width)}  {requests:>8}  {percentile(all_values, 0.5) * 1000:>8.1f}  "
-            f"{percentile(all_values, 0.99) * 1000:>8.1f}  {max(all_values) * 1000:>8.1f}"
+            f"{'all'.ljust(width)}  {requests:>8}  {percentile(all_values, 50) * 1000:>8.1f}  "
+            f"{percentile(all_values, 99) * 1000:>8.1f}  {max(all_values) * 1000:>8.1f}"
         )
     flows = results.flows_done
     print(
@@ -529,7 +502,7 @@ def main() -> int:
     database_url, pg_admin = scratch_database(args.database_url, tmp)
     processes: list[Process] = []
     try:
-        token = setup_django(database_url)
+        token = setup_database(database_url)
         from django.db import connection
 
         vendor = connection.vendor
@@ -600,7 +573,7 @@ def main() -> int:
 
         connections.close_all()
         if pg_admin is not None and not args.keep:
-            drop_pg(pg_admin)
+            drop_pg(pg_admin, PG_DATABASE)
         if args.keep:
             print(f"kept: {tmp}" + (f" and database {PG_DATABASE}" if pg_admin else ""))
         else:

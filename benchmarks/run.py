@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import platform
 import shutil
@@ -46,8 +45,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import ROOT, Processes, drop_pg, percentile, recreate_pg, setup_django, wait_until
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 PG_BENCH_DB = "bench_workflows"
@@ -86,17 +84,6 @@ class Report:
         sys.stdout.flush()
 
 
-def setup_django(database_url: str) -> None:
-    os.environ["DATABASE_URL"] = database_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
-
-
 def count_statements(fn: Callable[[], object]) -> tuple[int, int]:
     """(statements without transaction control, transactions) that ``fn`` runs."""
     from django.db import connection
@@ -114,12 +101,6 @@ def count_statements(fn: Callable[[], object]) -> tuple[int, int]:
 
 def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (of 100 values, p99 is the second largest)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def progress(text: str) -> None:
@@ -498,37 +479,6 @@ def scale(report: Report, quick: bool) -> None:
 # -- a real qcluster ---------------------------------------------------------------------
 
 
-class Processes:
-    """Subprocesses in process groups of their own; ``kill_all`` ends them and their
-    children (the cluster's workers, pusher and monitor)."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.running: list[subprocess.Popen] = []
-
-    def start(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
-        with (self.logs / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - our own manage.py / this script
-                [sys.executable, *args],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.running.append(process)
-        return process
-
-    def kill_all(self) -> None:
-        for process in self.running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        for process in self.running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
-        self.running.clear()
-
-
 def descendants(pid: int) -> list[int]:
     """Every process under ``pid`` (from /proc: the parent of each process)."""
     parents: dict[int, int] = {}
@@ -553,17 +503,6 @@ def memory_of(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0])
     return values
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(interval)
 
 
 class Cluster:
@@ -970,7 +909,7 @@ def main() -> None:
     if args.database in ("sqlite", "both"):
         targets.append(("sqlite", f"sqlite:///{scratch}/bench.sqlite3"))
     if args.database in ("postgres", "both"):
-        recreate_pg()
+        recreate_pg(PG_ADMIN_URL, PG_BENCH_DB)
         base = PG_ADMIN_URL.rsplit("/", 1)[0]
         targets.append(("postgres", f"{base}/{PG_BENCH_DB}"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -994,7 +933,7 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if args.database in ("postgres", "both"):
-            drop_pg()
+            drop_pg(PG_ADMIN_URL, PG_BENCH_DB)
     print(f"\ntotal: {time.monotonic() - began:,.0f} s")
     if failed:
         sys.exit(f"benchmarks failed on: {', '.join(failed)}")
@@ -1020,23 +959,6 @@ def machine_details() -> str:
 
         parts.append(f"Redis {redis.Redis.from_url(REDIS_URL).info('server')['redis_version']}")
     return "; ".join(parts)
-
-
-def _pg_admin():
-    import psycopg
-
-    return psycopg.connect(PG_ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True)
-
-
-def recreate_pg() -> None:
-    with _pg_admin() as c:
-        c.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {PG_BENCH_DB}")
-
-
-def drop_pg() -> None:
-    with _pg_admin() as c:
-        c.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
 
 
 if __name__ == "__main__":

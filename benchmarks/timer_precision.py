@@ -27,22 +27,18 @@ subprocess is killed at the end, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import logging
-import math
 import os
 import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import Processes, percentile, setup_django, wait_until
 
 TIMER_SECONDS = 2.0  # the worker_timer workflow's TimerStep
 SCHEDULE_PERIOD = 60.0  # install_schedule(): every minute
@@ -66,66 +62,9 @@ class Result:
     seconds: float
 
 
-class Processes:
-    """Subprocesses in their own process groups; ``kill_all`` ends them and their children."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
-        self.running: list[subprocess.Popen] = []
-
-    def start(self, args: list[str], name: str) -> subprocess.Popen:
-        log = (self.logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(  # noqa: S603 - our own manage.py
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.running.append(process)
-        return process
-
-    def kill_all(self) -> None:
-        for process in self.running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        for process in self.running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
-        self.running.clear()
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def setup_django(database_url: str, env: dict[str, str]) -> None:
-    os.environ.update(env)
-    os.environ["DATABASE_URL"] = database_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
-    import django
-
-    django.setup()
-    logging.getLogger("django-q").setLevel(logging.WARNING)  # not a line per message
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
-
-
-def run_mode(mode: Mode, processes: Processes, scratch: Path, tag: str) -> Result:
+def run_mode(
+    mode: Mode, processes: Processes, env: dict[str, str], scratch: Path, tag: str
+) -> Result:
     from django.core.management import call_command
     from django.db import close_old_connections
     from django_q.models import Schedule
@@ -143,10 +82,12 @@ def run_mode(mode: Mode, processes: Processes, scratch: Path, tag: str) -> Resul
     installed = Schedule.objects.filter(name=SCHEDULE_NAME).values_list("next_run", flat=True)
     first_next_run = installed.first()
 
-    processes.start(["qcluster"], f"{tag}-qcluster")
+    processes.start(["manage.py", "qcluster"], env, f"{tag}-qcluster")
     if mode.interval is not None:
         processes.start(
-            ["workflow_sweep", "--loop", "--interval", str(mode.interval)], f"{tag}-sweeper"
+            ["manage.py", "workflow_sweep", "--loop", "--interval", str(mode.interval)],
+            env,
+            f"{tag}-sweeper",
         )
     else:
         # Start measuring in the steady state: after the scheduler's first sweep.
@@ -237,6 +178,7 @@ def main() -> None:
     }
     env.pop("Q_BROKER", None)  # the ORM broker, on the benchmark database
     setup_django(database_url, env)
+    logging.getLogger("django-q").setLevel(logging.WARNING)  # not a line per message
     from django.db import connection
 
     modes = [
@@ -259,13 +201,13 @@ def main() -> None:
             )
         )
 
-    processes = Processes(env, scratch)
+    processes = Processes(scratch)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     results = []
     try:
         for index, mode in enumerate(modes):
             print(f"running: {mode.label}, {mode.timers} timers over {mode.window:g} s")
-            results.append(run_mode(mode, processes, scratch, f"mode{index}"))
+            results.append(run_mode(mode, processes, env, scratch, f"mode{index}"))
     finally:
         processes.kill_all()
     print_table(results, f"{connection.vendor}")
