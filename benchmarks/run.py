@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-PG_BENCH_DB = "bench_workflows"
+PG_BENCH_DB = os.environ.get("BENCH_PG_DB", "bench_workflows")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 BENCH_ENGINE = "testproject.testapp.bench_tasks.DjangoQEngine"
 TICK = "testproject.testapp.bench_tasks.tick"
