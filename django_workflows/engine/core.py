@@ -31,7 +31,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import Exists, F, OuterRef, Q, Subquery
+from django.db.models import Exists, F, OuterRef, Q, Subquery, signals
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -76,6 +76,7 @@ from ..steps import (
     StepType,
     TimerStep,
 )
+from . import pgfast
 
 logger = logging.getLogger("django_workflows.engine")
 
@@ -128,6 +129,9 @@ class _Transition:
         # created already claimed, it needs no queue message and no claim.
         self.claim_next = claim_next
         self.claimed: tuple[StepRun, uuid.UUID] | None = None
+        # PostgreSQL fast path: (run, token, changes) of a finished run whose fenced
+        # update close() sends in one statement with the rest (engine.pgfast).
+        self.fenced: tuple[StepRun, uuid.UUID, dict[str, Any]] | None = None
 
     # -- events ----------------------------------------------------------------
 
@@ -347,6 +351,25 @@ class _Transition:
         self.instance.error_traceback = trace
         self.event(ev.WorkflowFailed, step_name=step_name, error=message)
 
+    # -- snapshots (the fast path plans before its fenced write) ---------------------
+
+    def snapshot(self) -> tuple[Any, ...]:
+        i = self.instance
+        return (
+            dict(i.context),
+            {k: dict(v) for k, v in i.tokens.items()},
+            list(i.current_steps),
+            (i.status, i.failed_step, i.error, i.error_traceback),
+            (list(self.events), list(self.new_runs), list(self.new_tasks), list(self.runnable)),
+            self.claimed,
+        )
+
+    def restore(self, saved: tuple[Any, ...]) -> None:
+        i = self.instance
+        i.context, i.tokens, i.current_steps, fields, lists, self.claimed = saved
+        i.status, i.failed_step, i.error, i.error_traceback = fields
+        self.events, self.new_runs, self.new_tasks, self.runnable = (list(x) for x in lists)
+
     # -- closing ---------------------------------------------------------------
 
     def close(self) -> None:
@@ -354,6 +377,9 @@ class _Transition:
         instance = self.instance
         if self.claimed is not None:
             self.claimed[0].input = dict(instance.context)
+        if self.fenced is not None:
+            self._close_fenced()
+            return
         if self.new_runs:
             StepRun.objects.bulk_create(self.new_runs)
             self.runnable.extend(
@@ -363,6 +389,23 @@ class _Transition:
             )
         if self.new_tasks:
             self._write_tasks()
+        self._settle_status()
+        instance.save(update_fields=list(pgfast.INSTANCE_FIELDS))
+        WorkflowEvent.objects.bulk_create(
+            WorkflowEvent(
+                instance=instance,
+                type=event.type,
+                step_name=getattr(event, "step_name", ""),
+                payload=_jsonable(event.payload()),
+                created_at=event.timestamp,
+            )
+            for event in self.events
+        )
+        transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
+
+    def _settle_status(self) -> None:
+        """The instance's status from its active steps; finished_at once it is done."""
+        instance = self.instance
         if instance.status in ACTIVE_INSTANCE_STATUSES and self.definition is not None:
             kinds = {self.definition.steps[name].step_type for name in instance.current_steps}
             if not kinds:
@@ -379,30 +422,56 @@ class _Transition:
             WorkflowStatus.CANCELED,
         ):
             instance.finished_at = timezone.now()
-        instance.save(
-            update_fields=[
-                "status",
-                "context",
-                "current_steps",
-                "tokens",
-                "failed_step",
-                "error",
-                "error_traceback",
-                "updated_at",
-                "finished_at",
-            ]
-        )
-        WorkflowEvent.objects.bulk_create(
-            WorkflowEvent(
+
+    def _close_fenced(self) -> None:
+        """The fast path's close: the run's fenced update, the new runs, the events and
+        the instance in one statement; nothing is written if the lease was lost."""
+        run, token, changes = self.fenced
+        instance = self.instance
+        self._settle_status()
+        connection = connections[instance._state.db or "default"]
+        try:
+            held, ids = pgfast.finish(
+                connection,
+                run_pk=run.pk,
+                token=token,
+                changes=changes,
+                new_runs=self.new_runs,
+                events=[
+                    (
+                        event.type,
+                        getattr(event, "step_name", ""),
+                        _jsonable(event.payload()),
+                        event.timestamp,
+                    )
+                    for event in self.events
+                ],
                 instance=instance,
-                type=event.type,
-                step_name=getattr(event, "step_name", ""),
-                payload=_jsonable(event.payload()),
-                created_at=event.timestamp,
             )
-            for event in self.events
+        except pgfast.Unsupported:  # nothing sent yet: the ORM's way, the fence first
+            self.fenced = None
+            if _fenced_update(run, token, changes) != 1:
+                _lost_lease(run)
+                self.new_runs, self.events, self.claimed = [], [], None
+                return
+            self.close()
+            return
+        if not held:
+            _lost_lease(run)
+            self.new_runs, self.events, self.runnable, self.claimed = [], [], [], None
+            return
+        for new_run, pk in zip(self.new_runs, ids, strict=True):
+            new_run.pk = pk
+            new_run._state.adding = False
+            new_run._state.db = connection.alias
+        self.runnable.extend(
+            new.pk
+            for new in self.new_runs
+            if new.status == StepRunStatus.QUEUED and new.due_at is None
         )
-        transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
+        transaction.on_commit(
+            partial(ev.deliver, list(self.events), self.engine.event_bus), using=connection.alias
+        )
 
     def _write_tasks(self) -> None:
         tasks = []
@@ -425,6 +494,36 @@ class _Transition:
             )
         if links:
             through.objects.bulk_create(links)
+
+
+def _fenced_update(run: StepRun, token: uuid.UUID, changes: dict[str, Any]) -> int:
+    """RUNNING -> COMPLETED, only while ``token`` is the run's lease; the rows updated."""
+    runs = StepRun.objects.filter(pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token)
+    return runs.update(
+        status=StepRunStatus.COMPLETED,
+        changes=changes,
+        finished_at=Now(),
+        lease_token=None,
+        error="",
+        traceback="",
+    )
+
+
+def _lost_lease(run: StepRun) -> None:
+    logger.warning("step run %s lost its lease; its result is discarded", run.pk)
+
+
+def _chains_on(definition: WorkflowDefinition, step_name: str) -> bool:
+    """Whether routing on from ``step_name`` can only start machine steps (or end the
+    workflow) and runs no user code: every outgoing edge is unconditional and leads to a
+    machine step that is not a join. The fast path's plan then holds no surprise."""
+    for edge, condition in definition.outgoing(step_name):
+        if condition is not None or not isinstance(definition.steps[edge.target], BaseMachineStep):
+            return False
+        back = (edge.source, edge.target) in definition.back_edges
+        if not back and len(definition.forward_sources[edge.target]) > 1:
+            return False
+    return True
 
 
 def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
@@ -982,18 +1081,43 @@ class BaseExecutionEngine:
         claim_next: bool = False,
     ) -> tuple[list[int], tuple[StepRun, uuid.UUID] | None]:
         def body(tx: _Transition) -> None:
-            done = StepRun.objects.filter(
-                pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token
-            ).update(
-                status=StepRunStatus.COMPLETED,
-                changes=changes,
-                finished_at=Now(),
-                lease_token=None,
-                error="",
-                traceback="",
-            )
-            if done != 1:
-                logger.warning("step run %s lost its lease; its result is discarded", run.pk)
+            if self._fast_path(tx, run):
+                # PostgreSQL, a plain chain: plan first, then the run's fenced update and
+                # every write in one statement (close()). Planning runs no user code here
+                # and writes nothing, so a lost lease leaves no trace.
+                saved = tx.snapshot()
+                tx.leave(run.step_name)
+                went_on = tx.advance(
+                    run.step_name,
+                    step_type="machine",
+                    changes=changes,
+                    attempt=run.attempt,
+                )
+                if (
+                    went_on
+                    and not tx.new_tasks
+                    and all(
+                        new.status in (StepRunStatus.QUEUED, StepRunStatus.RUNNING)
+                        for new in tx.new_runs
+                    )
+                ):
+                    tx.fenced = (run, token, changes)
+                    return
+                # The step failed after all (e.g. the context grew too large): the ORM's
+                # writes, in its order (fence first, then the run's failure).
+                if _fenced_update(run, token, changes) != 1:
+                    tx.restore(saved)
+                    _lost_lease(run)
+                    return
+                if not went_on:
+                    StepRun.objects.filter(pk=run.pk).update(
+                        status=StepRunStatus.FAILED,
+                        error=tx.instance.error,
+                        traceback=tx.instance.error_traceback,
+                    )
+                return
+            if _fenced_update(run, token, changes) != 1:
+                _lost_lease(run)
                 return
             tx.leave(run.step_name)
             tx.advance(
@@ -1006,6 +1130,18 @@ class BaseExecutionEngine:
 
         _, runnable, claimed = self._transition(run.instance_id, body, claim_next=claim_next)
         return runnable, claimed
+
+    def _fast_path(self, tx: _Transition, run: StepRun) -> bool:
+        """Whether finishing ``run`` may take the PostgreSQL one-statement path."""
+        instance = tx.instance
+        return (
+            tx.definition is not None
+            and instance.status == WorkflowStatus.RUNNING
+            and connections[instance._state.db or "default"].vendor == "postgresql"
+            and _chains_on(tx.definition, run.step_name)
+            and not signals.pre_save.has_listeners(WorkflowInstance)
+            and not signals.post_save.has_listeners(WorkflowInstance)
+        )
 
     def _fail_run(
         self,
