@@ -30,7 +30,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, router, transaction
 from django.db.models import Exists, F, OuterRef, Q, Subquery, signals
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -76,7 +76,7 @@ from ..steps import (
     StepType,
     TimerStep,
 )
-from . import pgfast
+from . import lock, pgfast
 
 logger = logging.getLogger("django_workflows.engine")
 
@@ -592,12 +592,21 @@ class BaseExecutionEngine:
         return definition
 
     def _lock_instance(self, instance_id: Any) -> WorkflowInstance:
+        """SELECT ... FOR UPDATE of the instance, with its definition row's name, version
+        and checksum (its graph stays deferred: see ``engine.lock``)."""
         try:
-            return (
-                WorkflowInstance.objects.select_for_update(of=("self",))
-                .select_related("definition")
-                .get(pk=instance_id)
-            )
+            connection = connections[router.db_for_write(WorkflowInstance)]
+            query = lock.query_for(connection)
+            if query is None:
+                return (
+                    WorkflowInstance.objects.select_for_update(of=("self",))
+                    .select_related("definition")
+                    .get(pk=instance_id)
+                )
+            instance = query.fetch(connection, instance_id)
+            if instance is None:
+                raise WorkflowInstance.DoesNotExist
+            return instance
         except (WorkflowInstance.DoesNotExist, ValidationError, ValueError, TypeError):
             # A malformed id (not a UUID) means "not found", not a server error.
             raise InstanceNotFound(f"no workflow instance with id {instance_id!r}") from None
@@ -1352,19 +1361,29 @@ class _LeaseKeeper:
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.pid = 0
-        self.wake = threading.Event()  # a new run: re-read LEASE_SECONDS, beat on time
+        self.wake = threading.Event()  # LEASE_SECONDS went down: re-read it, beat on time
+        self.lease = 0.0  # the LEASE_SECONDS the thread's timer was last set from
 
     def hold(self, run_id: int, token: uuid.UUID) -> None:
+        lease = workflow_settings.LEASE_SECONDS
         with self.lock:
             self.held[run_id] = (token, time.monotonic())
             # After a fork (a django-q2 worker) the parent's thread does not exist here.
             if self.thread is None or not self.thread.is_alive() or self.pid != os.getpid():
                 self.pid = os.getpid()
+                self.lease = lease
                 self.thread = threading.Thread(
                     target=self._loop, name="workflow-leases", daemon=True
                 )
                 self.thread.start()
-        self.wake.set()
+                return
+            shorter = lease < self.lease
+            self.lease = lease
+        # The thread's own timer (a sixth of a lease, at most 1 s) renews a new run in
+        # time; it needs waking (a wake-up per step costs a thread switch) only when the
+        # lease got shorter than the one it sleeps for.
+        if shorter:
+            self.wake.set()
 
     def release(self, run_id: int) -> None:
         with self.lock:
@@ -1376,6 +1395,8 @@ class _LeaseKeeper:
     def _loop(self) -> None:
         while True:
             lease = workflow_settings.LEASE_SECONDS
+            with self.lock:
+                self.lease = lease
             self.wake.wait(min(lease / 6, 1.0))
             self.wake.clear()
             now = time.monotonic()
