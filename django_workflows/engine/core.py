@@ -76,7 +76,7 @@ from ..steps import (
     StepType,
     TimerStep,
 )
-from . import lock, pgfast
+from . import fastpath, lock
 
 logger = logging.getLogger("django_workflows.engine")
 
@@ -129,8 +129,9 @@ class _Transition:
         # created already claimed, it needs no queue message and no claim.
         self.claim_next = claim_next
         self.claimed: tuple[StepRun, uuid.UUID] | None = None
-        # PostgreSQL fast path: (run, token, changes) of a finished run whose fenced
-        # update close() sends in one statement with the rest (engine.pgfast).
+        # The fast path: (run, token, changes) of a finished run whose fenced update
+        # close() sends with the rest in SQL built once (engine.fastpath; on PostgreSQL
+        # in one statement).
         self.fenced: tuple[StepRun, uuid.UUID, dict[str, Any]] | None = None
 
     # -- events ----------------------------------------------------------------
@@ -390,7 +391,7 @@ class _Transition:
         if self.new_tasks:
             self._write_tasks()
         self._settle_status()
-        instance.save(update_fields=list(pgfast.INSTANCE_FIELDS))
+        instance.save(update_fields=list(fastpath.INSTANCE_FIELDS))
         WorkflowEvent.objects.bulk_create(
             WorkflowEvent(
                 instance=instance,
@@ -425,37 +426,29 @@ class _Transition:
 
     def _close_fenced(self) -> None:
         """The fast path's close: the run's fenced update, the new runs, the events and
-        the instance in one statement; nothing is written if the lease was lost."""
+        the instance (one statement on PostgreSQL); nothing is written if the lease was
+        lost."""
         run, token, changes = self.fenced
         instance = self.instance
         self._settle_status()
         connection = connections[instance._state.db or "default"]
-        try:
-            held, ids = pgfast.finish(
-                connection,
-                run_pk=run.pk,
-                token=token,
-                changes=changes,
-                new_runs=self.new_runs,
-                events=[
-                    (
-                        event.type,
-                        getattr(event, "step_name", ""),
-                        _jsonable(event.payload()),
-                        event.timestamp,
-                    )
-                    for event in self.events
-                ],
-                instance=instance,
-            )
-        except pgfast.Unsupported:  # nothing sent yet: the ORM's way, the fence first
-            self.fenced = None
-            if _fenced_update(run, token, changes) != 1:
-                _lost_lease(run)
-                self.new_runs, self.events, self.claimed = [], [], None
-                return
-            self.close()
-            return
+        held, ids = fastpath.finish(
+            connection,
+            run_pk=run.pk,
+            token=token,
+            changes=changes,
+            new_runs=self.new_runs,
+            events=[
+                (
+                    event.type,
+                    getattr(event, "step_name", ""),
+                    _jsonable(event.payload()),
+                    event.timestamp,
+                )
+                for event in self.events
+            ],
+            instance=instance,
+        )
         if not held:
             _lost_lease(run)
             self.new_runs, self.events, self.runnable, self.claimed = [], [], [], None
@@ -1091,9 +1084,10 @@ class BaseExecutionEngine:
     ) -> tuple[list[int], tuple[StepRun, uuid.UUID] | None]:
         def body(tx: _Transition) -> None:
             if self._fast_path(tx, run):
-                # PostgreSQL, a plain chain: plan first, then the run's fenced update and
-                # every write in one statement (close()). Planning runs no user code here
-                # and writes nothing, so a lost lease leaves no trace.
+                # A plain chain: plan first, then the run's fenced update and every
+                # write in SQL built once (close(); one statement on PostgreSQL).
+                # Planning runs no user code here and writes nothing, so a lost lease
+                # leaves no trace.
                 saved = tx.snapshot()
                 tx.leave(run.step_name)
                 went_on = tx.advance(
@@ -1141,12 +1135,12 @@ class BaseExecutionEngine:
         return runnable, claimed
 
     def _fast_path(self, tx: _Transition, run: StepRun) -> bool:
-        """Whether finishing ``run`` may take the PostgreSQL one-statement path."""
+        """Whether finishing ``run`` may take the fast path (``engine.fastpath``)."""
         instance = tx.instance
         return (
             tx.definition is not None
             and instance.status == WorkflowStatus.RUNNING
-            and connections[instance._state.db or "default"].vendor == "postgresql"
+            and fastpath.supports(connections[instance._state.db or "default"])
             and _chains_on(tx.definition, run.step_name)
             and not signals.pre_save.has_listeners(WorkflowInstance)
             and not signals.post_save.has_listeners(WorkflowInstance)
