@@ -32,8 +32,12 @@ from __future__ import annotations
 
 import threading
 import weakref
+from datetime import timedelta
 from typing import Any
 
+from django.db.models import Value
+from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Now
 from django.db.models.sql import InsertQuery
 
 from ..models import StepRun, WorkflowEvent, WorkflowInstance
@@ -98,6 +102,7 @@ class _Tables:
         self.compiler = InsertQuery(StepRun).get_compiler(connection=connection)
         self.now, _ = self.expression(self.run_field["finished_at"], _now())
         self.sql: dict[tuple[Any, ...], Any] = {}
+        self.compiled: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
 
     def expression(self, field: Any, value: Any) -> tuple[str, list[Any]]:
         """An expression's SQL and parameters, as an INSERT compiles it."""
@@ -106,9 +111,23 @@ class _Tables:
 
 
 def _now() -> Any:
-    from django.db.models.functions import Now
-
     return Now()
+
+
+def _expression_key(field: Any, value: Any) -> tuple[Any, ...] | None:
+    """A cache key for the expressions the engine writes, ``Now()`` and ``Now() +
+    timedelta``; None for any other (compiled each time)."""
+    if type(value) is Now:
+        return (field.attname, "now")
+    if (
+        type(value) is CombinedExpression
+        and value.connector == "+"
+        and type(value.lhs) is Now
+        and type(value.rhs) is Value
+        and type(value.rhs.value) is timedelta
+    ):
+        return (field.attname, "now+", value.rhs.value)
+    return None
 
 
 _tables: weakref.WeakKeyDictionary[Any, _Tables] = weakref.WeakKeyDictionary()
@@ -136,9 +155,14 @@ def _run_row(t: _Tables, run: StepRun, connection: Any) -> tuple[tuple[str, ...]
     for field, placeholder in zip(t.run_fields, t.run_placeholders, strict=True):
         value = field.pre_save(run, True)  # auto_now_add: created_at, as bulk_create sets it
         if hasattr(value, "resolve_expression"):
-            sql, expression_params = t.expression(field, value)
-            parts.append(sql)
-            params.extend(expression_params)
+            key = _expression_key(field, value)
+            compiled = t.compiled.get(key) if key is not None else None
+            if compiled is None:
+                compiled = t.expression(field, value)
+                if key is not None:
+                    t.compiled[key] = compiled
+            parts.append(compiled[0])
+            params.extend(compiled[1])
         else:
             parts.append(placeholder)
             params.append(field.get_db_prep_save(value, connection))
