@@ -462,9 +462,7 @@ class _Transition:
             for new in self.new_runs
             if new.status == StepRunStatus.QUEUED and new.due_at is None
         )
-        transaction.on_commit(
-            partial(ev.deliver, list(self.events), self.engine.event_bus), using=connection.alias
-        )
+        transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
 
     def _write_tasks(self) -> None:
         tasks = []
