@@ -16,7 +16,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import signals
 from django.db.models.functions import Now
 from django.test.utils import CaptureQueriesContext, override_settings
@@ -418,3 +418,61 @@ def test_the_fast_path_is_taken_on_both_databases(fast_registry, spy):
     instance = LocalExecutionEngine(fast_registry).start_workflow("fast_chain")
     assert instance.status == WorkflowStatus.COMPLETED
     assert spy.calls == 4
+
+
+def statements_of(fn) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        fn()
+    return [q["sql"] for q in captured.captured_queries]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_postgresql_commits_with_the_writes_outside_a_callers_transaction(fast_registry, spy):
+    bus = InMemoryEventBus()
+    engine = LocalExecutionEngine(fast_registry, event_bus=bus)
+    sqls = statements_of(lambda: engine.start_workflow("fast_chain"))
+    carrying = [sql for sql in sqls if sql.endswith("; COMMIT")]
+    if connection.vendor == "postgresql":
+        assert len(carrying) == 4 and all(sql.startswith("WITH done AS") for sql in carrying)
+    else:
+        assert carrying == []
+    assert spy.calls == 4
+    assert not connection.in_atomic_block
+    # Committed: another connection sees it; the events went out after commit.
+    (instance,) = WorkflowInstance.objects.all()
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert [e.type for e in bus.events][-1] == "WorkflowCompleted"
+    assert len(bus.events) == 1 + 4 + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_callers_transaction_nothing_commits_early(qengine, spy):
+    instance = qengine.start_workflow("fast_chain")
+    (run_id,) = qengine.take()
+    run, _instance, token = qengine._claim(run_id)
+    before = state(instance.pk)
+
+    sqls = []
+
+    def in_a_block_that_rolls_back():
+        with transaction.atomic():
+            sqls.extend(statements_of(lambda: qengine._finish(run, token, {"s1": 1})))
+            transaction.set_rollback(True)
+
+    in_a_block_that_rolls_back()
+    assert sqls and not any(sql.endswith("; COMMIT") for sql in sqls)
+    assert spy.calls == 1
+    assert state(instance.pk) == before  # all of it rolled back with the caller's block
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_lease_writes_nothing_when_the_statement_commits(qengine, spy, caplog):
+    instance = qengine.start_workflow("fast_chain")
+    (run_id,) = qengine.take()
+    run, token = take_over(qengine, run_id)
+    before = state(instance.pk)
+    assert qengine._finish(run, token, {"s1": "late"}, claim_next=True) == ([], None)
+    assert spy.calls == 1
+    assert state(instance.pk) == before
+    assert not connection.in_atomic_block
+    assert "lost its lease" in caplog.text

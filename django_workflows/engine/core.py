@@ -373,13 +373,14 @@ class _Transition:
 
     # -- closing ---------------------------------------------------------------
 
-    def close(self) -> None:
-        """Write the plan: new runs and tasks, the instance, the history."""
+    def close(self, *, last: bool = False) -> None:
+        """Write the plan: new runs and tasks, the instance, the history. ``last``: the
+        transaction commits right after (the fast path may send its COMMIT along)."""
         instance = self.instance
         if self.claimed is not None:
             self.claimed[0].input = dict(instance.context)
         if self.fenced is not None:
-            self._close_fenced()
+            self._close_fenced(last)
             return
         if self.new_runs:
             StepRun.objects.bulk_create(self.new_runs)
@@ -424,7 +425,7 @@ class _Transition:
         ):
             instance.finished_at = timezone.now()
 
-    def _close_fenced(self) -> None:
+    def _close_fenced(self, last: bool) -> None:
         """The fast path's close: the run's fenced update, the new runs, the events and
         the instance (one statement on PostgreSQL); nothing is written if the lease was
         lost."""
@@ -448,6 +449,7 @@ class _Transition:
                 for event in self.events
             ],
             instance=instance,
+            commit=last and fastpath.commits_in_statement(connection),
         )
         if not held:
             _lost_lease(run)
@@ -625,7 +627,7 @@ class BaseExecutionEngine:
                     definition = self._definition_for(instance)
             tx = _Transition(self, instance, definition, claim_next=claim_next)
             body(tx)
-            tx.close()
+            tx.close(last=True)
         return instance, tx.runnable, tx.claimed
 
     def executes_inline(self) -> bool:

@@ -139,6 +139,30 @@ def supports(connection: Any) -> bool:
     return connection.vendor in VENDORS and connection.features.can_return_rows_from_bulk_insert
 
 
+def commits_in_statement(connection: Any) -> bool:
+    """Whether the transition's last statement may carry its ``COMMIT`` (one round trip
+    less): PostgreSQL through psycopg 3's client-side binding cursor (Django's default;
+    it sends several statements in one query), in an outermost ``atomic()`` block that
+    commits on exit, with no savepoint and nothing marked for rollback. The server then
+    commits with the writes, psycopg sees the connection idle, and Django's own commit
+    at the end of the block sends nothing (its ``on_commit`` callbacks run as always).
+    Inside a caller's transaction (a savepoint) it never commits."""
+    if connection.vendor != "postgresql" or connection.Database.__name__ != "psycopg":
+        return False
+    if not (
+        connection.in_atomic_block
+        and connection.commit_on_exit
+        and len(connection.atomic_blocks) == 1
+        and not connection.savepoint_ids
+        and not connection.needs_rollback
+    ):
+        return False
+    from psycopg import ClientCursor
+
+    raw = connection.connection
+    return raw is not None and issubclass(raw.cursor_factory, ClientCursor)
+
+
 def _tables_for(connection: Any) -> _Tables:
     tables = _tables.get(connection)
     if tables is None:
@@ -178,15 +202,19 @@ def finish(
     new_runs: list[StepRun],
     events: list[tuple[str, str, Any, Any]],
     instance: WorkflowInstance,
+    commit: bool = False,
 ) -> tuple[bool, list[int]]:
     """Write a finished run, its successors, the events and the instance.
 
     ``events`` are (type, step_name, payload, created_at). Returns (whether the lease
     still held, the new runs' ids in order); nothing is written when it did not hold.
+    With ``commit`` (PostgreSQL, see ``commits_in_statement``) the statement ends the
+    transaction too: ``COMMIT`` goes in the same round trip.
     """
     t = _tables_for(connection)
     rows = [_run_row(t, run, connection) for run in new_runs]
-    shape = (tuple(parts for parts, _ in rows), len(events))
+    commit = commit and t.postgres
+    shape = (tuple(parts for parts, _ in rows), len(events), commit)
     sql = t.sql.get(shape)
     if sql is None:
         sql = _build_postgres(t, shape) if t.postgres else _build_sqlite(t, shape)
@@ -253,7 +281,7 @@ def _done_sql(t: _Tables) -> str:
 
 
 def _build_postgres(t: _Tables, shape: tuple[Any, ...]) -> str:
-    row_parts, n_events = shape
+    row_parts, n_events, commit = shape
     ctes = [f"done AS ({_done_sql(t)} RETURNING 1)"]
     exists = "WHERE EXISTS (SELECT 1 FROM done)"
     if row_parts:
@@ -277,11 +305,12 @@ def _build_postgres(t: _Tables, shape: tuple[Any, ...]) -> str:
         if row_parts
         else "ARRAY[]::bigint[]"
     )
-    return "WITH " + ", ".join(ctes) + f" SELECT (SELECT count(*) FROM done), {ids}"
+    sql = "WITH " + ", ".join(ctes) + f" SELECT (SELECT count(*) FROM done), {ids}"
+    return sql + "; COMMIT" if commit else sql
 
 
 def _build_sqlite(t: _Tables, shape: tuple[Any, ...]) -> tuple[str, str, str, str]:
-    row_parts, n_events = shape
+    row_parts, n_events, _ = shape
     runs = events = ""
     if row_parts:
         values = ", ".join("(" + ", ".join(parts) + ")" for parts in row_parts)
