@@ -147,7 +147,7 @@ def spy(monkeypatch):
 
 
 def no_fast_path(monkeypatch):
-    monkeypatch.setattr(BaseExecutionEngine, "_fast_path", lambda self, tx, run: False)
+    monkeypatch.setattr(BaseExecutionEngine, "_fast_path_applies", lambda *args: False)
 
 
 def rows(instance_id) -> dict:
@@ -304,8 +304,10 @@ def test_statements_per_chained_step(fast_registry, spy):
     n_one = sum(not q["sql"].upper().startswith(TX_CONTROL) for q in one.captured_queries)
     per_step = (len(statements) - n_one) / 3
     if connection.vendor == "postgresql":
-        assert per_step == 2  # the lock and the one statement
-        assert sum(sql.startswith("WITH done AS") for sql in statements) == 4
+        # One statement: it locks the instance, checks that it is as the worker left
+        # it, and writes (the start's transition locked it; the chain's steps do not).
+        assert per_step == 1
+        assert sum(sql.startswith("WITH locked AS") for sql in statements) == 4
     else:
         assert per_step == 5  # the lock, then the run, the runs, the events, the instance
     assert spy.calls == 2 * 4 + 2 * 1  # every step, each workflow started twice
@@ -368,10 +370,34 @@ def test_a_canceled_instance_discards_the_result_without_the_fast_path(qengine, 
     qengine.cancel_workflow(instance.pk)
     before = state(instance.pk)
     assert qengine._finish_run(run, token, {"s1": "late"}) == []
-    assert spy.calls == 0
+    # On PostgreSQL the worker's unlocked statement finds the instance changed and
+    # writes nothing; locked, the instance is canceled: the ORM's path discards it.
+    assert spy.calls == (1 if connection.vendor == "postgresql" else 0)
     after = state(instance.pk)
     assert after[1:] == before[1:]  # runs and events
     assert after[0]["status"] == WorkflowStatus.CANCELED
+
+
+@pytest.mark.django_db
+def test_an_instance_changed_since_the_worker_read_it_is_planned_again(qengine, spy):
+    instance = qengine.start_workflow("fast_chain", initial_data={"n": 1})
+    (run_id,) = qengine.take()
+    run, _instance, token = qengine._claim(run_id)
+    # Meanwhile another transaction changes what the plan is made from.
+    WorkflowInstance.objects.filter(pk=instance.pk).update(context={"n": 2, "other": True})
+    runnable, claimed = qengine._finish(run, token, {"s1": 1}, claim_next=True)
+    assert runnable == [] and claimed is not None
+    # PostgreSQL: the unlocked statement wrote nothing, the locked fast path did it.
+    assert spy.calls == (2 if connection.vendor == "postgresql" else 1)
+    instance.refresh_from_db()
+    assert instance.context == {"n": 2, "other": True, "s1": 1}
+    next_run, _token = claimed
+    assert StepRun.objects.get(pk=next_run.pk).input == {"n": 2, "other": True, "s1": 1}
+    assert next_run.input == {"n": 2, "other": True, "s1": 1}
+    events = list(
+        WorkflowEvent.objects.filter(instance_id=instance.pk).values_list("type", "step_name")
+    )
+    assert events == [("WorkflowStarted", ""), ("StepExecuted", "s1")]
 
 
 @pytest.mark.django_db
@@ -433,7 +459,7 @@ def test_postgresql_commits_with_the_writes_outside_a_callers_transaction(fast_r
     sqls = statements_of(lambda: engine.start_workflow("fast_chain"))
     carrying = [sql for sql in sqls if sql.endswith("; COMMIT")]
     if connection.vendor == "postgresql":
-        assert len(carrying) == 4 and all(sql.startswith("WITH done AS") for sql in carrying)
+        assert len(carrying) == 4 and all(sql.startswith("WITH ") for sql in carrying)
     else:
         assert carrying == []
     assert spy.calls == 4
@@ -460,7 +486,8 @@ def test_inside_a_callers_transaction_nothing_commits_early(qengine, spy):
             transaction.set_rollback(True)
 
     in_a_block_that_rolls_back()
-    assert sqls and not any(sql.endswith("; COMMIT") for sql in sqls)
+    assert sqls
+    assert not any(sql.endswith("; COMMIT") for sql in sqls)
     assert spy.calls == 1
     assert state(instance.pk) == before  # all of it rolled back with the caller's block
 

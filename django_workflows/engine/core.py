@@ -133,6 +133,11 @@ class _Transition:
         # close() sends with the rest in SQL built once (engine.fastpath; on PostgreSQL
         # in one statement).
         self.fenced: tuple[StepRun, uuid.UUID, dict[str, Any]] | None = None
+        # The unlocked fast path: the instance's values the plan was made from; the
+        # statement locks the row and writes only if it still holds them, else it sets
+        # ``changed`` (nothing written).
+        self.expect: list[Any] | None = None
+        self.changed = False
 
     # -- events ----------------------------------------------------------------
 
@@ -360,7 +365,7 @@ class _Transition:
             dict(i.context),
             {k: dict(v) for k, v in i.tokens.items()},
             list(i.current_steps),
-            (i.status, i.failed_step, i.error, i.error_traceback),
+            (i.status, i.failed_step, i.error, i.error_traceback, i.finished_at, i.updated_at),
             (list(self.events), list(self.new_runs), list(self.new_tasks), list(self.runnable)),
             self.claimed,
         )
@@ -368,7 +373,7 @@ class _Transition:
     def restore(self, saved: tuple[Any, ...]) -> None:
         i = self.instance
         i.context, i.tokens, i.current_steps, fields, lists, self.claimed = saved
-        i.status, i.failed_step, i.error, i.error_traceback = fields
+        i.status, i.failed_step, i.error, i.error_traceback, i.finished_at, i.updated_at = fields
         self.events, self.new_runs, self.new_tasks, self.runnable = (list(x) for x in lists)
 
     # -- closing ---------------------------------------------------------------
@@ -433,7 +438,7 @@ class _Transition:
         instance = self.instance
         self._settle_status()
         connection = connections[instance._state.db or "default"]
-        held, ids = fastpath.finish(
+        as_expected, held, ids = fastpath.finish(
             connection,
             run_pk=run.pk,
             token=token,
@@ -450,7 +455,12 @@ class _Transition:
             ],
             instance=instance,
             commit=last and fastpath.commits_in_statement(connection),
+            expect=self.expect,
         )
+        if not as_expected:
+            self.changed = True
+            self.new_runs, self.events, self.runnable, self.claimed = [], [], [], None
+            return
         if not held:
             _lost_lease(run)
             self.new_runs, self.events, self.runnable, self.claimed = [], [], [], None
@@ -504,6 +514,13 @@ def _fenced_update(run: StepRun, token: uuid.UUID, changes: dict[str, Any]) -> i
 
 def _lost_lease(run: StepRun) -> None:
     logger.warning("step run %s lost its lease; its result is discarded", run.pk)
+
+
+def _plain(tx: _Transition) -> bool:
+    """The plan holds only machine runs (queued or claimed), no human task."""
+    return not tx.new_tasks and all(
+        new.status in (StepRunStatus.QUEUED, StepRunStatus.RUNNING) for new in tx.new_runs
+    )
 
 
 def _chains_on(definition: WorkflowDefinition, step_name: str) -> bool:
@@ -1082,6 +1099,10 @@ class BaseExecutionEngine:
         *,
         claim_next: bool = False,
     ) -> tuple[list[int], tuple[StepRun, uuid.UUID] | None]:
+        unlocked = self._finish_unlocked(run, token, changes, claim_next)
+        if unlocked is not None:
+            return unlocked
+
         def body(tx: _Transition) -> None:
             if self._fast_path(tx, run):
                 # A plain chain: plan first, then the run's fenced update and every
@@ -1096,14 +1117,7 @@ class BaseExecutionEngine:
                     changes=changes,
                     attempt=run.attempt,
                 )
-                if (
-                    went_on
-                    and not tx.new_tasks
-                    and all(
-                        new.status in (StepRunStatus.QUEUED, StepRunStatus.RUNNING)
-                        for new in tx.new_runs
-                    )
-                ):
+                if went_on and _plain(tx):
                     tx.fenced = (run, token, changes)
                     return
                 # The step failed after all (e.g. the context grew too large): the ORM's
@@ -1134,16 +1148,71 @@ class BaseExecutionEngine:
         _, runnable, claimed = self._transition(run.instance_id, body, claim_next=claim_next)
         return runnable, claimed
 
+    def _finish_unlocked(
+        self,
+        run: StepRun,
+        token: uuid.UUID,
+        changes: dict[str, Any],
+        claim_next: bool,
+    ) -> tuple[list[int], tuple[StepRun, uuid.UUID] | None] | None:
+        """PostgreSQL, a plain chain: plan from the instance as this worker last read or
+        wrote it, then lock and write in one statement that checks first that the row
+        still holds every value the plan was made from (``fastpath.expectation``): the
+        same result as locking first, one round trip less. None if it does not apply
+        or the instance changed meanwhile (nothing written): lock and plan again."""
+        if not StepRun.instance.is_cached(run):
+            return None
+        instance = run.instance
+        if not WorkflowInstance.definition.is_cached(instance):
+            return None
+        if (
+            instance.status != WorkflowStatus.RUNNING
+            or instance.finished_at is not None
+            or instance._state.adding
+        ):
+            return None
+        connection = connections[instance._state.db or "default"]
+        if connection.vendor != "postgresql" or not fastpath.supports(connection):
+            return None
+        try:
+            definition = self._definition_for(instance)
+        except (WorkflowNotFound, DefinitionError):
+            return None
+        if not self._fast_path_applies(definition, run, connection):
+            return None
+        tx = _Transition(self, instance, definition, claim_next=claim_next)
+        saved = tx.snapshot()
+        tx.expect = fastpath.expectation(connection, instance)  # before planning
+        tx.leave(run.step_name)
+        went_on = tx.advance(
+            run.step_name, step_type="machine", changes=changes, attempt=run.attempt
+        )
+        if went_on and _plain(tx):
+            tx.fenced = (run, token, changes)
+            with transaction.atomic():
+                tx.close(last=True)
+            if not tx.changed:
+                return tx.runnable, tx.claimed
+        tx.restore(saved)  # nothing was written: the locked path starts over
+        return None
+
+    def _fast_path_applies(self, definition: WorkflowDefinition, run: StepRun, connection) -> bool:
+        return (
+            fastpath.supports(connection)
+            and _chains_on(definition, run.step_name)
+            and not signals.pre_save.has_listeners(WorkflowInstance)
+            and not signals.post_save.has_listeners(WorkflowInstance)
+        )
+
     def _fast_path(self, tx: _Transition, run: StepRun) -> bool:
         """Whether finishing ``run`` may take the fast path (``engine.fastpath``)."""
         instance = tx.instance
         return (
             tx.definition is not None
             and instance.status == WorkflowStatus.RUNNING
-            and fastpath.supports(connections[instance._state.db or "default"])
-            and _chains_on(tx.definition, run.step_name)
-            and not signals.pre_save.has_listeners(WorkflowInstance)
-            and not signals.post_save.has_listeners(WorkflowInstance)
+            and self._fast_path_applies(
+                tx.definition, run, connections[instance._state.db or "default"]
+            )
         )
 
     def _fail_run(

@@ -30,12 +30,13 @@ expression such as ``Now()`` is compiled by Django's own insert compiler.
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Value
+from django.db.models import JSONField, Value
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Now
 from django.db.models.sql import InsertQuery
@@ -56,6 +57,19 @@ INSTANCE_FIELDS = (
 )
 
 VENDORS = ("postgresql", "sqlite")
+
+#: What planning a chained step reads of the instance (besides its id): the unlocked
+#: path (``expectation``) writes only if the row still holds these values.
+EXPECT_FIELDS = (
+    "definition",
+    "status",
+    "context",
+    "current_steps",
+    "tokens",
+    "failed_step",
+    "error",
+    "error_traceback",
+)
 
 
 def _cast(field: Any, connection: Any) -> str:
@@ -98,6 +112,12 @@ class _Tables:
         self.inst_fields = [inst_meta.get_field(name) for name in INSTANCE_FIELDS]
         self.inst_set = ", ".join(
             f"{qn(f.column)} = %s{_cast(f, connection)}" for f in self.inst_fields
+        )
+        self.expect_fields = [inst_meta.get_field(name) for name in EXPECT_FIELDS]
+        self.inst_where = " AND ".join(
+            [f"{self.inst_pk} = %s{self.inst_pk_cast}"]
+            + [f"{qn(f.column)} = %s{_cast(f, connection)}" for f in self.expect_fields]
+            + [f"{qn(inst_meta.get_field('finished_at').column)} IS NULL"]
         )
         self.compiler = InsertQuery(StepRun).get_compiler(connection=connection)
         self.now, _ = self.expression(self.run_field["finished_at"], _now())
@@ -163,6 +183,20 @@ def commits_in_statement(connection: Any) -> bool:
     return raw is not None and issubclass(raw.cursor_factory, ClientCursor)
 
 
+def expectation(connection: Any, instance: WorkflowInstance) -> list[Any]:
+    """The instance's values that a plan is made from, as parameters, taken now (JSON
+    encoded at once: planning changes the dicts in place)."""
+    t = _tables_for(connection)
+    values = [WorkflowInstance._meta.pk.get_db_prep_save(instance.pk, connection)]
+    for field in t.expect_fields:
+        value = getattr(instance, field.attname)
+        if isinstance(field, JSONField):
+            values.append(json.dumps(value, cls=field.encoder))
+        else:
+            values.append(field.get_db_prep_save(value, connection))
+    return values
+
+
 def _tables_for(connection: Any) -> _Tables:
     tables = _tables.get(connection)
     if tables is None:
@@ -203,18 +237,25 @@ def finish(
     events: list[tuple[str, str, Any, Any]],
     instance: WorkflowInstance,
     commit: bool = False,
-) -> tuple[bool, list[int]]:
+    expect: list[Any] | None = None,
+) -> tuple[bool, bool, list[int]]:
     """Write a finished run, its successors, the events and the instance.
 
-    ``events`` are (type, step_name, payload, created_at). Returns (whether the lease
-    still held, the new runs' ids in order); nothing is written when it did not hold.
+    ``events`` are (type, step_name, payload, created_at). Returns (whether the
+    instance was as expected, whether the lease still held, the new runs' ids in
+    order); nothing is written unless both held.
+
     With ``commit`` (PostgreSQL, see ``commits_in_statement``) the statement ends the
-    transaction too: ``COMMIT`` goes in the same round trip.
+    transaction too: ``COMMIT`` goes in the same round trip. With ``expect``
+    (PostgreSQL, from ``expectation``) the instance is not locked yet: the statement
+    locks it (``FOR UPDATE``) and writes only if it still holds those values.
     """
     t = _tables_for(connection)
     rows = [_run_row(t, run, connection) for run in new_runs]
     commit = commit and t.postgres
-    shape = (tuple(parts for parts, _ in rows), len(events), commit)
+    if expect is not None and not t.postgres:
+        raise ValueError("the unlocked path needs PostgreSQL")
+    shape = (tuple(parts for parts, _ in rows), len(events), commit, expect is not None)
     sql = t.sql.get(shape)
     if sql is None:
         sql = _build_postgres(t, shape) if t.postgres else _build_sqlite(t, shape)
@@ -253,13 +294,13 @@ def finish(
 
     with connection.cursor() as cursor:
         if t.postgres:
-            cursor.execute(sql, done + runs + evs + inst)
-            held, ids = cursor.fetchone()
-            return bool(held), list(ids or [])
+            cursor.execute(sql, (expect or []) + done + runs + evs + inst)
+            locked, held, ids = cursor.fetchone()
+            return bool(locked), bool(held), list(ids or [])
         done_sql, runs_sql, events_sql, inst_sql = sql
         cursor.execute(done_sql, done)
         if cursor.rowcount != 1:
-            return False, []
+            return True, False, []
         ids = []
         if runs_sql:
             cursor.execute(runs_sql, runs)
@@ -267,7 +308,7 @@ def finish(
         if events_sql:
             cursor.execute(events_sql, evs)
         cursor.execute(inst_sql, inst)
-        return True, ids
+        return True, True, ids
 
 
 def _done_sql(t: _Tables) -> str:
@@ -281,8 +322,17 @@ def _done_sql(t: _Tables) -> str:
 
 
 def _build_postgres(t: _Tables, shape: tuple[Any, ...]) -> str:
-    row_parts, n_events, commit = shape
-    ctes = [f"done AS ({_done_sql(t)} RETURNING 1)"]
+    row_parts, n_events, commit, unlocked = shape
+    ctes = []
+    locked = "1"
+    if unlocked:
+        # Evaluated first (an InitPlan of the run's UPDATE): the instance's row lock
+        # comes before the run's, as on the locked path.
+        ctes.append(f"locked AS (SELECT 1 FROM {t.inst_table} WHERE {t.inst_where} FOR UPDATE)")
+        ctes.append(f"done AS ({_done_sql(t)} AND EXISTS (SELECT 1 FROM locked) RETURNING 1)")
+        locked = "(SELECT count(*) FROM locked)"
+    else:
+        ctes.append(f"done AS ({_done_sql(t)} RETURNING 1)")
     exists = "WHERE EXISTS (SELECT 1 FROM done)"
     if row_parts:
         values = ", ".join("(" + ", ".join(parts) + ")" for parts in row_parts)
@@ -305,12 +355,12 @@ def _build_postgres(t: _Tables, shape: tuple[Any, ...]) -> str:
         if row_parts
         else "ARRAY[]::bigint[]"
     )
-    sql = "WITH " + ", ".join(ctes) + f" SELECT (SELECT count(*) FROM done), {ids}"
+    sql = "WITH " + ", ".join(ctes) + f" SELECT {locked}, (SELECT count(*) FROM done), {ids}"
     return sql + "; COMMIT" if commit else sql
 
 
 def _build_sqlite(t: _Tables, shape: tuple[Any, ...]) -> tuple[str, str, str, str]:
-    row_parts, n_events, _ = shape
+    row_parts, n_events, _, _ = shape
     runs = events = ""
     if row_parts:
         values = ", ".join("(" + ", ".join(parts) + ")" for parts in row_parts)
