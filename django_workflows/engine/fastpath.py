@@ -17,9 +17,18 @@ On PostgreSQL the four writes are one data-modifying ``WITH`` statement::
          inst AS (UPDATE <instance> SET ... WHERE id = %s AND EXISTS (SELECT 1 FROM done))
     SELECT (SELECT count(*) FROM done), ARRAY(SELECT id FROM runs ORDER BY id)
 
-SQLite has no data-modifying ``WITH``: there they are four statements, the run's
-fenced UPDATE first. Either way the lease fence stays exact: if the run's UPDATE
-matches no row, nothing else is written.
+A worker that goes on with the next step of its own chain does not lock the instance
+first: it plans from the instance as it last wrote it (or as its claim read it), and
+the statement starts with ``locked AS (SELECT 1 FROM <instance> WHERE id = %s AND
+<every value the plan was made from> = %s ... FOR UPDATE)``, which the run's UPDATE
+requires. If the instance changed meanwhile, nothing is written and the engine locks
+and plans again; if it did not, the result is the one the locked path would write.
+With the transaction's ``COMMIT`` in the same query (``commits_in_statement``), such a
+step is one round trip.
+
+SQLite has no data-modifying ``WITH``: there they are four statements after the lock,
+the run's fenced UPDATE first. Either way the lease fence stays exact: if the run's
+UPDATE matches no row, nothing else is written.
 
 Values go through each field's ``pre_save`` and ``get_db_prep_save``, as the ORM sends
 them (JSON with the field's encoder, datetimes as the backend stores them); an
