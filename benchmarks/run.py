@@ -48,7 +48,7 @@ from pathlib import Path
 from common import ROOT, Processes, drop_pg, percentile, recreate_pg, setup_django, wait_until
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-PG_BENCH_DB = "bench_workflows"
+PG_BENCH_DB = os.environ.get("BENCH_PG_DB", "bench_workflows")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 BENCH_ENGINE = "testproject.testapp.bench_tasks.DjangoQEngine"
 TICK = "testproject.testapp.bench_tasks.tick"

@@ -30,8 +30,8 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
-from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import Exists, F, OuterRef, Q, Subquery
+from django.db import DatabaseError, IntegrityError, connections, router, transaction
+from django.db.models import Exists, F, OuterRef, Q, Subquery, signals
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -76,6 +76,7 @@ from ..steps import (
     StepType,
     TimerStep,
 )
+from . import fastpath, lock
 
 logger = logging.getLogger("django_workflows.engine")
 
@@ -128,6 +129,15 @@ class _Transition:
         # created already claimed, it needs no queue message and no claim.
         self.claim_next = claim_next
         self.claimed: tuple[StepRun, uuid.UUID] | None = None
+        # The fast path: (run, token, changes) of a finished run whose fenced update
+        # close() sends with the rest in SQL built once (engine.fastpath; on PostgreSQL
+        # in one statement).
+        self.fenced: tuple[StepRun, uuid.UUID, dict[str, Any]] | None = None
+        # The unlocked fast path: the instance's values the plan was made from; the
+        # statement locks the row and writes only if it still holds them, else it sets
+        # ``changed`` (nothing written).
+        self.expect: list[Any] | None = None
+        self.changed = False
 
     # -- events ----------------------------------------------------------------
 
@@ -347,13 +357,36 @@ class _Transition:
         self.instance.error_traceback = trace
         self.event(ev.WorkflowFailed, step_name=step_name, error=message)
 
+    # -- snapshots (the fast path plans before its fenced write) ---------------------
+
+    def snapshot(self) -> tuple[Any, ...]:
+        i = self.instance
+        return (
+            dict(i.context),
+            {k: dict(v) for k, v in i.tokens.items()},
+            list(i.current_steps),
+            (i.status, i.failed_step, i.error, i.error_traceback, i.finished_at, i.updated_at),
+            (list(self.events), list(self.new_runs), list(self.new_tasks), list(self.runnable)),
+            self.claimed,
+        )
+
+    def restore(self, saved: tuple[Any, ...]) -> None:
+        i = self.instance
+        i.context, i.tokens, i.current_steps, fields, lists, self.claimed = saved
+        i.status, i.failed_step, i.error, i.error_traceback, i.finished_at, i.updated_at = fields
+        self.events, self.new_runs, self.new_tasks, self.runnable = (list(x) for x in lists)
+
     # -- closing ---------------------------------------------------------------
 
-    def close(self) -> None:
-        """Write the plan: new runs and tasks, the instance, the history."""
+    def close(self, *, last: bool = False) -> None:
+        """Write the plan: new runs and tasks, the instance, the history. ``last``: the
+        transaction commits right after (the fast path may send its COMMIT along)."""
         instance = self.instance
         if self.claimed is not None:
             self.claimed[0].input = dict(instance.context)
+        if self.fenced is not None:
+            self._close_fenced(last)
+            return
         if self.new_runs:
             StepRun.objects.bulk_create(self.new_runs)
             self.runnable.extend(
@@ -363,6 +396,23 @@ class _Transition:
             )
         if self.new_tasks:
             self._write_tasks()
+        self._settle_status()
+        instance.save(update_fields=list(fastpath.INSTANCE_FIELDS))
+        WorkflowEvent.objects.bulk_create(
+            WorkflowEvent(
+                instance=instance,
+                type=event.type,
+                step_name=getattr(event, "step_name", ""),
+                payload=_jsonable(event.payload()),
+                created_at=event.timestamp,
+            )
+            for event in self.events
+        )
+        transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
+
+    def _settle_status(self) -> None:
+        """The instance's status from its active steps; finished_at once it is done."""
+        instance = self.instance
         if instance.status in ACTIVE_INSTANCE_STATUSES and self.definition is not None:
             kinds = {self.definition.steps[name].step_type for name in instance.current_steps}
             if not kinds:
@@ -379,28 +429,50 @@ class _Transition:
             WorkflowStatus.CANCELED,
         ):
             instance.finished_at = timezone.now()
-        instance.save(
-            update_fields=[
-                "status",
-                "context",
-                "current_steps",
-                "tokens",
-                "failed_step",
-                "error",
-                "error_traceback",
-                "updated_at",
-                "finished_at",
-            ]
+
+    def _close_fenced(self, last: bool) -> None:
+        """The fast path's close: the run's fenced update, the new runs, the events and
+        the instance (one statement on PostgreSQL); nothing is written if the lease was
+        lost."""
+        run, token, changes = self.fenced
+        instance = self.instance
+        self._settle_status()
+        connection = connections[instance._state.db or "default"]
+        as_expected, held, ids = fastpath.finish(
+            connection,
+            run_pk=run.pk,
+            token=token,
+            changes=changes,
+            new_runs=self.new_runs,
+            events=[
+                (
+                    event.type,
+                    getattr(event, "step_name", ""),
+                    _jsonable(event.payload()),
+                    event.timestamp,
+                )
+                for event in self.events
+            ],
+            instance=instance,
+            commit=last and fastpath.commits_in_statement(connection),
+            expect=self.expect,
         )
-        WorkflowEvent.objects.bulk_create(
-            WorkflowEvent(
-                instance=instance,
-                type=event.type,
-                step_name=getattr(event, "step_name", ""),
-                payload=_jsonable(event.payload()),
-                created_at=event.timestamp,
-            )
-            for event in self.events
+        if not as_expected:
+            self.changed = True
+            self.new_runs, self.events, self.runnable, self.claimed = [], [], [], None
+            return
+        if not held:
+            _lost_lease(run)
+            self.new_runs, self.events, self.runnable, self.claimed = [], [], [], None
+            return
+        for new_run, pk in zip(self.new_runs, ids, strict=True):
+            new_run.pk = pk
+            new_run._state.adding = False
+            new_run._state.db = connection.alias
+        self.runnable.extend(
+            new.pk
+            for new in self.new_runs
+            if new.status == StepRunStatus.QUEUED and new.due_at is None
         )
         transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
 
@@ -425,6 +497,43 @@ class _Transition:
             )
         if links:
             through.objects.bulk_create(links)
+
+
+def _fenced_update(run: StepRun, token: uuid.UUID, changes: dict[str, Any]) -> int:
+    """RUNNING -> COMPLETED, only while ``token`` is the run's lease; the rows updated."""
+    runs = StepRun.objects.filter(pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token)
+    return runs.update(
+        status=StepRunStatus.COMPLETED,
+        changes=changes,
+        finished_at=Now(),
+        lease_token=None,
+        error="",
+        traceback="",
+    )
+
+
+def _lost_lease(run: StepRun) -> None:
+    logger.warning("step run %s lost its lease; its result is discarded", run.pk)
+
+
+def _plain(tx: _Transition) -> bool:
+    """The plan holds only machine runs (queued or claimed), no human task."""
+    return not tx.new_tasks and all(
+        new.status in (StepRunStatus.QUEUED, StepRunStatus.RUNNING) for new in tx.new_runs
+    )
+
+
+def _chains_on(definition: WorkflowDefinition, step_name: str) -> bool:
+    """Whether routing on from ``step_name`` can only start machine steps (or end the
+    workflow) and runs no user code: every outgoing edge is unconditional and leads to a
+    machine step that is not a join. The fast path's plan then holds no surprise."""
+    for edge, condition in definition.outgoing(step_name):
+        if condition is not None or not isinstance(definition.steps[edge.target], BaseMachineStep):
+            return False
+        back = (edge.source, edge.target) in definition.back_edges
+        if not back and len(definition.forward_sources[edge.target]) > 1:
+            return False
+    return True
 
 
 def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
@@ -493,12 +602,21 @@ class BaseExecutionEngine:
         return definition
 
     def _lock_instance(self, instance_id: Any) -> WorkflowInstance:
+        """SELECT ... FOR UPDATE of the instance, with its definition row's name, version
+        and checksum (its graph stays deferred: see ``engine.lock``)."""
         try:
-            return (
-                WorkflowInstance.objects.select_for_update(of=("self",))
-                .select_related("definition")
-                .get(pk=instance_id)
-            )
+            connection = connections[router.db_for_write(WorkflowInstance)]
+            query = lock.query_for(connection)
+            if query is None:
+                return (
+                    WorkflowInstance.objects.select_for_update(of=("self",))
+                    .select_related("definition")
+                    .get(pk=instance_id)
+                )
+            instance = query.fetch(connection, instance_id)
+            if instance is None:
+                raise WorkflowInstance.DoesNotExist
+            return instance
         except (WorkflowInstance.DoesNotExist, ValidationError, ValueError, TypeError):
             # A malformed id (not a UUID) means "not found", not a server error.
             raise InstanceNotFound(f"no workflow instance with id {instance_id!r}") from None
@@ -526,7 +644,7 @@ class BaseExecutionEngine:
                     definition = self._definition_for(instance)
             tx = _Transition(self, instance, definition, claim_next=claim_next)
             body(tx)
-            tx.close()
+            tx.close(last=True)
         return instance, tx.runnable, tx.claimed
 
     def executes_inline(self) -> bool:
@@ -981,19 +1099,42 @@ class BaseExecutionEngine:
         *,
         claim_next: bool = False,
     ) -> tuple[list[int], tuple[StepRun, uuid.UUID] | None]:
+        unlocked = self._finish_unlocked(run, token, changes, claim_next)
+        if unlocked is not None:
+            return unlocked
+
         def body(tx: _Transition) -> None:
-            done = StepRun.objects.filter(
-                pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token
-            ).update(
-                status=StepRunStatus.COMPLETED,
-                changes=changes,
-                finished_at=Now(),
-                lease_token=None,
-                error="",
-                traceback="",
-            )
-            if done != 1:
-                logger.warning("step run %s lost its lease; its result is discarded", run.pk)
+            if self._fast_path(tx, run):
+                # A plain chain: plan first, then the run's fenced update and every
+                # write in SQL built once (close(); one statement on PostgreSQL).
+                # Planning runs no user code here and writes nothing, so a lost lease
+                # leaves no trace.
+                saved = tx.snapshot()
+                tx.leave(run.step_name)
+                went_on = tx.advance(
+                    run.step_name,
+                    step_type="machine",
+                    changes=changes,
+                    attempt=run.attempt,
+                )
+                if went_on and _plain(tx):
+                    tx.fenced = (run, token, changes)
+                    return
+                # The step failed after all (e.g. the context grew too large): the ORM's
+                # writes, in its order (fence first, then the run's failure).
+                if _fenced_update(run, token, changes) != 1:
+                    tx.restore(saved)
+                    _lost_lease(run)
+                    return
+                if not went_on:
+                    StepRun.objects.filter(pk=run.pk).update(
+                        status=StepRunStatus.FAILED,
+                        error=tx.instance.error,
+                        traceback=tx.instance.error_traceback,
+                    )
+                return
+            if _fenced_update(run, token, changes) != 1:
+                _lost_lease(run)
                 return
             tx.leave(run.step_name)
             tx.advance(
@@ -1006,6 +1147,73 @@ class BaseExecutionEngine:
 
         _, runnable, claimed = self._transition(run.instance_id, body, claim_next=claim_next)
         return runnable, claimed
+
+    def _finish_unlocked(
+        self,
+        run: StepRun,
+        token: uuid.UUID,
+        changes: dict[str, Any],
+        claim_next: bool,
+    ) -> tuple[list[int], tuple[StepRun, uuid.UUID] | None] | None:
+        """PostgreSQL, a plain chain: plan from the instance as this worker last read or
+        wrote it, then lock and write in one statement that checks first that the row
+        still holds every value the plan was made from (``fastpath.expectation``): the
+        same result as locking first, one round trip less. None if it does not apply
+        or the instance changed meanwhile (nothing written): lock and plan again."""
+        if not StepRun.instance.is_cached(run):
+            return None
+        instance = run.instance
+        if not WorkflowInstance.definition.is_cached(instance):
+            return None
+        if (
+            instance.status != WorkflowStatus.RUNNING
+            or instance.finished_at is not None
+            or instance._state.adding
+        ):
+            return None
+        connection = connections[instance._state.db or "default"]
+        if connection.vendor != "postgresql" or not fastpath.supports(connection):
+            return None
+        try:
+            definition = self._definition_for(instance)
+        except (WorkflowNotFound, DefinitionError):
+            return None
+        if not self._fast_path_applies(definition, run, connection):
+            return None
+        tx = _Transition(self, instance, definition, claim_next=claim_next)
+        saved = tx.snapshot()
+        tx.expect = fastpath.expectation(connection, instance)  # before planning
+        tx.leave(run.step_name)
+        went_on = tx.advance(
+            run.step_name, step_type="machine", changes=changes, attempt=run.attempt
+        )
+        if went_on and _plain(tx):
+            tx.fenced = (run, token, changes)
+            with transaction.atomic():
+                tx.close(last=True)
+            if not tx.changed:
+                return tx.runnable, tx.claimed
+        tx.restore(saved)  # nothing was written: the locked path starts over
+        return None
+
+    def _fast_path_applies(self, definition: WorkflowDefinition, run: StepRun, connection) -> bool:
+        return (
+            fastpath.supports(connection)
+            and _chains_on(definition, run.step_name)
+            and not signals.pre_save.has_listeners(WorkflowInstance)
+            and not signals.post_save.has_listeners(WorkflowInstance)
+        )
+
+    def _fast_path(self, tx: _Transition, run: StepRun) -> bool:
+        """Whether finishing ``run`` may take the fast path (``engine.fastpath``)."""
+        instance = tx.instance
+        return (
+            tx.definition is not None
+            and instance.status == WorkflowStatus.RUNNING
+            and self._fast_path_applies(
+                tx.definition, run, connections[instance._state.db or "default"]
+            )
+        )
 
     def _fail_run(
         self,
@@ -1216,19 +1424,29 @@ class _LeaseKeeper:
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.pid = 0
-        self.wake = threading.Event()  # a new run: re-read LEASE_SECONDS, beat on time
+        self.wake = threading.Event()  # LEASE_SECONDS went down: re-read it, beat on time
+        self.lease = 0.0  # the LEASE_SECONDS the thread's timer was last set from
 
     def hold(self, run_id: int, token: uuid.UUID) -> None:
+        lease = workflow_settings.LEASE_SECONDS
         with self.lock:
             self.held[run_id] = (token, time.monotonic())
             # After a fork (a django-q2 worker) the parent's thread does not exist here.
             if self.thread is None or not self.thread.is_alive() or self.pid != os.getpid():
                 self.pid = os.getpid()
+                self.lease = lease
                 self.thread = threading.Thread(
                     target=self._loop, name="workflow-leases", daemon=True
                 )
                 self.thread.start()
-        self.wake.set()
+                return
+            shorter = lease < self.lease
+            self.lease = lease
+        # The thread's own timer (a sixth of a lease, at most 1 s) renews a new run in
+        # time; it needs waking (a wake-up per step costs a thread switch) only when the
+        # lease got shorter than the one it sleeps for.
+        if shorter:
+            self.wake.set()
 
     def release(self, run_id: int) -> None:
         with self.lock:
@@ -1240,6 +1458,8 @@ class _LeaseKeeper:
     def _loop(self) -> None:
         while True:
             lease = workflow_settings.LEASE_SECONDS
+            with self.lock:
+                self.lease = lease
             self.wake.wait(min(lease / 6, 1.0))
             self.wake.clear()
             now = time.monotonic()

@@ -1,0 +1,103 @@
+"""Locking an instance for a transition: one statement, its SQL built once.
+
+Every transition starts with ``SELECT ... FOR UPDATE`` of the instance. Through the ORM
+that costs a compiled query each time, and its ``select_related("definition")`` decoded
+the definition's graph JSON on every step, to read three columns. Here the SQL is built
+once per database alias from the models' ``_meta``: the instance's columns and the
+definition's id, name, version and checksum (its graph and description are left
+deferred: definition rows never change, the checksum guards them). Values pass through
+the same converters the ORM applies (``from_db_value``, the backend's), and the rows
+become model instances through ``Model.from_db``, as a queryset builds them.
+"""
+
+# ruff: noqa: S608 - the SQL names only our own tables and columns (from _meta)
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from ..models import DefinitionVersion, WorkflowInstance
+
+#: The definition's columns read with the instance: what the engine uses of the row.
+DEFINITION_FIELDS = ("id", "name", "version", "checksum")
+
+VENDORS = ("postgresql", "sqlite")
+
+
+class _LockQuery:
+    def __init__(self, connection: Any) -> None:
+        qn = connection.ops.quote_name
+        inst, definition = WorkflowInstance._meta, DefinitionVersion._meta
+        self.inst_fields = list(inst.concrete_fields)
+        self.def_fields = [definition.get_field(name) for name in DEFINITION_FIELDS]
+        self.inst_names = [f.attname for f in self.inst_fields]
+        self.def_names = [f.attname for f in self.def_fields]
+        self.pk = inst.pk
+        i_table, d_table = qn(inst.db_table), qn(definition.db_table)
+        columns = [f"{i_table}.{qn(f.column)}" for f in self.inst_fields]
+        columns += [f"{d_table}.{qn(f.column)}" for f in self.def_fields]
+        fk = inst.get_field("definition")
+        sql = (
+            f"SELECT {', '.join(columns)} FROM {i_table} INNER JOIN {d_table} "
+            f"ON ({i_table}.{qn(fk.column)} = {d_table}.{qn(definition.pk.column)}) "
+            f"WHERE {i_table}.{qn(self.pk.column)} = %s"
+        )
+        features = connection.features
+        if features.has_select_for_update:
+            sql += " FOR UPDATE"
+            if features.has_select_for_update_of:
+                sql += f" OF {i_table}"
+        self.sql = sql
+        # (index, converters) of the columns that need any, as the compiler applies them.
+        self.converters = []
+        for index, (field, table) in enumerate(
+            [(f, inst.db_table) for f in self.inst_fields]
+            + [(f, definition.db_table) for f in self.def_fields]
+        ):
+            col = field.get_col(table)
+            found = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+            if found:
+                self.converters.append((index, found, col))
+
+    def fetch(self, connection: Any, instance_id: Any) -> WorkflowInstance | None:
+        """The locked instance with its definition row (graph deferred), or None.
+
+        A malformed id raises ValidationError, ValueError or TypeError, as a queryset's
+        ``get(pk=...)`` does."""
+        pk = self.pk.get_db_prep_value(instance_id, connection, prepared=False)
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, [pk])
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        values = list(row)
+        for index, converters, col in self.converters:
+            value = values[index]
+            for converter in converters:
+                value = converter(value, col, connection)
+            values[index] = value
+        n = len(self.inst_fields)
+        instance = WorkflowInstance.from_db(connection.alias, self.inst_names, values[:n])
+        definition = DefinitionVersion.from_db(connection.alias, self.def_names, values[n:])
+        WorkflowInstance.definition.field.set_cached_value(instance, definition)
+        return instance
+
+
+# Per connection object (one per thread and alias): the converters are its backend's.
+_queries: weakref.WeakKeyDictionary[Any, _LockQuery] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def query_for(connection: Any) -> _LockQuery | None:
+    """The lock query of this connection; None for a vendor the engine's tests do not
+    cover (the ORM's query is used there)."""
+    query = _queries.get(connection)
+    if query is None:
+        if connection.vendor not in VENDORS:
+            return None
+        query = _LockQuery(connection)
+        with _lock:
+            _queries[connection] = query
+    return query
