@@ -408,12 +408,6 @@ def read_only_replica():
 
 @postgres_only
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(
-    strict=True,
-    raises=DatabaseError,
-    reason="BUG: _finish_unlocked writes on instance._state.db, the alias the claim READ "
-    "the run from (db_for_read: the replica), not router.db_for_write",
-)
 def test_a_worker_behind_a_primary_replica_router_writes_to_the_primary(
     qengine, spy, read_only_replica
 ):
@@ -431,12 +425,6 @@ def test_a_worker_behind_a_primary_replica_router_writes_to_the_primary(
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fastpath._tables and lock._queries are WeakKeyDictionaries whose values "
-    "hold the key (the insert compiler's .connection; connection.ops' bound converters), "
-    "so every thread's DatabaseWrapper, and its open database connection, lives forever",
-)
 def test_a_threads_connection_is_not_kept_alive_by_the_sql_caches(registry):
     refs = []
 
@@ -454,13 +442,7 @@ def test_a_threads_connection_is_not_kept_alive_by_the_sql_caches(registry):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: engine.lock's raw SELECT ... FOR UPDATE dropped the ORM's "
-    "TransactionManagementError outside a transaction; with a router sending the models "
-    "to an alias other than the one transaction.atomic() opens, transitions now run "
-    "unlocked instead of failing",
-)
+@postgres_only  # SQLite has no row locks: the ORM does not refuse there either
 def test_the_instance_lock_outside_a_transaction_is_refused_as_the_orm_refused_it(registry):
     instance = QueueingEngine(registry).start_workflow("fast_chain")
     with pytest.raises(TransactionManagementError):

@@ -437,7 +437,9 @@ class _Transition:
         run, token, changes = self.fenced
         instance = self.instance
         self._settle_status()
-        connection = connections[instance._state.db or "default"]
+        # The write alias: on the unlocked path the instance may have been read elsewhere.
+        alias = router.db_for_write(WorkflowInstance, instance=instance)
+        connection = connections[alias]
         as_expected, held, ids = fastpath.finish(
             connection,
             run_pk=run.pk,
@@ -474,7 +476,9 @@ class _Transition:
             for new in self.new_runs
             if new.status == StepRunStatus.QUEUED and new.due_at is None
         )
-        transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
+        transaction.on_commit(
+            partial(ev.deliver, list(self.events), self.engine.event_bus), using=alias
+        )
 
     def _write_tasks(self) -> None:
         tasks = []
@@ -634,7 +638,7 @@ class BaseExecutionEngine:
         Returns the instance, the runs it made runnable (to dispatch) and, with
         ``claim_next``, the run it created already claimed for the caller to execute.
         """
-        with transaction.atomic():
+        with transaction.atomic(using=router.db_for_write(WorkflowInstance)):
             instance = self._lock_instance(instance_id)
             definition = None
             if needs_definition:
@@ -644,7 +648,7 @@ class BaseExecutionEngine:
                     definition = self._definition_for(instance)
             tx = _Transition(self, instance, definition, claim_next=claim_next)
             body(tx)
-            tx.close(last=True)
+            tx.close(last=True)  # the block's last statement: it may carry the COMMIT
         return instance, tx.runnable, tx.claimed
 
     def executes_inline(self) -> bool:
@@ -1171,7 +1175,9 @@ class BaseExecutionEngine:
             or instance._state.adding
         ):
             return None
-        connection = connections[instance._state.db or "default"]
+        # Written where instances are written: the claim may have read it from a replica.
+        alias = router.db_for_write(WorkflowInstance, instance=instance)
+        connection = connections[alias]
         if connection.vendor != "postgresql" or not fastpath.supports(connection):
             return None
         try:
@@ -1189,8 +1195,8 @@ class BaseExecutionEngine:
         )
         if went_on and _plain(tx):
             tx.fenced = (run, token, changes)
-            with transaction.atomic():
-                tx.close(last=True)
+            with transaction.atomic(using=alias):
+                tx.close(last=True)  # the block's last statement: it may carry the COMMIT
             if not tx.changed:
                 return tx.runnable, tx.claimed
         tx.restore(saved)  # nothing was written: the locked path starts over

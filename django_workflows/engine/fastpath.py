@@ -40,8 +40,6 @@ expression such as ``Now()`` is compiled by Django's own insert compiler.
 from __future__ import annotations
 
 import json
-import threading
-import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -159,10 +157,6 @@ def _expression_key(field: Any, value: Any) -> tuple[Any, ...] | None:
     return None
 
 
-_tables: weakref.WeakKeyDictionary[Any, _Tables] = weakref.WeakKeyDictionary()
-_tables_lock = threading.Lock()
-
-
 def supports(connection: Any) -> bool:
     """PostgreSQL, and SQLite from 3.35 (``INSERT ... RETURNING``)."""
     return connection.vendor in VENDORS and connection.features.can_return_rows_from_bulk_insert
@@ -207,11 +201,11 @@ def expectation(connection: Any, instance: WorkflowInstance) -> list[Any]:
 
 
 def _tables_for(connection: Any) -> _Tables:
-    tables = _tables.get(connection)
+    # Kept on the connection object (one per thread and alias), not in a global map:
+    # the cache refers to the connection, so a map would keep every thread's alive.
+    tables = getattr(connection, "_workflows_fastpath", None)
     if tables is None:
-        tables = _Tables(connection)
-        with _tables_lock:
-            _tables[connection] = tables
+        tables = connection._workflows_fastpath = _Tables(connection)
     return tables
 
 

@@ -14,9 +14,9 @@ become model instances through ``Model.from_db``, as a queryset builds them.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Any
+
+from django.db.transaction import TransactionManagementError
 
 from ..models import DefinitionVersion, WorkflowInstance
 
@@ -66,6 +66,11 @@ class _LockQuery:
 
         A malformed id raises ValidationError, ValueError or TypeError, as a queryset's
         ``get(pk=...)`` does."""
+        if connection.features.has_select_for_update and connection.get_autocommit():
+            # As the ORM's select_for_update(): a lock outside a transaction locks nothing.
+            raise TransactionManagementError(
+                "select_for_update cannot be used outside of a transaction."
+            )
         pk = self.pk.get_db_prep_value(instance_id, connection, prepared=False)
         with connection.cursor() as cursor:
             cursor.execute(self.sql, [pk])
@@ -85,19 +90,14 @@ class _LockQuery:
         return instance
 
 
-# Per connection object (one per thread and alias): the converters are its backend's.
-_queries: weakref.WeakKeyDictionary[Any, _LockQuery] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
-
-
 def query_for(connection: Any) -> _LockQuery | None:
     """The lock query of this connection; None for a vendor the engine's tests do not
     cover (the ORM's query is used there)."""
-    query = _queries.get(connection)
+    # Kept on the connection object (one per thread and alias: the converters are its
+    # backend's), not in a global map, which would keep every thread's connection alive.
+    query = getattr(connection, "_workflows_lock", None)
     if query is None:
         if connection.vendor not in VENDORS:
             return None
-        query = _LockQuery(connection)
-        with _lock:
-            _queries[connection] = query
+        query = connection._workflows_lock = _LockQuery(connection)
     return query
