@@ -33,7 +33,7 @@ from django_workflows.engine import fastpath
 from django_workflows.models import StepRun, StepRunStatus, WorkflowEvent, WorkflowInstance
 
 from .helpers import TIMEOUT, QueueingEngine, in_threads
-from .test_fast_path import Put, definitions, state
+from .test_fast_path import Put, Spy, definitions, state
 
 postgres_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="the unlocked statement is PostgreSQL's"
@@ -80,18 +80,6 @@ def registry():
 @pytest.fixture
 def qengine(registry):
     return QueueingEngine(registry, event_bus=InMemoryEventBus())
-
-
-class Spy:
-    def __init__(self, monkeypatch):
-        self.calls = 0
-        real = fastpath.finish
-
-        def finish(*args, **kwargs):
-            self.calls += 1
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(fastpath, "finish", finish)
 
 
 @pytest.fixture
