@@ -31,6 +31,7 @@ from ..engine import get_engine
 from ..exceptions import StateConflict, TaskNotFound, WorkflowError
 from ..forms import form_for_step
 from ..models import HumanTask, TaskStatus
+from ..paging import COUNT_LIMIT, bounded_count
 from ..permissions import can_complete_task, completable_tasks
 from ..steps import BaseHumanStep
 from ._common import (
@@ -52,22 +53,21 @@ class BoundedPaginator(Paginator):
     on every page. ``count_is_exact`` says whether there are more.
     """
 
-    count_limit = 1000
+    count_limit = COUNT_LIMIT
     count_is_exact = True
 
     def __init__(self, object_list: Any, per_page: int, page: Any) -> None:
         super().__init__(object_list, per_page)
         try:
-            self.page_asked = min(max(int(page), 1), 2**40)
+            self.page_asked = max(int(page), 1)
         except (TypeError, ValueError):
             self.page_asked = 1
 
     @cached_property
     def count(self) -> int:
         bound = self.page_asked * self.per_page + self.count_limit
-        counted = self.object_list.order_by().values("pk")[: bound + 1].count()
-        self.count_is_exact = counted <= bound
-        return min(counted, bound)
+        count, self.count_is_exact = bounded_count(self.object_list, bound)
+        return count
 
 
 _CODE = re.compile(r"[a-z][a-z0-9_]*")

@@ -13,6 +13,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 
 from ..models import HumanTask, TaskStatus, WorkflowInstance, WorkflowStatus
+from ..paging import COUNT_LIMIT, bounded_count
 from ..permissions import completable_tasks
 from .permissions import visible_tasks
 from .schema import EnumField
@@ -29,14 +30,12 @@ class Pagination(LimitOffsetPagination):
 
     default_limit = 50
     max_limit = 500
-    count_limit = 1000
+    count_limit = COUNT_LIMIT
 
     def get_count(self, queryset: QuerySet) -> int:
-        offset = self.get_offset(self.request)
-        bound = min(offset + self.limit + self.count_limit, 2**62)
-        counted = queryset.order_by().values("pk")[: bound + 1].count()
-        self.count_is_exact = counted <= bound
-        return min(counted, bound)
+        bound = self.get_offset(self.request) + self.limit + self.count_limit
+        count, self.count_is_exact = bounded_count(queryset, bound)
+        return count
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response(
