@@ -357,7 +357,19 @@ class _Transition:
         self.instance.error_traceback = trace
         self.event(ev.WorkflowFailed, step_name=step_name, error=message)
 
-    # -- snapshots (the fast path plans before its fenced write) ---------------------
+    # -- the fast path: plan first, write in close() --------------------------------
+
+    def plan_fenced(self, run: StepRun, token: uuid.UUID, changes: dict[str, Any]) -> bool:
+        """Plan ``run``'s completion without writing (``leave`` and ``advance``); when the
+        plan holds only machine runs, leave the run's fenced update to ``close()``
+        (``self.fenced``). Returns whether the step went on (``advance``)."""
+        self.leave(run.step_name)
+        went_on = self.advance(
+            run.step_name, step_type="machine", changes=changes, attempt=run.attempt
+        )
+        if went_on and _plain(self):
+            self.fenced = (run, token, changes)
+        return went_on
 
     def snapshot(self) -> tuple[Any, ...]:
         i = self.instance
@@ -1114,15 +1126,8 @@ class BaseExecutionEngine:
                 # Planning runs no user code here and writes nothing, so a lost lease
                 # leaves no trace.
                 saved = tx.snapshot()
-                tx.leave(run.step_name)
-                went_on = tx.advance(
-                    run.step_name,
-                    step_type="machine",
-                    changes=changes,
-                    attempt=run.attempt,
-                )
-                if went_on and _plain(tx):
-                    tx.fenced = (run, token, changes)
+                went_on = tx.plan_fenced(run, token, changes)
+                if tx.fenced is not None:
                     return
                 # The step failed after all (e.g. the context grew too large): the ORM's
                 # writes, in its order (fence first, then the run's failure).
@@ -1178,7 +1183,7 @@ class BaseExecutionEngine:
         # Written where instances are written: the claim may have read it from a replica.
         alias = router.db_for_write(WorkflowInstance, instance=instance)
         connection = connections[alias]
-        if connection.vendor != "postgresql" or not fastpath.supports(connection):
+        if connection.vendor != "postgresql":  # the rest: _fast_path_applies
             return None
         try:
             definition = self._definition_for(instance)
@@ -1189,12 +1194,8 @@ class BaseExecutionEngine:
         tx = _Transition(self, instance, definition, claim_next=claim_next)
         saved = tx.snapshot()
         tx.expect = fastpath.expectation(connection, instance)  # before planning
-        tx.leave(run.step_name)
-        went_on = tx.advance(
-            run.step_name, step_type="machine", changes=changes, attempt=run.attempt
-        )
-        if went_on and _plain(tx):
-            tx.fenced = (run, token, changes)
+        tx.plan_fenced(run, token, changes)
+        if tx.fenced is not None:
             with transaction.atomic(using=alias):
                 tx.close(last=True)  # the block's last statement: it may carry the COMMIT
             if not tx.changed:
