@@ -23,6 +23,10 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 60,
     # Seconds a runnable step may wait unclaimed before the sweep sends it again.
     "STALE_QUEUED_SECONDS": 60,
+    # How many times a step run is re-run after its worker died mid-step (lease expired:
+    # a deploy, the OOM killer) before the instance fails. Counted apart from the step's
+    # own failures, which follow its RetryPolicy.
+    "CRASH_LIMIT": 3,
     # Retry policy of machine steps that declare none.
     "DEFAULT_MAX_ATTEMPTS": 1,
     "DEFAULT_RETRY_BACKOFF": 0.0,

@@ -167,7 +167,19 @@ class StepRun(models.Model):
     attempt = models.PositiveIntegerField(
         _("attempt"), default=0, help_text=_("Claims so far; counted when a worker takes the run.")
     )
-    max_attempts = models.PositiveIntegerField(_("max attempts"), default=1)
+    max_attempts = models.PositiveIntegerField(
+        _("max attempts"),
+        default=1,
+        help_text=_("The step's RetryPolicy.max_attempts, as last applied by a worker."),
+    )
+    crashes = models.PositiveIntegerField(
+        _("crashes"),
+        default=0,
+        help_text=_(
+            "Claims whose worker died before it finished (lease expired). Counted apart "
+            "from the step's own failures: a crash re-runs the step up to CRASH_LIMIT times."
+        ),
+    )
     lease_token = models.UUIDField(_("lease token"), null=True, blank=True)
     lease_expires_at = models.DateTimeField(_("lease expires at"), null=True, blank=True)
     worker = models.CharField(_("worker"), max_length=200, blank=True)

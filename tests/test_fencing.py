@@ -53,6 +53,40 @@ class NeverRuns(BaseMachineStep):
         raise AssertionError("the test claims this step but never executes it")
 
 
+class Once(BaseMachineStep):
+    """No retry policy: the settings' default (one attempt)."""
+
+    def execute(self, context):
+        context.set("done", context.attempt)
+
+
+RAISED: list[str] = []  # the runs' executions that raised, in order
+
+
+class FailsTwice(BaseMachineStep):
+    """Raises whenever it runs to the end (the crashes never get that far)."""
+
+    retry = RetryPolicy(max_attempts=2)
+
+    def execute(self, context):
+        RAISED.append(context.step_name)
+        raise RuntimeError(f"failure {len(RAISED)}")
+
+
+class FailsOnce(BaseMachineStep):
+    """No retry policy: raises the first time only."""
+
+    def execute(self, context):
+        if context.attempt == 1:
+            raise RuntimeError("first try")
+        context.set("done", context.attempt)
+
+
+@pytest.fixture(autouse=True)
+def _clear_raised():
+    RAISED.clear()
+
+
 @pytest.fixture
 def fence_registry():
     reg = WorkflowRegistry()
@@ -250,48 +284,116 @@ def test_fail_run_with_a_stale_token_changes_nothing(qengine, retryable, reclaim
 # -- (c) attempts are counted at claim -----------------------------------------------
 
 
+def crash(qengine, run_id):
+    """A worker claims the run and dies (the step never reports back); the sweep sees
+    its lease expired. Returns the dead worker's token."""
+    _run, _, token = qengine._claim(run_id)
+    expire_lease(run_id)
+    assert qengine.recover_expired_leases() == 1
+    return token
+
+
 @pytest.mark.django_db
-def test_attempts_are_counted_at_claim_and_a_crashing_step_fails_after_max_attempts(qengine):
-    instance = qengine.start_workflow("crashing")
+def test_a_crash_reruns_the_step_by_default_whatever_its_retry_policy(qengine):
+    """The defaults (CRASH_LIMIT 3, DEFAULT_MAX_ATTEMPTS 1): a killed worker (a deploy,
+    the OOM killer) never fails the instance by itself; the step runs again."""
+    qengine.registry.register_definition(
+        WorkflowDefinition(name="once", version="1", initial_step="work", steps={"work": Once()})
+    )
+    instance = qengine.start_workflow("once")
     (run_id,) = qengine.take()
     assert StepRun.objects.get(pk=run_id).attempt == 0
 
-    # Attempt 1: claimed, then the worker dies (the step never reports back).
-    run, _, token1 = qengine._claim(run_id)
-    assert run.attempt == 1
-    assert StepRun.objects.get(pk=run_id).attempt == 1  # counted before execute() ran
-    expire_lease(run_id)
-    assert qengine.recover_expired_leases() == 1
-    assert qengine.take() == [run_id]
+    crash(qengine, run_id)
+    assert StepRun.objects.get(pk=run_id).attempt == 1  # counted at claim, before execute()
+    assert qengine.take() == [run_id]  # re-queued, not failed
     assert qengine.get_instance(instance.id).status == WorkflowStatus.RUNNING
 
-    # Attempt 2 (the last of max_attempts=2): the same.
-    run, _, token2 = qengine._claim(run_id)
-    assert run.attempt == 2
-    expire_lease(run_id)
-    assert qengine.recover_expired_leases() == 1
-    assert qengine.take() == []  # nothing re-queued: out of attempts
+    qengine.process_run(run_id)  # the next worker runs it to the end
+    instance = qengine.get_instance(instance.id)
+    assert instance.status == WorkflowStatus.COMPLETED
+    run = StepRun.objects.get(pk=run_id)
+    assert (run.status, run.attempt, run.crashes, run.max_attempts) == ("completed", 2, 1, 1)
+    assert history(instance.id, "work") == [("retrying", 1), ("completed", 2)]
+
+
+@pytest.mark.django_db
+def test_a_step_that_keeps_killing_its_worker_fails_after_the_crash_limit(qengine):
+    instance = qengine.start_workflow("crashing")  # max_attempts=2 counts failures only
+    (run_id,) = qengine.take()
+    with override_settings(DJANGO_WORKFLOWS={"CRASH_LIMIT": 2}):
+        token1 = crash(qengine, run_id)
+        assert qengine.take() == [run_id]
+        crash(qengine, run_id)
+        assert qengine.take() == [run_id]  # two crashes re-run: the limit is 2
+        token3 = crash(qengine, run_id)
+        assert qengine.take() == []  # the third crash fails it
 
     run = StepRun.objects.get(pk=run_id)
-    assert (run.status, run.attempt, run.max_attempts) == ("failed", 2, 2)
+    assert (run.status, run.attempt, run.crashes) == ("failed", 3, 3)
     assert run.lease_token is None
     instance = qengine.get_instance(instance.id)
     assert instance.status == WorkflowStatus.FAILED
     assert instance.failed_step == "die"
     assert instance.error == (
-        "the worker running step 'die' stopped before it finished (attempt 2 of 2, lease expired)"
+        "step 'die' keeps killing its worker: the worker running it died 3 times before "
+        "it finished (lease expired; CRASH_LIMIT is 2)"
     )
     assert run.error == instance.error
-    assert history(instance.id, "die") == [("retrying", 1), ("failed", 2)]
+    assert history(instance.id, "die") == [("retrying", 1), ("retrying", 2), ("failed", 3)]
     assert instance.events.filter(type="WorkflowFailed").count() == 1
     assert not StepRun.objects.filter(instance=instance, step_name="end").exists()
 
-    # The sweep has nothing left to do, and neither zombie can revive the run.
+    # The sweep has nothing left to do, and no zombie can revive the run.
     assert qengine.recover_expired_leases() == 0
     before = snapshot(instance.id)
-    assert qengine._finish_run(run, token2, {"late": True}) == []
+    assert qengine._finish_run(run, token3, {"late": True}) == []
     assert qengine._finish_run(run, token1, {"late": True}) == []
     assert snapshot(instance.id) == before
+
+
+@pytest.mark.django_db
+def test_crashes_and_failures_are_counted_apart(qengine):
+    """A step with RetryPolicy(max_attempts=2) that crashed once still gets its two tries
+    of its own; a crash after its failure does not use them up either."""
+    qengine.registry.register_definition(
+        WorkflowDefinition(
+            name="flaky", version="1", initial_step="work", steps={"work": FailsTwice()}
+        )
+    )
+    instance = qengine.start_workflow("flaky")
+    (run_id,) = qengine.take()
+    crash(qengine, run_id)  # attempt 1: the worker died
+    assert qengine.take() == [run_id]
+    # attempt 2: the step raises (failure 1 of 2): retried
+    assert qengine.process_run(run_id) == [run_id]
+    crash(qengine, run_id)  # attempt 3: the worker died again
+    assert qengine.take() == [run_id]
+    qengine.process_run(run_id)  # attempt 4: raises (failure 2 of 2): fails
+    run = StepRun.objects.get(pk=run_id)
+    assert (run.status, run.attempt, run.crashes, run.max_attempts) == ("failed", 4, 2, 2)
+    assert qengine.get_instance(instance.id).error == "RuntimeError: failure 2"
+
+
+@pytest.mark.django_db
+def test_the_attempt_limit_comes_from_the_definition_not_the_creating_process(qengine):
+    """The web process created the run with its settings (DEFAULT_MAX_ATTEMPTS 1); the
+    worker, configured with 3, decides: the step is retried."""
+    qengine.registry.register_definition(
+        WorkflowDefinition(
+            name="flaky_default", version="1", initial_step="work", steps={"work": FailsOnce()}
+        )
+    )
+    instance = qengine.start_workflow("flaky_default")
+    (run_id,) = qengine.take()
+    assert StepRun.objects.get(pk=run_id).max_attempts == 1
+    with override_settings(DJANGO_WORKFLOWS={"DEFAULT_MAX_ATTEMPTS": 3}):
+        # fails once: retried under the worker's policy
+        assert qengine.process_run(run_id) == [run_id]
+        qengine.process_run(run_id)
+    run = StepRun.objects.get(pk=run_id)
+    assert (run.status, run.attempt, run.max_attempts) == ("completed", 2, 3)
+    assert qengine.get_instance(instance.id).status == WorkflowStatus.COMPLETED
 
 
 @pytest.mark.django_db

@@ -1238,10 +1238,15 @@ class BaseExecutionEngine:
                 pk=run.pk, status=StepRunStatus.RUNNING, lease_token=token
             )
             step = tx.definition.steps.get(run.step_name) if tx.definition else None
+            # The limit is the step's policy as this worker reads it from the definition,
+            # not whatever the process that created the run had configured.
             policy = self.retry_policy(step) if isinstance(step, BaseMachineStep) else None
             common = {"error": message, "traceback": trace, "changes": changes or {}}
-            if retryable and policy is not None and run.attempt < run.max_attempts:
-                delay = policy.delay(run.attempt)
+            if policy is not None:
+                common["max_attempts"] = policy.max_attempts
+            failures = run.attempt - run.crashes  # a crash is not the step's own failure
+            if retryable and policy is not None and failures < policy.max_attempts:
+                delay = policy.delay(failures)
                 if not runs.update(
                     status=StepRunStatus.QUEUED,
                     queued_at=Now(),
@@ -1329,7 +1334,8 @@ class BaseExecutionEngine:
         return self._transition(instance_id, body)[1]
 
     def recover_expired_leases(self, limit: int = 500) -> int:
-        """Re-queue runs whose worker stopped answering; fail those out of attempts."""
+        """Re-queue runs whose worker stopped answering; fail those that crashed their
+        worker more than ``CRASH_LIMIT`` times."""
         expired = StepRun.objects.filter(
             status=StepRunStatus.RUNNING, lease_expires_at__lt=Now()
         ).values_list("pk", "instance_id")[:limit]
@@ -1356,18 +1362,33 @@ class BaseExecutionEngine:
                 status=StepRunStatus.RUNNING,
                 lease_expires_at__lt=Now(),
             )
-            if run.attempt < run.max_attempts:
-                if not runs.update(status=StepRunStatus.QUEUED, queued_at=Now(), lease_token=None):
+            # A crash (the worker died: a deploy, the OOM killer) is not the step's
+            # failure: the step runs again, up to CRASH_LIMIT times, whatever its policy.
+            crashes = run.crashes + 1
+            limit = workflow_settings.CRASH_LIMIT
+            if crashes <= limit:
+                if not runs.update(
+                    status=StepRunStatus.QUEUED,
+                    queued_at=Now(),
+                    lease_token=None,
+                    crashes=crashes,
+                ):
                     return
                 tx.runnable.append(run_id)
                 status = "retrying"
+                error = "lease expired"
             else:
-                message = (
-                    f"the worker running step {run.step_name!r} stopped before it finished "
-                    f"(attempt {run.attempt} of {run.max_attempts}, lease expired)"
+                message = error = (
+                    f"step {run.step_name!r} keeps killing its worker: the worker running it "
+                    f"died {crashes} times before it finished (lease expired; CRASH_LIMIT is "
+                    f"{limit})"
                 )
                 if not runs.update(
-                    status=StepRunStatus.FAILED, lease_token=None, finished_at=Now(), error=message
+                    status=StepRunStatus.FAILED,
+                    lease_token=None,
+                    finished_at=Now(),
+                    error=message,
+                    crashes=crashes,
                 ):
                     return
                 tx.leave(run.step_name)
@@ -1378,7 +1399,7 @@ class BaseExecutionEngine:
                 step_type="machine",
                 status=status,
                 attempt=run.attempt,
-                error="lease expired",
+                error=error,
             )
             if status == "failed":
                 tx.fail_instance(run.step_name, message, "")
