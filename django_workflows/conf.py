@@ -37,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     # Largest instance context, in bytes of JSON (None: no limit). Larger initial data or
     # task data is refused; a step that would grow the context past it fails.
     "MAX_CONTEXT_BYTES": 1024 * 1024,
+    # Most step runs one instance may have (None: no limit). Checked when a loop's back
+    # edge is taken (without loops an instance has at most one run per step, plus
+    # retries), so a loop whose exit condition never holds fails instead of running on.
+    "MAX_STEP_RUNS": 1000,
     # Import ``workflows.py`` of every installed app at startup.
     "AUTODISCOVER": True,
 }

@@ -56,3 +56,15 @@ class StepNotFound(NotFound):
 
 class RoutingError(WorkflowError):
     """No outgoing edge of a step could be taken, or a condition failed to evaluate."""
+
+
+class InvalidAssignee(WorkflowError, ValueError):
+    """A human step's ``get_assignee()`` gave something that is not an existing user.
+
+    Checked while the transition is planned. Raised to the caller when its own data
+    activated the step (400 in the API); otherwise the step that routed there fails.
+    """
+
+
+class LoopLimitExceeded(WorkflowError):
+    """An instance took a loop's back edge past ``MAX_STEP_RUNS`` step runs."""

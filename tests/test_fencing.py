@@ -666,3 +666,51 @@ def test_recovery_leaves_a_run_whose_lease_was_renewed_meanwhile(qengine, monkey
     run = StepRun.objects.get(pk=run_id)
     assert (run.status, run.lease_token) == ("running", token)
     assert qengine.take() == []
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(DJANGO_WORKFLOWS={"LEASE_SECONDS": LEASE})
+def test_no_engine_thread_holds_a_connection_once_a_step_returned(qengine, monkeypatch):
+    """A renewal in flight when the step returns finishes, and the lease thread closes its
+    connection, before the step's caller goes on (run_workflow returned, then the test
+    database could not be dropped: "being accessed by other users")."""
+    from django.db.models.query import QuerySet
+
+    qengine.start_workflow("fence")
+    (run_id,) = qengine.take()
+    _run, _, token = qengine._claim(run_id)
+    update = QuerySet.update
+    renewing, go_on = threading.Event(), threading.Event()
+
+    def slow_renewal(self, **kwargs):
+        if threading.current_thread().name == "workflow-leases":
+            renewing.set()
+            assert go_on.wait(DEADLINE)
+        return update(self, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "update", slow_renewal)
+    try:
+        with _Heartbeat(run_id, token):
+            assert renewing.wait(DEADLINE), "the lease was never renewed"
+            # The step returns while the renewal is in flight.
+            threading.Timer(0.2, go_on.set).start()
+        assert go_on.is_set(), "the step's caller went on while the renewal was in flight"
+        assert_no_other_connection()
+    finally:
+        go_on.set()
+        connections.close_all()
+
+
+def assert_no_other_connection():
+    """On PostgreSQL: no other session of this process is connected to the test database."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+        (others,) = cursor.fetchone()
+    assert others == 0

@@ -9,7 +9,8 @@ on a 400 for invalid input. Engine exceptions map to status codes:
 ``StateConflict``, ``TaskNotOpen``                      409 ``conflict``,
                                                         ``task_not_open``
 ``DefinitionError`` (graph changed, not registered)     409 ``definition_error``
-``ContextError``, django ``ValidationError``            400 ``invalid``
+``ContextError``, ``InvalidAssignee``,                  400 ``invalid``
+django ``ValidationError``
 django ``PermissionDenied``                             403 ``permission_denied``
 ======================================================  =====================
 
@@ -32,7 +33,14 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ..exceptions import ContextError, DefinitionError, NotFound, StateConflict, TaskNotOpen
+from ..exceptions import (
+    ContextError,
+    DefinitionError,
+    InvalidAssignee,
+    NotFound,
+    StateConflict,
+    TaskNotOpen,
+)
 
 
 class Conflict(exceptions.APIException):
@@ -61,7 +69,7 @@ def translate(exc: Exception) -> Exception:
         return Conflict(str(exc))
     if isinstance(exc, DefinitionError):
         return Conflict(str(exc), code="definition_error")
-    if isinstance(exc, ContextError):
+    if isinstance(exc, ContextError | InvalidAssignee):
         return exceptions.ValidationError({"data": [str(exc)]})
     if isinstance(exc, DjangoValidationError):
         return exceptions.ValidationError(as_serializer_error(exc))

@@ -43,6 +43,8 @@ from ..exceptions import (
     ContextError,
     DefinitionError,
     InstanceNotFound,
+    InvalidAssignee,
+    LoopLimitExceeded,
     RoutingError,
     StateConflict,
     StepNotFound,
@@ -219,7 +221,7 @@ class _Transition:
             step_name=run.step_name,
             title=step.get_title(ctx)[:300],
             description=step.description,
-            assignee_id=_user_pk(step.get_assignee(ctx)),
+            assignee_id=_assignee_pk(run.step_name, step.get_assignee(ctx)),
             due_at=timezone.now() + step.due_in if step.due_in else None,
         )
         # The event gets its task id once the task is inserted (close()).
@@ -261,6 +263,7 @@ class _Transition:
     def deliver(self, source: str, target: str, live: bool) -> None:
         if (source, target) in self.definition.back_edges:
             if live:  # a loop restarts its target on its own; a dead loop edge goes nowhere
+                self._check_loop(source, target)
                 self.instance.tokens.pop(target, None)
                 self.activate(target)
             return
@@ -277,6 +280,18 @@ class _Transition:
             for edge, _ in self.definition.outgoing(target):
                 self.deliver(edge.source, edge.target, False)
 
+    def _check_loop(self, source: str, target: str) -> None:
+        """Only a loop can give an instance more runs than its graph has steps: bound it."""
+        limit = workflow_settings.MAX_STEP_RUNS
+        if limit is None:
+            return
+        runs = StepRun.objects.filter(instance=self.instance).count() + len(self.new_runs)
+        if runs >= limit:
+            raise LoopLimitExceeded(
+                f"the loop {source!r} -> {target!r} went round until the instance had {runs} "
+                f"step runs (MAX_STEP_RUNS is {limit}): its exit condition never held"
+            )
+
     def advance(
         self,
         step_name: str,
@@ -287,11 +302,16 @@ class _Transition:
         attempt: int = 1,
         emit_done: bool = True,
         activate: bool = False,
+        refuse_bad_input: bool = False,
     ) -> bool:
         """Merge a finished step's changes and route on from it (or, with ``activate``,
         start it). If that raises (a condition, no matching edge, a hook of the next step),
         the plan is dropped and the step and the instance fail instead, the context kept
-        as it was before the step. Returns True if it went on."""
+        as it was before the step. Returns True if it went on.
+
+        ``refuse_bad_input``: the caller's own data is being applied (a start, a task
+        completion): an assignee it names that is no user is raised to the caller, and
+        its transaction rolls back, instead of failing the instance."""
         instance = self.instance
         saved = (
             dict(instance.context),
@@ -312,6 +332,8 @@ class _Transition:
         except DatabaseError:
             raise
         except Exception as exc:
+            if refuse_bad_input and isinstance(exc, InvalidAssignee):
+                raise
             context, tokens, current, n_events, n_runs, n_tasks, claimed = saved
             instance.context, instance.tokens, instance.current_steps = context, tokens, current
             del self.events[n_events:]
@@ -552,6 +574,27 @@ def _chains_on(definition: WorkflowDefinition, step_name: str) -> bool:
     return True
 
 
+def _assignee_pk(step_name: str, assignee: Any) -> Any:
+    """The pk of an existing user, from what ``get_assignee()`` gave; else InvalidAssignee.
+
+    Checked while the transition is planned: an id taken from client data that names
+    no user (``424242``, ``"abc"``, ``[1]``) is a clear error, not an IntegrityError at
+    commit that would leave the previous step to run again."""
+    if assignee is None:
+        return None
+    user_model = get_user_model()
+    pk = assignee.pk if isinstance(assignee, user_model) else assignee
+    if isinstance(pk, int | str | uuid.UUID) and not isinstance(pk, bool):
+        with contextlib.suppress(ValueError, TypeError, ValidationError):
+            found = user_model._default_manager.filter(pk=pk).values_list("pk", flat=True)
+            if (found := found.first()) is not None:
+                return found
+    raise InvalidAssignee(
+        f"human step {step_name!r}: its assignee {assignee!r} is not a user "
+        "(get_assignee() must return a user, the pk of an existing user, or None)"
+    )
+
+
 def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in payload.items()}
 
@@ -730,7 +773,7 @@ class BaseExecutionEngine:
                 )
             tx = _Transition(self, instance, definition, claim_next=self.executes_inline())
             tx.event(ev.WorkflowStarted, user_id=user_pk, business_key=instance.business_key)
-            tx.advance(definition.initial_step, activate=True)
+            tx.advance(definition.initial_step, activate=True, refuse_bad_input=True)
             tx.close()
         self._go_on(tx.runnable, tx.claimed)
         return self.get_instance(instance.pk)
@@ -898,6 +941,7 @@ class BaseExecutionEngine:
                 step_type="human",
                 changes=changes,
                 emit_done=False,
+                refuse_bad_input=True,
             )
 
         instance, runnable, claimed = self._transition(
@@ -1453,6 +1497,8 @@ class _LeaseKeeper:
         self.thread: threading.Thread | None = None
         self.pid = 0
         self.wake = threading.Event()  # LEASE_SECONDS went down: re-read it, beat on time
+        # Held while a beat uses the database, until its connection is closed again.
+        self.beating = threading.Lock()
         self.lease = 0.0  # the LEASE_SECONDS the thread's timer was last set from
 
     def hold(self, run_id: int, token: uuid.UUID) -> None:
@@ -1479,6 +1525,11 @@ class _LeaseKeeper:
     def release(self, run_id: int) -> None:
         with self.lock:
             self.held.pop(run_id, None)
+        # A beat in flight ends (its connection closed) before the step's caller goes on,
+        # so no thread of the engine holds a connection once a step has returned. Bounded:
+        # a renewal stuck behind a caller's row lock must not hang the step.
+        if self.beating.acquire(timeout=RELEASE_WAIT_SECONDS):
+            self.beating.release()
 
     def holds(self, run_id: int) -> bool:
         return run_id in self.held
@@ -1491,16 +1542,17 @@ class _LeaseKeeper:
             self.wake.wait(min(lease / 6, 1.0))
             self.wake.clear()
             now = time.monotonic()
-            with self.lock:
-                due = [
-                    (run_id, token)
-                    for run_id, (token, renewed) in self.held.items()
-                    if now - renewed >= lease / 3
-                ]
-            for run_id, token in due:
-                self._renew(run_id, token, lease)
-            if due:  # a beat is rare (a third of a lease): hold no connection in between
-                connections.close_all()
+            with self.beating:  # taken before ``due``: a run released after it is not in it
+                with self.lock:
+                    due = [
+                        (run_id, token)
+                        for run_id, (token, renewed) in self.held.items()
+                        if now - renewed >= lease / 3
+                    ]
+                for run_id, token in due:
+                    self._renew(run_id, token, lease)
+                if due:  # a beat is rare (a third of a lease): hold no connection in between
+                    connections.close_all()
 
     def _renew(self, run_id: int, token: uuid.UUID, lease: float) -> None:
         try:
@@ -1519,6 +1571,9 @@ class _LeaseKeeper:
             elif run_id in self.held:
                 self.held[run_id] = (token, time.monotonic())
 
+
+#: How long releasing a run waits for a lease renewal in flight to finish.
+RELEASE_WAIT_SECONDS = 5.0
 
 _lease_keeper = _LeaseKeeper()
 

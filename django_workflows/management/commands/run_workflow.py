@@ -5,7 +5,12 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_workflows.engine import get_engine
-from django_workflows.exceptions import ContextError, DefinitionError, WorkflowNotFound
+from django_workflows.exceptions import (
+    ContextError,
+    DefinitionError,
+    InvalidAssignee,
+    WorkflowNotFound,
+)
 from django_workflows.models import StepRunStatus, TaskStatus, WorkflowStatus
 
 
@@ -50,7 +55,7 @@ class Command(BaseCommand):
                 initial_data=data,
                 business_key=options["business_key"],
             )
-        except (WorkflowNotFound, DefinitionError, ContextError) as exc:
+        except (WorkflowNotFound, DefinitionError, ContextError, InvalidAssignee) as exc:
             raise CommandError(str(exc)) from exc
         if options["wait"]:
             instance = self._wait(instance, options["timeout"])
