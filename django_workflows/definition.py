@@ -11,7 +11,7 @@ from typing import Any
 
 from .conditions import Condition, compile_condition
 from .exceptions import ConditionError, DefinitionError
-from .steps import BaseStep, ExclusiveGateway, ParallelGateway, TimerStep
+from .steps import BaseHumanStep, BaseStep, ExclusiveGateway, ParallelGateway, TimerStep
 
 
 def _step_shape(step: BaseStep) -> Any:
@@ -134,6 +134,8 @@ class WorkflowDefinition:
                 raise DefinitionError(
                     f"{where}: timer step {step_name!r} needs a duration or a get_due_at()"
                 )
+            if isinstance(step, BaseHumanStep):
+                _check_human_step(where, step_name, step)
         if self.initial_step not in self.steps:
             raise DefinitionError(f"{where}: initial step {self.initial_step!r} does not exist")
         seen: set[tuple[str, str]] = set()
@@ -267,3 +269,17 @@ class WorkflowDefinition:
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
+
+
+def _check_human_step(where: str, step_name: str, step: BaseHumanStep) -> None:
+    unknown = sorted(set(step.action_forms) - set(step.actions))
+    if unknown:
+        raise DefinitionError(
+            f"{where}: human step {step_name!r} has action_forms for {', '.join(unknown)}, "
+            f"which are not among its actions ({', '.join(step.actions) or 'none'})"
+        )
+    if step.fields is not None and (step.form_class is not None or step.form_schema is not None):
+        raise DefinitionError(
+            f"{where}: human step {step_name!r} declares fields and a form; its form's "
+            "fields are the ones it takes: drop fields"
+        )

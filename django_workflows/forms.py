@@ -92,8 +92,17 @@ def _schema_from_field(name: str, field: forms.Field) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if v is not None}
 
 
-def form_for_step(step: Any) -> type[forms.Form] | None:
-    """The step's form class: ``form_class``, or one built from ``form_schema``, or None."""
+def _form(spec: Any, name: str) -> type[forms.Form]:
+    return form_from_schema(spec, name) if isinstance(spec, dict) else spec
+
+
+def form_for_step(step: Any, action: str | None = None) -> type[forms.Form] | None:
+    """The form class that validates ``action`` (the button pressed, or None): the
+    action's own form (``action_forms``), else ``form_class`` or one built from
+    ``form_schema``, else None (no form)."""
+    own = getattr(step, "action_forms", None) or {}
+    if action is not None and action in own:
+        return _form(own[action], f"{type(step).__name__}{action.title().replace(' ', '')}Form")
     if step.form_class is not None:
         return step.form_class
     if step.form_schema is not None:
@@ -101,13 +110,21 @@ def form_for_step(step: Any) -> type[forms.Form] | None:
     return None
 
 
-def schema_for_step(step: Any) -> dict[str, Any]:
-    """A JSON schema describing the data a step's task accepts (empty object: anything)."""
+def schema_for_step(step: Any, action: str | None = None) -> dict[str, Any]:
+    """A JSON schema describing the data a step's task accepts for ``action`` (empty
+    object: anything)."""
+    own = getattr(step, "action_forms", None) or {}
+    if action is not None and action in own:
+        spec = own[action]
+        return spec if isinstance(spec, dict) else _schema_from_form(spec)
     if step.form_schema is not None:
         return step.form_schema
-    form_class = step.form_class
-    if form_class is None:
+    if step.form_class is None:
         return {"type": "object", "properties": {}}
+    return _schema_from_form(step.form_class)
+
+
+def _schema_from_form(form_class: type[forms.Form]) -> dict[str, Any]:
     fields = form_class.base_fields
     return {
         "type": "object",

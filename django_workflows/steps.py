@@ -114,6 +114,14 @@ class BaseHumanStep(BaseStep):
     #: Buttons: each label maps to values merged into the submitted data,
     #: e.g. ``{"Approve": {"approved": True}, "Reject": {"approved": False}}``.
     actions: Mapping[str, Mapping[str, Any]] = {}
+    #: A form of its own for an action (a Django form class or a JSON schema), used
+    #: instead of the step's form when that button is pressed: a *Reject* that asks
+    #: only for comments, e.g. ``{"Reject": RejectForm}``.
+    action_forms: Mapping[str, Any] = {}
+    #: For a step without a form: the context keys a completer may set. None: any key
+    #: not yet in the context (keys already there are protected, except those this
+    #: step set itself at an earlier completion, as in a rework loop).
+    fields: Sequence[str] | None = None
 
     def __init__(
         self,
@@ -125,6 +133,8 @@ class BaseHumanStep(BaseStep):
         candidate_groups: Sequence[str] | None = None,
         due_in: timedelta | None = None,
         actions: Mapping[str, Mapping[str, Any]] | None = None,
+        action_forms: Mapping[str, Any] | None = None,
+        fields: Sequence[str] | None = None,
     ) -> None:
         super().__init__(description)
         for name, value in (
@@ -134,6 +144,8 @@ class BaseHumanStep(BaseStep):
             ("candidate_groups", candidate_groups),
             ("due_in", due_in),
             ("actions", actions),
+            ("action_forms", action_forms),
+            ("fields", tuple(fields) if fields is not None else None),
         ):
             if value is not None:
                 setattr(self, name, value)
@@ -145,8 +157,10 @@ class BaseHumanStep(BaseStep):
         """The user (or user pk) the task is assigned to; None leaves it to candidate groups."""
         return None
 
-    def clean(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Validate submitted data; raise ``ValidationError`` (django.core) to refuse it."""
+    def clean(self, data: dict[str, Any], action: str | None = None) -> dict[str, Any]:
+        """Validate submitted data for ``action`` (the button pressed, or None); raise
+        ``ValidationError`` (django.core) to refuse it. The action's own form
+        (``action_forms``) if it has one, else the step's form, validates it."""
         import json
 
         from django.core.exceptions import ValidationError
@@ -154,7 +168,7 @@ class BaseHumanStep(BaseStep):
 
         from .forms import form_for_step
 
-        form_class = form_for_step(self)
+        form_class = form_for_step(self, action)
         if form_class is None:
             return dict(data)
         form = form_class(data=data)
@@ -172,6 +186,8 @@ class BaseHumanStep(BaseStep):
             "title": self.title,
             "candidate_groups": list(self.candidate_groups),
             "actions": list(self.actions),
+            **({"action_forms": sorted(self.action_forms)} if self.action_forms else {}),
+            **({"fields": list(self.fields)} if self.fields is not None else {}),
         }
 
 

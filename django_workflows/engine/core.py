@@ -52,6 +52,7 @@ from ..exceptions import (
     TaskNotOpen,
     WorkflowNotFound,
 )
+from ..forms import form_for_step
 from ..models import (
     ACTIVE_INSTANCE_STATUSES,
     ACTIVE_RUN_STATUSES,
@@ -574,6 +575,37 @@ def _chains_on(definition: WorkflowDefinition, step_name: str) -> bool:
     return True
 
 
+def _guard_formless(
+    instance: WorkflowInstance,
+    task: HumanTask,
+    step: BaseHumanStep,
+    cleaned: dict[str, Any],
+    action: str | None,
+) -> None:
+    """What a completer may write through a step without a form: the keys it declares
+    (``fields``), else new keys only. A key already in the context is the workflow's
+    (``amount``, checked by the steps before): changing it needs a declaration, unless
+    this step set it itself at an earlier completion (a rework loop)."""
+    keys = set(cleaned) - set(step.actions.get(action, {}) if action is not None else {})
+    if step.fields is not None:
+        refused = sorted(keys - set(step.fields))
+        reason = f"not one of the fields step {task.step_name!r} takes ({', '.join(step.fields)})"
+    else:
+        refused = sorted(key for key in keys if key in instance.context)
+        if refused:
+            earlier = HumanTask.objects.filter(
+                instance=instance, step_name=task.step_name, status=TaskStatus.COMPLETED
+            ).values_list("result", flat=True)
+            own = {key for result in earlier for key in (result or {})}
+            refused = [key for key in refused if key not in own]
+        reason = (
+            f"already in the workflow's context, and step {task.step_name!r} has no form: it "
+            "may only add new keys (declare `fields` on the step to let it change this one)"
+        )
+    if refused:
+        raise ValidationError({key: [reason] for key in refused})
+
+
 def _assignee_pk(step_name: str, assignee: Any) -> Any:
     """The pk of an existing user, from what ``get_assignee()`` gave; else InvalidAssignee.
 
@@ -911,7 +943,9 @@ class BaseExecutionEngine:
             if action is not None and action not in step.actions:
                 known = ", ".join(step.actions) or "none"
                 raise ValidationError({"action": [f"unknown action {action!r} (known: {known})"]})
-            cleaned = step.clean(dict(data))
+            cleaned = step.clean(dict(data), action)
+            if form_for_step(step, action) is None:
+                _guard_formless(tx.instance, task, step, cleaned, action)
             if action is not None:  # the button's values are the step's own, not the user's
                 cleaned.update(step.actions[action])
             ctx = tx.context(task.step_name, user_id=user_pk)

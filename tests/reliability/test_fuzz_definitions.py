@@ -76,6 +76,7 @@ class Machine(BaseMachineStep):
 
 class Human(BaseHumanStep):
     title = "Fuzz"
+    fields = KEYS  # the keys the fuzzed task data may set, already in the context or not
 
 
 # -- strategies ---------------------------------------------------------------------------
