@@ -166,7 +166,7 @@ def test_a_formless_step_may_not_overwrite_the_workflows_keys(engine, start, man
 @pytest.mark.django_db
 def test_the_reference_engines_formless_completion_still_adds_keys(engine, start, manager):
     definition = approval()
-    instance, task = start(definition, amount=500)
+    instance, _task = start(definition, amount=500)
     instance = engine.complete_human_task(
         instance.id, "approval", user_id=manager.pk, data={"approved": True, "comments": "Fine"}
     )
