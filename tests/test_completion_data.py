@@ -71,15 +71,17 @@ def start(engine):
     "reject_form",
     [
         RejectForm,
-        {"type": "object", "properties": {"comments": {"type": "string"}}, "required": ["comments"]},
+        {
+            "type": "object",
+            "properties": {"comments": {"type": "string"}},
+            "required": ["comments"],
+        },
     ],
     ids=["form-class", "json-schema"],
 )
 def test_a_rejection_needs_only_what_the_reject_form_asks(engine, start, manager, reject_form):
     instance, task = start(approval(form_class=ApprovalForm, action_forms={"Reject": reject_form}))
-    instance = engine.complete_task(
-        task.pk, manager, {"comments": "over budget"}, action="Reject"
-    )
+    instance = engine.complete_task(task.pk, manager, {"comments": "over budget"}, action="Reject")
     assert instance.status == "completed"
     assert instance.context == {"comments": "over budget", "approved": False, "paid": None}
 
@@ -205,7 +207,9 @@ def test_a_formless_step_in_a_rework_loop_may_change_what_it_set_before(engine, 
         )
     )
     instance = engine.start_workflow("loop")
-    instance = engine.complete_human_task(instance.id, "review", manager, {"ok": False, "note": "a"})
+    instance = engine.complete_human_task(
+        instance.id, "review", manager, {"ok": False, "note": "a"}
+    )
     assert instance.context == {"ok": False, "note": "a", "round": 1}
     # "round" is the workflow's (the rework step set it), not this step's: refused.
     with pytest.raises(ValidationError) as refused:
