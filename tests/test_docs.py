@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import re
+import tomllib
 from datetime import timedelta
 
 import pytest
@@ -59,6 +60,26 @@ def engine():
 @pytest.fixture
 def quickstart(engine):
     return run_snippet("quickstart_workflows.py")
+
+
+# -- the distribution ---------------------------------------------------------------------
+
+
+def test_the_distribution_has_a_name_of_its_own_and_links():
+    """``pip install django-workflows`` installs another project (import package
+    ``workflows``): ours is published as ``django-workflows-engine``."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "django-workflows-engine"
+    urls = project["urls"]
+    assert set(urls) == {"Documentation", "Source", "Changelog", "Issues"}
+    docs = urls["Documentation"]
+    assert docs == "https://django-workflows-engine.readthedocs.io/en/latest/"
+    assert urls["Changelog"] == f"{docs}changelog.html"
+    assert urls["Source"] == "https://github.com/django-workflows/django-workflows"
+    assert urls["Issues"] == f"{urls['Source']}/issues"
+    for path in [ROOT / "README.md", *PAGES]:
+        text = path.read_text()
+        assert not re.search(r"pip install ['\"]?django-workflows(?![-\w])", text), path.name
 
 
 # -- every example is valid, included and run ---------------------------------------------

@@ -197,10 +197,16 @@ def test_the_wheel_holds_templates_and_migrations_and_no_tests(dist):
     )
     assert "Requires-Dist: Django" in metadata
     assert "Description-Content-Type: text/markdown" in metadata
+    # Our own name on the index ("django-workflows" there is another project), and links.
+    assert "\nName: django-workflows-engine\n" in metadata
+    assert wheel.name.startswith("django_workflows_engine-0.1.0-")
+    for label in ("Documentation", "Source", "Changelog", "Issues"):
+        assert f"\nProject-URL: {label}, https://" in metadata, label
 
 
 def test_the_sdist_holds_the_package_and_no_tests(dist):
     _, sdist = dist
+    assert sdist.name == "django_workflows_engine-0.1.0.tar.gz"
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert "README.md" in names and "pyproject.toml" in names
