@@ -236,3 +236,12 @@ def check_quickstart_project(python: Path | str, site: Path, env: dict[str, str]
     assert "token: 200 1" in smoke
     assert "after approval: completed 120" in smoke
     return smoke
+
+
+def run_quickstart_workflows(namespace: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The quickstart's ``expenses/workflows.py``: registers ``expense_claim`` on the
+    project registry (an isolated one, under ``isolated_engine``)."""
+    namespace = {"__name__": "expenses.workflows"} if namespace is None else namespace
+    code = file_blocks(DOCS / "quickstart.md")["expenses/workflows.py"]
+    exec(compile(code, "docs/quickstart.md", "exec"), namespace)  # noqa: S102  (our own docs)
+    return namespace

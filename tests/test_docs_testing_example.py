@@ -8,17 +8,12 @@ is the quickstart's ``expenses/workflows.py`` block, registered on a registry of
 import sys
 import types
 
-from .snippets import DOCS, file_blocks, isolated_engine, python_blocks, run_block
+from .snippets import DOCS, isolated_engine, python_blocks, run_block, run_quickstart_workflows
 
 _expenses = types.ModuleType("expenses")
 _expenses.workflows = types.ModuleType("expenses.workflows")
 with isolated_engine():
-    exec(  # noqa: S102  (our own docs)
-        compile(
-            file_blocks(DOCS / "quickstart.md")["expenses/workflows.py"], "quickstart.md", "exec"
-        ),
-        _expenses.workflows.__dict__,
-    )
+    run_quickstart_workflows(_expenses.workflows.__dict__)
 _saved = {name: sys.modules.get(name) for name in ("expenses", "expenses.workflows")}
 sys.modules.update({"expenses": _expenses, "expenses.workflows": _expenses.workflows})
 try:
