@@ -28,9 +28,10 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "openapi_endpoints",  # docs/_ext: the REST endpoint table from the OpenAPI schema
+    "readme_links",  # docs/_ext: the README's absolute links, as links between pages
 ]
 source_suffix = {".md": "markdown"}
-exclude_patterns = ["_build", "_ext", "snippets", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
 
 # Links such as [text](concepts.md#routing-tokens) resolve to the heading's anchor.
 myst_heading_anchors = 4

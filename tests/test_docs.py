@@ -1,23 +1,42 @@
 """The documentation is true: its examples run and do what the pages say, and its
 reference pages list what the code has.
 
-The Python examples of the quickstart, the concepts and the how-to guides live in
-``docs/snippets/`` and are included into the pages; each test here runs one of them
-(on a registry of its own, see ``tests/snippets.py``) and checks the claims made next
-to it. The examples written inline (README, admin, signals) are run from the page.
+The code of README.md and docs/**/*.md is written inline, as fenced ```python blocks, so
+that it reads the same on the package index, on the code host and in Sphinx.
+
+- EVERY ```python block runs (``test_every_python_block_runs``): page by page, in order,
+  in one namespace per page, so a block may use what an earlier block of its page
+  defined. The names a page uses without defining them (a ``manager`` user, a stand-in
+  for a payment service) are given by ``PAGE_NAMES`` below.
+- A block that is an excerpt of a larger file (settings, ``urls.py``, a signature) and
+  cannot run alone is marked as a FRAGMENT: the line ``<!-- fragment -->`` (or
+  ``<!-- fragment: why -->``) just before its fence, which renders as nothing on GitHub,
+  PyPI and in Sphinx. A fragment is compiled, not run. A block that is neither runnable
+  nor marked fails the test.
+- The quickstart's settings, URLs and workflow are also followed literally in a new
+  project (``test_the_quickstart_sets_up_a_working_project``).
+- The tests after that run a page's blocks with stand-ins and check what the text next
+  to them claims. ``tests/snippets.py`` finds and runs the blocks.
 """
 
 import ast
+import contextlib
 import dataclasses
 import html
 import io
 import json
 import logging
+import os
 import re
+import sys
+import tomllib
+import types
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.contrib.admin import AdminSite
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection, transaction
@@ -40,9 +59,20 @@ from django_workflows.models import (
 from django_workflows.signals import workflow_event
 
 from .factories import GroupFactory, StaffFactory, UserFactory
-from .snippets import DOCS, ROOT, SNIPPETS, isolated_engine, python_blocks, run_snippet
-
-PAGES = sorted(DOCS.rglob("*.md"))
+from .snippets import (
+    DOCS,
+    PAGES,
+    ROOT,
+    check_quickstart_project,
+    fences,
+    isolated_engine,
+    python_blocks,
+    quickstart_project,
+    receivers_restored,
+    run_block,
+    run_page,
+    run_quickstart_workflows,
+)
 
 
 def page(name):
@@ -56,52 +86,243 @@ def engine():
         yield engine
 
 
+def run_workflow_module(engine):
+    """The quickstart's ``expenses/workflows.py``, run on the engine's registry."""
+    namespace = run_quickstart_workflows()
+    assert engine.registry.get_definition("expense_claim")
+    return namespace
+
+
 @pytest.fixture
 def quickstart(engine):
-    return run_snippet("quickstart_workflows.py")
+    """The quickstart's ``expense_claim`` workflow, registered."""
+    return run_workflow_module(engine)
 
 
-# -- every example is valid, included and run ---------------------------------------------
+# -- the distribution ---------------------------------------------------------------------
+
+
+def test_the_distribution_has_a_name_of_its_own_and_links():
+    """``pip install django-workflows`` installs another project (import package
+    ``workflows``): ours is published as ``django-workflows-engine``."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "django-workflows-engine"
+    urls = project["urls"]
+    assert set(urls) == {"Documentation", "Source", "Changelog", "Issues"}
+    docs = urls["Documentation"]
+    assert docs == "https://django-workflows-engine.readthedocs.io/en/latest/"
+    assert urls["Changelog"] == f"{docs}changelog.html"
+    assert urls["Source"] == "https://github.com/django-workflows/django-workflows"
+    assert urls["Issues"] == f"{urls['Source']}/issues"
+    for path in [ROOT / "README.md", *PAGES]:
+        text = path.read_text()
+        assert not re.search(r"pip install ['\"]?django-workflows(?![-\w])", text), path.name
+
+
+# -- every Python block of the docs runs ----------------------------------------------------
+
+# The fences the pages may use. Python is written in ```python blocks only, inline (no
+# ``{literalinclude}``, which shows nothing on GitHub and PyPI), so that it runs below.
+FENCES = {
+    "python",
+    "console",
+    "sh",
+    "text",
+    "json",
+    "{toctree}",
+    "{include}",
+    "{eval-rst}",  # autodoc
+    "{openapi-endpoints}",  # docs/_ext
+}
+
+
+def _name(path):
+    return path.relative_to(DOCS).as_posix() if path.is_relative_to(DOCS) else path.name
+
+
+@contextlib.contextmanager
+def expenses_app(engine):
+    """``expenses.workflows``, the quickstart's module, importable meanwhile."""
+    expenses = types.ModuleType("expenses")
+    expenses.workflows = types.ModuleType("expenses.workflows")
+    expenses.workflows.__dict__.update(run_workflow_module(engine))
+    saved = {name: sys.modules.get(name) for name in ("expenses", "expenses.workflows")}
+    sys.modules.update({"expenses": expenses, "expenses.workflows": expenses.workflows})
+    try:
+        yield expenses.workflows
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def waiting_at_a_timer(engine):
+    """An instance of the concepts page's ``leave`` workflow, waiting at its timer."""
+    run_page("concepts.md")
+    instance = engine.start_workflow("leave", initial_data={"first_day": "2999-01-04"})
+    assert instance.status == WorkflowStatus.WAITING
+    return instance
+
+
+@contextlib.contextmanager
+def _no_names(engine):
+    yield {}, None
+
+
+@contextlib.contextmanager
+def _names(**names):
+    yield names, None
+
+
+@contextlib.contextmanager
+def _admin_page(engine):
+    run_workflow_module(engine)
+    instance = engine.start_workflow("expense_claim", initial_data={"amount": 1})
+    yield {"my_site": AdminSite(name="my_site"), "instance": instance}, None
+
+
+@contextlib.contextmanager
+def _testing_page(engine):
+    def before(index, namespace):
+        if index == 1:  # "Make them due and sweep", in a test with its engine and instance
+            namespace.update(engine=engine, instance=waiting_at_a_timer(engine))
+
+    with expenses_app(engine):
+        yield {}, before
+
+
+# What a page's blocks use without defining it: (names, before) for ``run_page``.
+PAGE_NAMES = {
+    "README.md": lambda engine: _names(manager=UserFactory()),
+    "quickstart.md": lambda engine: _names(employee=UserFactory(), manager=StaffFactory()),
+    "concepts.md": lambda engine: _names(payments=FakePayments()),
+    "admin.md": _admin_page,
+    "howto/idempotent-steps.md": lambda engine: _names(billing=FakeBilling()),
+    "howto/timeouts.md": lambda engine: _names(rates_api=FakeRates()),
+    "howto/monitor-events.md": lambda engine: _names(metrics=FakeMetrics()),
+    "howto/testing.md": _testing_page,
+}
+# Pages about an optional backend: their blocks import its extra.
+EXTRAS = {
+    "backends/celery.md": "celery",
+    "backends/saq.md": "saq",
+    "backends/django-tasks.md": "django_tasks",
+}
+RUNNABLE = [path for path in PAGES if any(not b.fragment for b in python_blocks(path))]
+
+
+def test_the_docs_write_python_inline_in_python_fences():
+    for path in PAGES:
+        assert "{literalinclude}" not in path.read_text(), f"{_name(path)}: write it inline"
+        for info, line, _, _ in fences(path):
+            kind = info.split()[0] if info else ""
+            assert kind in FENCES, f"{_name(path)}:{line}: a ```{info} block"
 
 
 def test_every_python_block_of_the_docs_parses():
-    blocks = [
-        (path, block) for path in [ROOT / "README.md", *PAGES] for block in python_blocks(path)
-    ]
-    assert len(blocks) > 20
-    for path, block in blocks:
+    blocks = [block for path in PAGES for block in python_blocks(path)]
+    assert len(blocks) > 30
+    assert len([b for b in blocks if not b.fragment]) > 20
+    for block in blocks:
         try:
-            compile(block, str(path), "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            compile(block.code, block.where, "exec", ast.PyCF_ONLY_AST)
         except SyntaxError as exc:
-            pytest.fail(f"{path.relative_to(ROOT)}: {exc}\n{block}")
+            pytest.fail(f"{block.where}: {exc}\n{block.code}")
 
 
-def test_every_snippet_is_included_and_every_include_exists():
-    included = set()
-    for path in PAGES:
-        for target in re.findall(r"```\{literalinclude\} (\S+)", path.read_text()):
-            file = (path.parent / target).resolve()
-            assert file.is_file(), f"{path.name} includes a missing {target}"
-            included.add(file)
-    assert included == {p.resolve() for p in SNIPPETS.glob("*.py")}
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", RUNNABLE, ids=_name)
+def test_every_python_block_runs(path, django_capture_on_commit_callbacks):
+    """Each page's blocks, in order: a block that cannot run alone must be marked as a
+    fragment (``<!-- fragment -->`` on the line before its fence)."""
+    if _name(path) in EXTRAS:
+        pytest.importorskip(EXTRAS[_name(path)], reason="the page's optional extra")
+    setup = PAGE_NAMES.get(_name(path), _no_names)
+    with (
+        isolated_engine(event_bus=InMemoryEventBus()) as engine,
+        receivers_restored(),
+        setup(engine) as (names, before),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        run_page(path, before=before, **names)
 
 
-def test_the_quickstart_and_the_how_to_guides_write_no_python_inline():
-    """Their examples are snippets, run below; only settings fragments stay inline."""
-    for name in [
-        "quickstart.md",
-        "concepts.md",
-        *sorted(p.name for p in (DOCS / "howto").glob("*.md")),
-    ]:
-        path = DOCS / name if (DOCS / name).exists() else DOCS / "howto" / name
-        for block in python_blocks(path):
-            tree = ast.parse(block)
-            runs_code = [
-                node
-                for node in tree.body
-                if not isinstance(node, ast.Assign | ast.Import | ast.ImportFrom)
-            ]
-            assert not runs_code, f"{name}: put this example in docs/snippets/:\n{block}"
+def test_the_fragment_mark_is_seen():
+    """The runner skips exactly the marked blocks: a settings excerpt that cannot run
+    alone is marked, and the quickstart's workflow is not."""
+    quickstart = python_blocks(DOCS / "quickstart.md")
+    assert [b.fragment for b in quickstart] == [True, False, False, False]
+    (settings,) = [b for b in python_blocks(DOCS / "settings.md") if "BASE_DIR" in b.code]
+    assert settings.fragment
+    with pytest.raises(NameError):
+        exec(compile(settings.code, settings.where, "exec"), {})  # noqa: S102
+
+
+# -- the README reads well on the package index -----------------------------------------------
+
+PROJECT_URLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+DOCS_URL = PROJECT_URLS["Documentation"]
+SOURCE_URL = PROJECT_URLS["Source"]
+
+
+def markdown_links(text):
+    """The targets of inline links and images, reference definitions and HTML links."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)  # not inside code blocks
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return (
+        re.findall(r"\]\(\s*<?([^)\s>]*)", text)
+        + re.findall(r"^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", text, flags=re.M)
+        + re.findall(r"""(?:href|src)\s*=\s*["']([^"']*)""", text)
+    )
+
+
+def test_the_readme_has_no_relative_links():
+    """PyPI renders the README without the repository around it: a relative link is dead."""
+    links = markdown_links((ROOT / "README.md").read_text())
+    assert len(links) > 20
+    for link in links:
+        assert link.startswith("https://"), f"README.md: a relative link: {link}"
+
+
+def test_the_readme_links_point_at_pages_and_files_that_exist():
+    blob = f"{SOURCE_URL}/blob/main/"
+    for link in markdown_links((ROOT / "README.md").read_text()):
+        target, _, anchor = link.partition("#")
+        if target.startswith(DOCS_URL):
+            page = target.removeprefix(DOCS_URL).removesuffix(".html") or "index"
+            path = DOCS / f"{page}.md"
+            assert path.is_file(), link
+            if anchor:
+                assert anchor in _anchors(path), link
+        elif target.startswith(blob):
+            assert (ROOT / target.removeprefix(blob)).exists(), link
+        else:
+            assert urlsplit(link).netloc not in {"", urlsplit(DOCS_URL).netloc}, link
+
+
+def _anchors(path):
+    """The anchors MyST gives a page's headings (``myst_heading_anchors``)."""
+    headings = re.findall(r"^#{1,4} (.+)$", path.read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).strip().replace(" ", "-") for h in headings}
+
+
+def test_the_quickstart_sets_up_a_working_project(tmp_path):
+    """Followed literally (startproject, the settings and URLs it lists, its app and
+    workflow), the quickstart gives a project that migrates, passes its checks, starts an
+    instance, and serves the admin and the REST API as the page says."""
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}
+        },
+        "PYTHONPATH": str(ROOT),  # this checkout's django_workflows
+    }
+    site = quickstart_project(sys.executable, tmp_path, env)
+    output = check_quickstart_project(sys.executable, site, env)
+    assert f"package: {ROOT / 'django_workflows'}" in output
 
 
 # -- the quickstart -----------------------------------------------------------------------
@@ -152,9 +373,7 @@ def test_quickstart_first_approval_in_the_admin(quickstart, client):
 
 @pytest.mark.django_db
 def test_quickstart_from_python(quickstart):
-    ns = run_snippet(
-        "quickstart_python.py", employee=UserFactory(), manager=StaffFactory(username="boss")
-    )
+    ns = run_page("quickstart.md", employee=UserFactory(), manager=StaffFactory(username="boss"))
     instance = ns["instance"]
     assert instance.business_key == "EXP-2024-001"
     assert instance.context["comments"] == "Receipts checked"
@@ -193,7 +412,7 @@ def test_concepts_machine_step(engine):
     from django_workflows import WorkflowDefinition
 
     payments = FakePayments()
-    ns = run_snippet("concepts_machine_step.py", payments=payments)
+    ns = run_page("concepts.md", payments=payments)
     charge = ns["Charge"]()
     assert charge.retry.max_attempts == 3 and charge.retry.delay(2) == 20
     engine.registry.register_definition(
@@ -212,18 +431,18 @@ def test_concepts_machine_step(engine):
 def test_concepts_human_steps(engine, managers_group):
     from django_workflows import Edge, WorkflowDefinition
 
-    ns = run_snippet("concepts_human_step.py")
+    ns = run_page("concepts.md")
     boss = UserFactory(groups=[managers_group])
     engine.registry.register_definition(
         WorkflowDefinition(
-            name="leave",
+            name="leave_request",  # the page's "leave" is its timer example
             version="1",
             initial_step="request",
             steps={"request": ns["RequestLeave"](), "approve": ns["ManagerApproval"]()},
             edges=[Edge("request", "approve")],
         )
     )
-    instance = engine.start_workflow("leave", initial_data={"manager_id": boss.pk})
+    instance = engine.start_workflow("leave_request", initial_data={"manager_id": boss.pk})
     with pytest.raises(ValidationError):
         engine.complete_human_task(
             instance.id, "request", data={"first_day": "2025-06-02", "days": 40}
@@ -257,7 +476,7 @@ def managers_group(db):
     [(0.5, "express"), (None, "express"), (40, "freight"), (10, "standard")],
 )
 def test_concepts_exclusive_gateway(engine, weight, route):
-    run_snippet("concepts_gateways.py")
+    run_page("concepts.md")
     data = {} if weight is None else {"weight": weight}
     instance = engine.start_workflow("shipping", initial_data=data)
     assert instance.context == {**data, "shipped_by": route}
@@ -265,7 +484,7 @@ def test_concepts_exclusive_gateway(engine, weight, route):
 
 @pytest.mark.django_db
 def test_concepts_timers(engine):
-    ns = run_snippet("concepts_timers.py")
+    ns = run_page("concepts.md")
     assert ns["cool_off"].duration == timedelta(hours=1)
     later = engine.start_workflow("leave", initial_data={"first_day": "2999-01-04"})
     past = engine.start_workflow("leave", initial_data={"first_day": "2020-01-06"})
@@ -290,7 +509,7 @@ def test_concepts_timers(engine):
     ],
 )
 def test_concepts_conditions(engine, data, taken):
-    run_snippet("concepts_conditions.py")
+    run_page("concepts.md")
     instance = engine.start_workflow("review", initial_data=data)
     assert instance.status == WorkflowStatus.COMPLETED
     ran = set(instance.step_runs.values_list("step_name", flat=True)) - {"review"}
@@ -299,7 +518,7 @@ def test_concepts_conditions(engine, data, taken):
 
 @pytest.mark.django_db
 def test_concepts_async_view(quickstart):
-    ns = run_snippet("concepts_async.py")
+    ns = run_page("concepts.md")
     request = RequestFactory().post("/claims/", {"amount": "120"})
     response = async_to_sync(ns["start_claim"])(request)
     body = json.loads(response.content)
@@ -353,7 +572,7 @@ def test_howto_idempotent_steps(engine):
     from django_workflows import WorkflowDefinition
 
     billing = FakeBilling()
-    ns = run_snippet("howto_idempotent.py", billing=billing)
+    ns = run_page("howto/idempotent-steps.md", billing=billing)
     engine.registry.register_definition(
         WorkflowDefinition(
             name="bill", version="1", initial_step="send", steps={"send": ns["SendInvoice"]()}
@@ -387,7 +606,7 @@ class FakeRates:
 def test_howto_timeouts(engine):
     from django_workflows import Edge, RetryPolicy, WorkflowDefinition
 
-    ns = run_snippet("howto_timeouts.py", rates_api=FakeRates())
+    ns = run_page("howto/timeouts.md", rates_api=FakeRates())
     fetch = ns["FetchRates"]
     assert fetch.timeout == 10
     assert [fetch.retry.delay(n) for n in (1, 2)] == [5, 10]  # "after 5 seconds, then 10"
@@ -424,7 +643,7 @@ def test_howto_timeouts(engine):
 
 @pytest.mark.django_db
 def test_howto_new_version(engine):
-    ns = run_snippet("howto_new_version.py")
+    ns = run_page("howto/new-version.md")
     approver = StaffFactory()
     old = engine.start_workflow("payment", version="1.0.0")
     new = engine.start_workflow("payment")
@@ -448,7 +667,7 @@ def test_howto_new_version_a_changed_graph_under_the_same_version_is_refused(eng
     from django_workflows import BaseHumanStep, DefinitionError, Edge, WorkflowDefinition
     from django_workflows import registry as project_registry
 
-    run_snippet("howto_new_version.py")
+    run_page("howto/new-version.md")
     waiting = engine.start_workflow("payment", version="1.0.0")
     engine.registry.unregister("payment", "1.0.0")
     engine.registry.register_definition(
@@ -481,7 +700,7 @@ def test_howto_monitor_with_events(caplog, django_capture_on_commit_callbacks):
     from django_workflows import BaseMachineStep, WorkflowDefinition
 
     metrics = FakeMetrics()
-    ns = run_snippet("howto_monitor_events.py", metrics=metrics)
+    ns = run_page("howto/monitor-events.md", metrics=metrics)
     try:
 
         class Broken(BaseMachineStep):
@@ -515,34 +734,29 @@ def test_howto_monitor_with_events(caplog, django_capture_on_commit_callbacks):
 
 @pytest.mark.django_db
 def test_readme_example(engine):
-    (example,) = [b for b in python_blocks(ROOT / "README.md") if "register_definition" in b]
-    ns = {"manager": UserFactory()}
-    exec(compile(example, "README.md", "exec"), ns)  # noqa: S102  (our own README)
+    ns = run_page("README.md", manager=UserFactory())
     assert ns["instance"].context == {"amount": 500, "approved": True, "paid": 500}
 
 
 @pytest.mark.django_db
 def test_admin_graph_example(engine, quickstart):
-    (example,) = [b for b in python_blocks(DOCS / "admin.md") if "render_svg" in b]
     instance = engine.start_workflow("expense_claim", initial_data={"amount": 1})
-    ns = {"instance": instance}
-    exec(compile(example, "admin.md", "exec"), ns)  # noqa: S102
+    my_site = AdminSite(name="my_site")
+    ns = run_page("admin.md", instance=instance, my_site=my_site)
+    assert my_site.is_registered(WorkflowInstance) and my_site.is_registered(HumanTask)
     assert ns["svg"].startswith("<svg")
     assert 'data-step="approval" data-state="current"' in ns["svg"]
 
 
 @pytest.mark.django_db
 def test_signals_example(engine, quickstart, capsys, django_capture_on_commit_callbacks):
-    (example,) = python_blocks(DOCS / "reference" / "signals.md")
-    ns = {}
-    exec(compile(example, "signals.md", "exec"), ns)  # noqa: S102
-    try:
+    with receivers_restored():
+        ns = run_page("reference/signals.md")  # a weak receiver: keep the namespace
         with django_capture_on_commit_callbacks(execute=True):
             instance = engine.start_workflow("expense_claim", initial_data={"amount": 1})
             engine.complete_human_task(instance.id, "approval", action="Reject")
-    finally:
-        workflow_event.disconnect(ns["on_completed"], sender=ns["WorkflowCompleted"])
     assert capsys.readouterr().out == f"completed: expense_claim {instance.pk}\n"
+    assert ns["on_completed"]
 
 
 @pytest.mark.django_db
@@ -728,11 +942,12 @@ def test_signals_page_lists_every_event():
 
 @pytest.mark.django_db
 def test_howto_testing_makes_a_timer_due(engine):
-    run_snippet("concepts_timers.py")
-    instance = engine.start_workflow("leave", initial_data={"first_day": "2999-01-04"})
+    instance = waiting_at_a_timer(engine)
     engine.run_due_timers()
     assert engine.get_instance(instance.id).status == WorkflowStatus.WAITING
+    timer = python_blocks(DOCS / "howto" / "testing.md")[1]
+    assert "run_due_timers" in timer.code
 
-    run_snippet("howto_testing_timer.py", instance=instance, engine=engine)
+    run_block(timer, {"instance": instance, "engine": engine})
 
     assert engine.get_instance(instance.id).context["on_leave"] is True

@@ -1,28 +1,33 @@
 """The tests of docs/howto/testing.md, collected and run as a project would run them.
 
 The example imports the quickstart's workflow from ``expenses.workflows``; that module
-is the quickstart's snippet, registered on a registry of its own (nothing leaks into the
-project registry).
+is the quickstart's ``expenses/workflows.py`` block, registered on a registry of its own
+(nothing leaks into the project registry).
 """
 
 import sys
 import types
 
-from .snippets import isolated_engine, run_snippet
+from .snippets import DOCS, isolated_engine, python_blocks, run_block, run_quickstart_workflows
 
+_expenses = types.ModuleType("expenses")
+_expenses.workflows = types.ModuleType("expenses.workflows")
 with isolated_engine():
-    _expenses = types.ModuleType("expenses")
-    _expenses.workflows = types.ModuleType("expenses.workflows")
-    _expenses.workflows.__dict__.update(run_snippet("quickstart_workflows.py"))
+    run_quickstart_workflows(_expenses.workflows.__dict__)
 _saved = {name: sys.modules.get(name) for name in ("expenses", "expenses.workflows")}
 sys.modules.update({"expenses": _expenses, "expenses.workflows": _expenses.workflows})
 try:
-    # The example's fixture ``engine`` and its two tests, as module globals: pytest
-    # collects them here.
+    (_example,) = [
+        block
+        for block in python_blocks(DOCS / "howto" / "testing.md")
+        if block.code.startswith("# expenses/tests/test_workflows.py")
+    ]
+    # The example's fixture ``engine`` and its tests, as module globals: pytest collects
+    # them here.
     globals().update(
         {
             name: value
-            for name, value in run_snippet("howto_testing.py").items()
+            for name, value in run_block(_example, {"__name__": __name__}).items()
             if name == "engine" or name.startswith("test_")
         }
     )

@@ -1,6 +1,7 @@
 """The release: the wheel and the sdist build, pass ``twine check``, hold what a project
 needs (templates, migrations, ``py.typed``; no tests), and the wheel installed alone in
-a fresh virtualenv runs the quickstart in a scratch project.
+a fresh virtualenv runs the quickstart (docs/quickstart.md, followed literally) in a new
+project.
 
 Slow (a minute or two) and needs the package registry, so it runs only when selected:
 ``pytest -m packaging``. Without a registry it skips and says so; any other failure fails.
@@ -15,98 +16,11 @@ import zipfile
 
 import pytest
 
-from .snippets import ROOT, SNIPPETS
+from .snippets import ROOT, check_quickstart_project, quickstart_project
 
 pytestmark = pytest.mark.packaging
 
 SOURCE = ["django_workflows", "pyproject.toml", "README.md", "MANIFEST.in"]
-SETTINGS = """
-from pathlib import Path
-
-BASE_DIR = Path(__file__).resolve().parent.parent
-SECRET_KEY = "scratch"
-DEBUG = True
-ALLOWED_HOSTS = ["testserver"]
-INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "rest_framework",
-    "drf_spectacular",
-    "django_workflows",
-    "expenses",
-]
-MIDDLEWARE = [
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-]
-ROOT_URLCONF = "mysite.urls"
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ]
-        },
-    }
-]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-STATIC_URL = "static/"
-USE_TZ = True
-REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
-"""
-URLS = """
-from django.contrib import admin
-from django.urls import include, path
-
-urlpatterns = [
-    path("admin/", admin.site.urls),
-    path("api/workflows/", include("django_workflows.api.urls")),
-]
-"""
-MANAGE = """
-import os
-import sys
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
-from django.core.management import execute_from_command_line
-
-execute_from_command_line(sys.argv)
-"""
-# The quickstart's steps 7 and 8 against the installed package: the admin's templates
-# render, and the approval completes the instance.
-SMOKE = """
-import django_workflows
-from django.contrib.auth import get_user_model
-from django.test import Client
-from django_workflows import get_engine
-from django_workflows.models import HumanTask
-
-print("package:", django_workflows.__file__)
-admin = get_user_model().objects.create_superuser("admin", "a@example.com", "pw")
-client = Client()
-client.force_login(admin)
-task = HumanTask.objects.get()
-inbox = client.get("/admin/django_workflows/humantask/inbox/")
-page = client.get(f"/admin/django_workflows/humantask/{task.pk}/complete/")
-print("inbox:", inbox.status_code, "Approve the expense claim" in inbox.text)
-print("task page:", page.status_code, 'value="Approve"' in page.text)
-instance = get_engine().complete_task(task.pk, admin, {"comments": "ok"}, action="Approve")
-print("after approval:", instance.status, instance.context["paid"])
-schema = client.get("/api/workflows/schema/")
-print("schema:", schema.status_code)
-"""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -197,10 +111,16 @@ def test_the_wheel_holds_templates_and_migrations_and_no_tests(dist):
     )
     assert "Requires-Dist: Django" in metadata
     assert "Description-Content-Type: text/markdown" in metadata
+    # Our own name on the index ("django-workflows" there is another project), and links.
+    assert "\nName: django-workflows-engine\n" in metadata
+    assert wheel.name.startswith("django_workflows_engine-0.1.0-")
+    for label in ("Documentation", "Source", "Changelog", "Issues"):
+        assert f"\nProject-URL: {label}, https://" in metadata, label
 
 
 def test_the_sdist_holds_the_package_and_no_tests(dist):
     _, sdist = dist
+    assert sdist.name == "django_workflows_engine-0.1.0.tar.gz"
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert "README.md" in names and "pyproject.toml" in names
@@ -218,35 +138,12 @@ def test_the_installed_wheel_runs_the_quickstart(dist, tmp_path):
         python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", wheel, timeout=300
     )
 
-    site = tmp_path / "site"
-    (site / "mysite").mkdir(parents=True)
-    (site / "expenses").mkdir()
-    (site / "mysite" / "__init__.py").touch()
-    (site / "mysite" / "settings.py").write_text(SETTINGS)
-    (site / "mysite" / "urls.py").write_text(URLS)
-    (site / "expenses" / "__init__.py").touch()
-    shutil.copy(SNIPPETS / "quickstart_workflows.py", site / "expenses" / "workflows.py")
-    (site / "manage.py").write_text(MANAGE)
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in {"DJANGO_SETTINGS_MODULE", "PYTHONPATH", "VIRTUAL_ENV", "DATABASE_URL"}
     }
-
-    def manage(*args):
-        return run(python, "manage.py", *args, cwd=site, env=env)
-
-    assert "Applying django_workflows.0001_initial... OK" in manage("migrate", "--noinput")
-    assert "System check identified no issues" in manage("check", "--database", "default")
-    started = manage(
-        "run_workflow", "expense_claim", "--data", '{"amount": 120, "employee": "Ada"}'
-    )
-    assert "workflow: expense_claim 1.0.0\nstatus: waiting\ncurrent step: approval\n" in started
-    assert "waiting for: human task 1 'Approve the expense claim' (approval)" in started
-
-    smoke = manage("shell", "--no-imports", "-c", SMOKE)
+    # docs/quickstart.md, followed literally: startproject, its settings, URLs and app.
+    site = quickstart_project(python, tmp_path, env)
+    smoke = check_quickstart_project(python, site, env)
     assert f"package: {venv}" in smoke  # the installed wheel, not the checkout
-    assert "inbox: 200 True" in smoke
-    assert "task page: 200 True" in smoke
-    assert "after approval: completed 120" in smoke
-    assert "schema: 200" in smoke

@@ -1,7 +1,7 @@
 """The screenshots in the docs (``docs/_static/screenshots/``): they exist, are small and
 are used; ``UPDATE_SCREENSHOTS=1`` takes them again from the live admin with Chromium.
 
-They show the quickstart's workflow (``docs/snippets/quickstart_workflows.py``) as a
+They show the quickstart's workflow (the ``expenses/workflows.py`` block of ``docs/quickstart.md``) as a
 reader who follows the quickstart sees it: the task page before the approval, and the
 instance page after it. Taking them is a test of its own, so that the normal run does
 not rewrite tracked files.
@@ -17,7 +17,7 @@ import django_workflows.engine as engine_package
 from django_workflows.models import HumanTask
 
 from ..factories import StaffFactory
-from ..snippets import DOCS, isolated_engine, run_snippet
+from ..snippets import DOCS, isolated_engine, run_quickstart_workflows
 
 SCREENSHOTS = DOCS / "_static" / "screenshots"
 #: Each screenshot and the pages that show it.
@@ -53,7 +53,7 @@ def test_screenshot_exists_is_small_and_is_shown(name):
 def quickstart_engine(admin_engine, monkeypatch):
     """``get_engine()`` on the quickstart's workflow (over the admin tests' engine)."""
     with isolated_engine() as engine:
-        run_snippet("quickstart_workflows.py")
+        run_quickstart_workflows()
     monkeypatch.setattr(engine_package, "_default", engine)
     return engine
 

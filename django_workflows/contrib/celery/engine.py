@@ -12,7 +12,7 @@ try:
     import celery
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "CeleryExecutionEngine needs Celery: pip install 'django-workflows[celery]'"
+        "CeleryExecutionEngine needs Celery: pip install 'django-workflows-engine[celery]'"
     ) from exc
 
 from ..queued import QueueExecutionEngine

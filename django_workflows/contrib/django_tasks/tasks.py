@@ -11,7 +11,7 @@ except ImportError:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "DjangoTasksExecutionEngine needs Django 6 or the django-tasks backport: "
-            "pip install 'django-workflows[tasks]'"
+            "pip install 'django-workflows-engine[tasks]'"
         ) from exc
 
 from .. import jobs

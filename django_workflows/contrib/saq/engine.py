@@ -9,7 +9,9 @@ from typing import Any
 try:
     from saq import Queue
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("SAQExecutionEngine needs SAQ: pip install 'django-workflows[saq]'") from exc
+    raise ImportError(
+        "SAQExecutionEngine needs SAQ: pip install 'django-workflows-engine[saq]'"
+    ) from exc
 
 from ..queued import QueueExecutionEngine
 from .worker import HEARTBEAT_SECONDS, queue_from_settings, run_workflow_step

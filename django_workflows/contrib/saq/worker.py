@@ -30,7 +30,9 @@ from django.db import close_old_connections
 try:
     from saq import CronJob, Queue
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("SAQExecutionEngine needs SAQ: pip install 'django-workflows[saq]'") from exc
+    raise ImportError(
+        "SAQExecutionEngine needs SAQ: pip install 'django-workflows-engine[saq]'"
+    ) from exc
 
 from .. import jobs
 
