@@ -458,6 +458,9 @@ def test_concepts_human_steps(engine, managers_group):
     assert task.assignee == boss
     assert list(task.candidate_groups.all()) == [managers_group]
     assert timedelta(days=2) - (task.due_at - timezone.now()) < timedelta(minutes=1)
+    # Reject validates with its own form: comments, and no more.
+    with pytest.raises(ValidationError, match="comments"):
+        engine.complete_task(task.pk, user_id=boss, action="Reject", data={})
     instance = engine.complete_task(
         task.pk, user_id=boss, action="Approve", data={}, check_permission=True
     )
