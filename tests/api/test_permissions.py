@@ -154,7 +154,9 @@ def admin_answers(user, instance, task):
     client = Client()
     client.force_login(user)
     page = client.get(reverse("admin:django_workflows_workflowinstance_change", args=[instance.pk]))
-    cancel = client.get(reverse("admin:django_workflows_workflowinstance_cancel", args=[instance.pk]))
+    cancel = client.get(
+        reverse("admin:django_workflows_workflowinstance_cancel", args=[instance.pk])
+    )
     complete = client.get(reverse("admin:django_workflows_humantask_complete", args=[task.pk]))
     if not user.is_staff:
         # Django's own gate: only staff enter the admin, whatever the rule says.
@@ -163,7 +165,9 @@ def admin_answers(user, instance, task):
         return None
     assert page.status_code in (200, 403), page.status_code
     assert cancel.status_code in (200, 403), cancel.status_code
-    may_complete = complete.status_code == 200 and 'id="dwf-complete-form"' in complete.content.decode()
+    may_complete = (
+        complete.status_code == 200 and 'id="dwf-complete-form"' in complete.content.decode()
+    )
     return page.status_code == 200, cancel.status_code == 200, may_complete
 
 
