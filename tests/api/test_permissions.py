@@ -6,11 +6,11 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
-from django_workflows import WorkflowStatus
+from django_workflows import BaseHumanStep, Edge, WorkflowDefinition, WorkflowStatus
 from django_workflows.models import WorkflowInstance
 
 from .. import workflows
-from ..factories import StaffFactory, UserFactory
+from ..factories import GroupFactory, StaffFactory, UserFactory
 from .conftest import API
 
 pytestmark = pytest.mark.django_db
@@ -204,3 +204,40 @@ def test_people_involved_see_the_instance_without_being_staff(
     user = starter if who == "starter" else UserFactory(groups=[managers])
 
     assert client_for(user).get(f"{INSTANCES}{expense.pk}/").status_code == 200
+
+
+# -- candidate groups are names: unknown groups fail closed -------------------------------
+
+
+class AuditDecision(BaseHumanStep):
+    title = "Audit"
+    candidate_groups = ("auditors",)  # no such group yet
+
+
+def test_a_task_of_a_group_that_does_not_exist_waits_for_that_group(
+    client_for, api_engine, wf_registry, starter
+):
+    wf_registry.register_definition(
+        WorkflowDefinition(
+            name="audit",
+            version="1",
+            initial_step="audit",
+            steps={"audit": AuditDecision(), "done": workflows.Record()},
+            edges=[Edge("audit", "done")],
+        )
+    )
+    instance = api_engine.start_workflow("audit", started_by=starter)
+    task = instance.human_tasks.get()
+    viewer = grant(StaffFactory(), "view_humantask")
+    url = f"{API}/tasks/{task.pk}/complete/"
+
+    shown = client_for(viewer).get(f"{API}/tasks/{task.pk}/").json()
+    refused = client_for(viewer).post(url, {}, format="json")
+    auditor = UserFactory(groups=[GroupFactory(name="auditors")])  # the group, created later
+    done = client_for(auditor).post(url, {}, format="json")
+
+    assert shown["candidate_groups"] == ["auditors"]
+    assert shown["can_complete"] is False
+    assert refused.status_code == 403
+    assert done.status_code == 200, done.json()
+    assert done.json()["status"] == WorkflowStatus.COMPLETED
