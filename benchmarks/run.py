@@ -272,6 +272,7 @@ def clear_workflow_rows() -> None:
 
     from django_workflows.models import (
         HumanTask,
+        HumanTaskGroup,
         IdempotencyKey,
         StepRun,
         WorkflowEvent,
@@ -279,7 +280,7 @@ def clear_workflow_rows() -> None:
     )
 
     models = (
-        HumanTask.candidate_groups.through,
+        HumanTaskGroup,
         HumanTask,
         WorkflowEvent,
         IdempotencyKey,
@@ -303,6 +304,7 @@ def insert_fixture(definition, group, start: int, count: int) -> None:
 
     from django_workflows.models import (
         HumanTask,
+        HumanTaskGroup,
         StepRun,
         StepRunStatus,
         TaskStatus,
@@ -310,7 +312,6 @@ def insert_fixture(definition, group, start: int, count: int) -> None:
         WorkflowStatus,
     )
 
-    through = HumanTask.candidate_groups.through
     chunk = 5000
     for first in range(start, start + count, chunk):
         numbers = range(first, min(first + chunk, start + count))
@@ -353,8 +354,8 @@ def insert_fixture(definition, group, start: int, count: int) -> None:
                 ],
                 batch_size=1000,
             )
-            through.objects.bulk_create(
-                [through(humantask_id=task.pk, group_id=group.pk) for task in tasks],
+            HumanTaskGroup.objects.bulk_create(
+                [HumanTaskGroup(task=task, name=group.name) for task in tasks],
                 batch_size=1000,
             )
 
@@ -385,7 +386,7 @@ def timed(fn: Callable[[], object], reps: tuple[int, int], budget: float) -> Tim
 def scale(report: Report, quick: bool) -> None:
     """The list pages must not grow with the number of rows: same statements, p99 < 100 ms."""
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
+    from django.contrib.auth.models import Group, Permission
     from django.db import connection
     from django.test import Client
     from rest_framework.test import APIClient
@@ -410,6 +411,10 @@ def scale(report: Report, quick: bool) -> None:
         return u
 
     staff = user("staff", staff=True)
+    # Staff status alone shows nothing: "staff" here holds the view permissions.
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_workflowinstance", "view_humantask"])
+    )
     manager = user("manager", manager=True)
     lead = user("lead", staff=True, manager=True)  # the admin needs staff; the inbox a group
     admin = user("admin", staff=True, superuser=True)

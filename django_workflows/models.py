@@ -267,9 +267,6 @@ class HumanTask(models.Model):
         related_name="workflow_tasks",
         verbose_name=_("assignee"),
     )
-    candidate_groups = models.ManyToManyField(
-        "auth.Group", blank=True, related_name="workflow_tasks", verbose_name=_("candidate groups")
-    )
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -295,6 +292,9 @@ class HumanTask(models.Model):
         verbose_name = _("human task")
         verbose_name_plural = _("human tasks")
         ordering = ("-created_at",)
+        permissions = [
+            ("complete_any_task", _("Can complete any human task, whoever it is for")),
+        ]
         indexes = [
             models.Index(fields=("instance", "step_name", "status"), name="dwf_task_instance"),
             # The list pages' orders, so a page reads 50 index entries, not every task:
@@ -321,6 +321,34 @@ class HumanTask(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class HumanTaskGroup(models.Model):
+    """A candidate group of a task, by its name: its members (whenever the group is
+    created) may complete the task. A name that matches no group lets nobody in."""
+
+    task = models.ForeignKey(
+        HumanTask,
+        on_delete=models.CASCADE,
+        related_name="candidate_groups",
+        verbose_name=_("task"),
+    )
+    name = models.CharField(
+        _("group name"), max_length=150, help_text=_("The name of an auth group (auth.Group).")
+    )
+
+    class Meta:
+        verbose_name = _("candidate group")
+        verbose_name_plural = _("candidate groups")
+        ordering = ("task", "name")
+        constraints = [
+            # Also the index of the inbox's probe: (this task, one of the user's groups).
+            models.UniqueConstraint(fields=("task", "name"), name="dwf_task_group_unique"),
+        ]
+        indexes = [models.Index(fields=("name", "task"), name="dwf_task_group_name")]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class WorkflowEvent(models.Model):

@@ -51,6 +51,7 @@ from django_workflows.events import EVENT_TYPES
 from django_workflows.models import (
     DefinitionVersion,
     HumanTask,
+    HumanTaskGroup,
     IdempotencyKey,
     StepRun,
     WorkflowEvent,
@@ -373,7 +374,13 @@ def test_quickstart_first_approval_in_the_admin(quickstart, client):
 
 @pytest.mark.django_db
 def test_quickstart_from_python(quickstart):
-    ns = run_page("quickstart.md", employee=UserFactory(), manager=StaffFactory(username="boss"))
+    # A task with neither assignee nor candidate groups: only a superuser (or a user with
+    # complete_any_task) may complete it; staff status alone does not.
+    ns = run_page(
+        "quickstart.md",
+        employee=UserFactory(),
+        manager=StaffFactory(username="boss", is_superuser=True),
+    )
     instance = ns["instance"]
     assert instance.business_key == "EXP-2024-001"
     assert instance.context["comments"] == "Receipts checked"
@@ -382,7 +389,7 @@ def test_quickstart_from_python(quickstart):
 
 @pytest.mark.django_db
 def test_quickstart_refuses_a_user_the_task_rule_does_not_allow(quickstart):
-    """Without candidate groups the task is open to staff only: the check refuses others."""
+    """Without assignee or candidate groups only superusers (and complete_any_task) may."""
     from django.core.exceptions import PermissionDenied
 
     from django_workflows import get_engine
@@ -456,7 +463,7 @@ def test_concepts_human_steps(engine, managers_group):
 
     task = HumanTask.objects.get(step_name="approve")
     assert task.assignee == boss
-    assert list(task.candidate_groups.all()) == [managers_group]
+    assert [group.name for group in task.candidate_groups.all()] == [managers_group.name]
     assert timedelta(days=2) - (task.due_at - timezone.now()) < timedelta(minutes=1)
     # Reject validates with its own form: comments, and no more.
     with pytest.raises(ValidationError, match="comments"):
@@ -915,6 +922,7 @@ def test_models_page_lists_every_field():
         WorkflowInstance,
         StepRun,
         HumanTask,
+        HumanTaskGroup,
         WorkflowEvent,
         IdempotencyKey,
     ):

@@ -1,6 +1,7 @@
 """Human tasks: who may complete them, claiming, action buttons, forms; idempotent starts."""
 
 import pytest
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from django_workflows import (
@@ -12,7 +13,7 @@ from django_workflows import (
     WorkflowStatus,
 )
 from django_workflows.forms import form_for_step, schema_for_step
-from django_workflows.models import HumanTask, IdempotencyKey, WorkflowInstance
+from django_workflows.models import HumanTask, HumanTaskGroup, IdempotencyKey, WorkflowInstance
 from django_workflows.permissions import can_complete_task, completable_tasks
 
 from . import workflows
@@ -43,12 +44,27 @@ class Buttons(BaseHumanStep):
 
 
 class Open(BaseHumanStep):
-    title = "Anyone on staff"
+    title = "No assignee, no group"
+
+
+class Auditors(BaseHumanStep):
+    title = "For a group nobody created yet"
+    candidate_groups = ("auditors",)
+
+
+def grant_override(user):
+    user.user_permissions.add(Permission.objects.get(codename="complete_any_task"))
+    return type(user).objects.get(pk=user.pk)  # no stale permission cache
 
 
 @pytest.fixture
 def tasks_registry(wf_registry):
-    for name, step in (("assigned", Assigned()), ("buttons", Buttons()), ("open", Open())):
+    for name, step in (
+        ("assigned", Assigned()),
+        ("buttons", Buttons()),
+        ("open", Open()),
+        ("audit", Auditors()),
+    ):
         wf_registry.register_definition(
             WorkflowDefinition(
                 name=name,
@@ -68,6 +84,7 @@ def open_task(instance):
 def test_who_may_complete_a_task(engine, tasks_registry, manager):
     signer, other, staff = UserFactory(), UserFactory(), StaffFactory()
     superuser = UserFactory(is_superuser=True)
+    overrider = grant_override(UserFactory())
     group_task = open_task(engine.start_workflow("expense", initial_data={"amount": 1}))
     assigned_task = open_task(engine.start_workflow("assigned", initial_data={"signer": signer.pk}))
     unrestricted = open_task(engine.start_workflow("open"))
@@ -77,17 +94,19 @@ def test_who_may_complete_a_task(engine, tasks_registry, manager):
     assert not can_complete_task(group_task, staff)  # staff outside the group
     assert can_complete_task(assigned_task, signer)
     assert not can_complete_task(assigned_task, manager)
-    assert can_complete_task(unrestricted, staff)
+    assert not can_complete_task(unrestricted, staff)  # no assignee, no group: fail closed
     assert not can_complete_task(unrestricted, other)
     for task in (group_task, assigned_task, unrestricted):
         assert can_complete_task(task, superuser)
+        assert can_complete_task(task, overrider)
         assert not can_complete_task(task, None)
 
     assert set(completable_tasks(manager)) == {group_task}
     assert set(completable_tasks(signer)) == {assigned_task}
-    assert set(completable_tasks(staff)) == {unrestricted}
+    assert set(completable_tasks(staff)) == set()
     assert set(completable_tasks(other)) == set()
-    assert set(completable_tasks(superuser)) == {group_task, assigned_task, unrestricted}
+    everything = {group_task, assigned_task, unrestricted}
+    assert set(completable_tasks(superuser)) == set(completable_tasks(overrider)) == everything
 
 
 def test_completing_with_check_permission_refuses_others_and_changes_nothing(engine, manager):
@@ -212,6 +231,8 @@ def test_the_inbox_query_agrees_with_the_rule_for_every_user_and_task(engine, ta
         StaffFactory(groups=[auditors]),
         UserFactory(is_superuser=True),
         UserFactory(groups=[managers], is_active=False),
+        grant_override(StaffFactory()),
+        UserFactory(groups=[GroupFactory(name="ghosts")]),
     ]
     for amount in (1, 2):
         engine.start_workflow("expense", initial_data={"amount": amount})
@@ -220,7 +241,8 @@ def test_the_inbox_query_agrees_with_the_rule_for_every_user_and_task(engine, ta
     engine.start_workflow("open")
     engine.start_workflow("open")
     tasks = list(HumanTask.objects.filter(status="open"))
-    tasks[0].candidate_groups.add(auditors)  # two candidate groups
+    HumanTaskGroup.objects.create(task=tasks[0], name="auditors")  # two candidate groups
+    HumanTaskGroup.objects.create(task=tasks[-2], name="nobody-has-this-group")
     HumanTask.objects.filter(pk=tasks[1].pk).update(claimed_by=users[2])
     HumanTask.objects.filter(pk=tasks[-1].pk).update(claimed_by=users[3])
     tasks = list(HumanTask.objects.filter(status="open"))
@@ -229,3 +251,110 @@ def test_the_inbox_query_agrees_with_the_rule_for_every_user_and_task(engine, ta
         expected = {task.pk for task in tasks if can_complete_task(task, user)}
         assert set(completable_tasks(user).values_list("pk", flat=True)) == expected, user
     assert len({frozenset(completable_tasks(u).values_list("pk", flat=True)) for u in users}) > 4
+
+
+# -- candidate groups are names: an unknown group fails closed -------------------------
+
+
+def test_a_task_for_a_group_that_does_not_exist_is_open_to_nobody(engine, tasks_registry, caplog):
+    staff, superuser = StaffFactory(), UserFactory(is_superuser=True)
+    overrider = grant_override(StaffFactory())
+
+    task = open_task(engine.start_workflow("audit"))
+
+    assert list(task.candidate_groups.values_list("name", flat=True)) == ["auditors"]
+    assert "no group named ['auditors']" in caplog.text
+    for user in (staff, UserFactory(), UserFactory(groups=[GroupFactory(name="managers")])):
+        assert not can_complete_task(task, user)
+        assert set(completable_tasks(user)) == set()
+        with pytest.raises(PermissionDenied):
+            engine.complete_task(task.pk, user, {}, check_permission=True)
+        with pytest.raises(PermissionDenied):
+            engine.claim_task(task.pk, user)
+    assert can_complete_task(task, superuser) and can_complete_task(task, overrider)
+    assert set(completable_tasks(overrider)) == {task}
+
+
+def test_a_group_created_later_lets_its_members_complete_the_task(engine, tasks_registry):
+    task = open_task(engine.start_workflow("audit"))
+    auditor = UserFactory()
+    assert not can_complete_task(task, auditor)
+
+    auditor.groups.add(Group.objects.create(name="auditors"))
+
+    assert can_complete_task(task, auditor)
+    assert set(completable_tasks(auditor)) == {task}
+    assert not can_complete_task(task, StaffFactory())
+    instance = engine.complete_task(task.pk, auditor, {}, check_permission=True)
+    assert instance.status == WorkflowStatus.COMPLETED
+
+
+def test_a_renamed_group_takes_its_tasks_away(engine, manager):
+    # Names are what the task keeps: the group "managers" renamed is not "managers".
+    task = open_task(engine.start_workflow("expense", initial_data={"amount": 1}))
+    assert can_complete_task(task, manager)
+
+    Group.objects.filter(name="managers").update(name="management")
+
+    assert not can_complete_task(task, manager)
+    assert set(completable_tasks(manager)) == set()
+
+
+def test_an_assigned_task_with_an_unknown_group_is_the_assignees(engine, tasks_registry):
+    signer = UserFactory()
+
+    class AssignedToAuditors(Assigned):
+        candidate_groups = ("auditors",)
+
+    tasks_registry.register_definition(
+        WorkflowDefinition(
+            name="assigned_audit",
+            version="1",
+            initial_step="task",
+            steps={"task": AssignedToAuditors(), "done": workflows.Record()},
+            edges=[Edge("task", "done")],
+        )
+    )
+    task = open_task(engine.start_workflow("assigned_audit", initial_data={"signer": signer.pk}))
+
+    assert can_complete_task(task, signer)
+    assert not can_complete_task(task, StaffFactory())
+    assert set(completable_tasks(signer)) == {task}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keeps_linked_groups_and_recovers_missing_ones():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("django_workflows", "0003_task_list_indexes")]
+    executor = MigrationExecutor(connection)
+    target = executor.loader.graph.leaf_nodes("django_workflows")
+    executor.migrate(before)
+    try:
+        old = MigrationExecutor(connection).loader.project_state(before).apps
+        Group = old.get_model("auth", "Group")
+        definition = old.get_model("django_workflows", "DefinitionVersion").objects.create(
+            name="w",
+            version="1",
+            checksum="x",
+            graph={"steps": {"approve": {"candidate_groups": ["managers", "auditors"]}}},
+        )
+        instance = old.get_model("django_workflows", "WorkflowInstance").objects.create(
+            definition=definition, status="waiting"
+        )
+        run = old.get_model("django_workflows", "StepRun").objects.create(
+            instance=instance, step_name="approve", step_type="human", status="waiting"
+        )
+        task = old.get_model("django_workflows", "HumanTask").objects.create(
+            instance=instance, step_run=run, step_name="approve", title="t"
+        )
+        # "auditors" did not exist when the task was created: only "managers" is linked.
+        task.candidate_groups.add(Group.objects.create(name="managers"))
+        Group.objects.create(name="extra")
+        task.candidate_groups.add(Group.objects.get(name="extra"))  # linked, not declared
+    finally:
+        MigrationExecutor(connection).migrate(target)
+
+    names = HumanTaskGroup.objects.filter(task_id=task.pk).values_list("name", flat=True)
+    assert sorted(names) == ["auditors", "extra", "managers"]

@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -58,6 +60,16 @@ def safe_next(request: HttpRequest, default: str) -> str:
     ):
         return target
     return default
+
+
+def lookup(rows: QuerySet, object_id: str, from_field: str | None = None) -> Model | None:
+    """``ModelAdmin.get_object`` on ``rows``: the row, or None for an unknown or bad id."""
+    model = rows.model
+    field = model._meta.pk if from_field is None else model._meta.get_field(from_field)
+    try:
+        return rows.get(**{field.name: field.to_python(object_id)})
+    except (model.DoesNotExist, ValidationError, ValueError):
+        return None
 
 
 def forbidden(request: HttpRequest, admin_site: Any, message: str) -> TemplateResponse:

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -23,12 +22,19 @@ from ..engine import get_engine
 from ..exceptions import WorkflowError
 from ..graph import render_svg, step_states, taken_edges
 from ..models import ACTIVE_INSTANCE_STATUSES, TaskStatus, WorkflowInstance, WorkflowStatus
+from ..permissions import (
+    can_manage_instance,
+    can_view_instance,
+    is_active_user,
+    visible_instances,
+)
 from ._common import (
     TEMPLATE_DIR,
     Report,
     badge,
     compact_json,
     instance_link,
+    lookup,
     pretty_json,
     short_id,
 )
@@ -90,7 +96,9 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
     actions = ("cancel_instances", "retry_instances")
     readonly_fields = (*SUMMARY_FIELDS, *ERROR_FIELDS)
 
-    # -- permissions: read-only, plus cancel and retry ----------------------------
+    # -- permissions: the rule of ``permissions.py``, read-only, plus cancel and retry --
+    # The list shows the instances the user may see (``visible_instances``); an
+    # instance page the user may not see is a 403. Entering the admin needs is_staff.
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -101,22 +109,33 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def _has_model_change_permission(self, request: HttpRequest) -> bool:
-        codename = get_permission_codename("change", self.opts)
-        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """The list: anyone (it shows what they may see); an instance: ``can_view_instance``."""
+        if obj is None:
+            return is_active_user(request.user)
+        return can_view_instance(request.user, obj)
 
     def has_cancel_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """Canceling needs ``django_workflows.change_workflowinstance``."""
-        return self._has_model_change_permission(request)
+        """``can_manage_instance``: ``change_workflowinstance``, or the instance's starter."""
+        return can_manage_instance(request.user, obj)
 
     def has_retry_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """Retrying needs ``django_workflows.change_workflowinstance``."""
-        return self._has_model_change_permission(request)
+        """``can_manage_instance``: ``change_workflowinstance``, or the instance's starter."""
+        return can_manage_instance(request.user, obj)
 
     # -- list -------------------------------------------------------------------
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowInstance]:
+    def _all_rows(self, request: HttpRequest) -> QuerySet[WorkflowInstance]:
         return super().get_queryset(request).select_related("definition", "started_by")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowInstance]:
+        return visible_instances(request.user, self._all_rows(request))
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> WorkflowInstance | None:
+        # Among all rows: one the user may not see is refused (403), not "deleted".
+        return lookup(self._all_rows(request), object_id, from_field)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[WorkflowInstance], search_term: str

@@ -3,7 +3,8 @@
 Who may complete, claim or see a task in the inbox is the task rule of
 ``permissions.py``, enforced by the engine; these views only ask it and report.
 The inbox and the task pages need no model permission: any active staff user sees
-the tasks the rule gives them. The list of all tasks needs ``view_humantask``.
+the tasks the rule gives them. The list of tasks shows the tasks the user may see
+(``visible_tasks``: the tasks of their instances; every task with ``view_humantask``).
 """
 
 from __future__ import annotations
@@ -32,13 +33,23 @@ from ..exceptions import StateConflict, TaskNotFound, WorkflowError
 from ..forms import form_for_step
 from ..models import HumanTask, TaskStatus
 from ..paging import COUNT_LIMIT, bounded_count
-from ..permissions import can_complete_task, completable_tasks
+from ..permissions import (
+    can_complete_task,
+    can_view_instance,
+    can_view_task,
+    completable_tasks,
+    is_active_user,
+    sees_every_instance,
+    sees_every_task,
+    visible_tasks,
+)
 from ..steps import BaseHumanStep
 from ._common import (
     TEMPLATE_DIR,
     badge,
     forbidden,
     instance_link,
+    lookup,
     pretty_json,
     safe_next,
 )
@@ -112,7 +123,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
         "instance_display",
         "step_name",
         "assignee",
-        "candidate_groups",
+        "candidate_groups_display",
         "claimed_by",
         "due_display",
         "created_at",
@@ -133,17 +144,38 @@ class HumanTaskAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """The list: anyone (it shows ``visible_tasks``); a task: ``can_view_task``."""
+        if obj is None:
+            return is_active_user(request.user)
+        return can_view_task(request.user, obj)
+
     def _can_view_instances(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("django_workflows.view_workflowinstance")
+        """Whether every task the user is shown has an instance they may see, to link.
+
+        True with a permission that shows every instance, and for users who see only
+        the tasks of their own instances; not for who sees all tasks without that.
+        """
+        user = request.user
+        return sees_every_instance(user) or not sees_every_task(user)
 
     # -- list and detail ------------------------------------------------------------
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[HumanTask]:
+    def _all_rows(self, request: HttpRequest) -> QuerySet[HumanTask]:
         return (
             super()
             .get_queryset(request)
             .select_related("instance__definition", "assignee", "claimed_by", "completed_by")
         )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[HumanTask]:
+        return visible_tasks(request.user, self._all_rows(request))
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> HumanTask | None:
+        # Among all rows: one the user may not see is refused (403), not "deleted".
+        return lookup(self._all_rows(request), object_id, from_field)
 
     def _swap_instance_column(self, request: HttpRequest, names: Any) -> list[str]:
         """Link the instance only for users who may view instances."""
@@ -185,6 +217,10 @@ class HumanTaskAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("workflow instance"))
     def instance_text(self, obj: HumanTask) -> SafeString:
         return instance_link(obj.instance, linked=False)
+
+    @admin.display(description=gettext_lazy("candidate groups"))
+    def candidate_groups_display(self, obj: HumanTask) -> str:
+        return ", ".join(group.name for group in obj.candidate_groups.all()) or "-"
 
     @admin.display(description=gettext_lazy("due"), ordering="due_at")
     def due_display(self, obj: HumanTask) -> SafeString:
@@ -237,7 +273,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
     def inbox_view(self, request: HttpRequest) -> HttpResponse:
         """My tasks: the open tasks the user may complete, due first."""
         tasks = (
-            completable_tasks(request.user, self.get_queryset(request))
+            completable_tasks(request.user, self._all_rows(request))
             .prefetch_related("candidate_groups")
             .order_by(F("due_at").asc(nulls_last=True), "created_at", "pk")
         )
@@ -310,7 +346,9 @@ class HumanTaskAdmin(admin.ModelAdmin):
             overdue=is_overdue(task),
             candidate_groups=list(task.candidate_groups.all()),
             context_json=pretty_json(task.instance.context),
-            instance_display=instance_link(task.instance, linked=self._can_view_instances(request)),
+            instance_display=instance_link(
+                task.instance, linked=can_view_instance(request.user, task.instance)
+            ),
             can_claim=task_open and allowed and task.claimed_by_id is None,
             can_unclaim=task_open
             and task.claimed_by_id is not None
@@ -384,7 +422,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
                 _("Task “{}” is completed{}. {} is now {}."),
                 task.title,
                 format_html(" ({})", action) if action else "",
-                instance_link(instance, linked=self._can_view_instances(request)),
+                instance_link(instance, linked=can_view_instance(request.user, instance)),
                 instance.get_status_display().lower(),
             ),
             messages.SUCCESS,

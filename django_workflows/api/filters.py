@@ -14,8 +14,7 @@ from rest_framework.response import Response
 
 from ..models import HumanTask, TaskStatus, WorkflowInstance, WorkflowStatus
 from ..paging import COUNT_LIMIT, bounded_count
-from ..permissions import completable_tasks
-from .permissions import visible_tasks
+from ..permissions import completable_tasks, visible_tasks
 from .schema import EnumField
 
 
@@ -24,7 +23,7 @@ class Pagination(LimitOffsetPagination):
 
     ``count`` is exact up to ``count_limit`` rows past the end of the page. Beyond that
     it is that bound and ``count_is_exact`` is false: counting every row on every page
-    would make a page's cost grow with the table (and, for a user who is not staff,
+    would make a page's cost grow with the table (and, for a user without the view permission,
     evaluate the permission filter on every row).
     """
 
@@ -149,9 +148,9 @@ class TaskFilter(serializers.Serializer):
         required=False,
         default=False,
         help_text=(
-            "Every task you may see, in any status (staff: every task; others: the tasks "
-            "of the instances they may see) instead of your inbox: the open tasks you may "
-            "complete."
+            "Every task you may see, in any status (the tasks of the instances you may "
+            "see; with `view_humantask`, every task) instead of your inbox: the open tasks "
+            "you may complete."
         ),
     )
     status = EnumField(

@@ -31,13 +31,13 @@ from ..engine import get_engine
 from ..exceptions import StepNotFound, WorkflowNotFound
 from ..forms import schema_for_step
 from ..models import DefinitionVersion, HumanTask, TaskStatus, WorkflowInstance
-from ..permissions import can_complete_task
+from ..permissions import can_complete_task, visible_instances, visible_tasks
 from ..registry import version_key
 from ..steps import BaseHumanStep
 from . import idempotency
 from .exceptions import Conflict, exception_handler
 from .filters import InstanceFilter, Pagination, StableOrderingFilter, TaskFilter
-from .permissions import CanManageInstance, visible_instances, visible_tasks
+from .permissions import CanManageInstance
 from .serializers import (
     CancelSerializer,
     CompleteSerializer,
@@ -200,8 +200,8 @@ def _detail_queryset() -> QuerySet[WorkflowInstance]:
 @extend_schema_view(
     list=extend_schema(
         summary="List workflow instances",
-        description="The instances you may see (staff: all; others: the ones they started "
-        "or hold a task in), newest first.",
+        description="The instances you may see (the ones you started or hold a task in; "
+        "with `view_workflowinstance`, all), newest first.",
         parameters=[InstanceFilter],
         responses={200: InstanceSerializer(many=True), **INVALID, **AUTH_ERRORS},
     ),
@@ -322,8 +322,9 @@ class InstanceViewSet(
 
     @extend_schema(
         summary="Cancel an instance",
-        description="Cancels the instance, its open tasks and pending steps. Staff and the "
-        "user who started it may. 409 if it already completed or was canceled.",
+        description="Cancels the instance, its open tasks and pending steps. The user who "
+        "started it and users with `change_workflowinstance` may. 409 if it already "
+        "completed or was canceled.",
         request=CancelSerializer,
         responses={
             200: InstanceDetailSerializer,
@@ -343,8 +344,9 @@ class InstanceViewSet(
 
     @extend_schema(
         summary="Retry a failed instance",
-        description="Re-runs a failed instance from its failed step, or `from_step`. Staff "
-        "and the user who started it may. 409 unless the instance failed.",
+        description="Re-runs a failed instance from its failed step, or `from_step`. The "
+        "user who started it and users with `change_workflowinstance` may. 409 unless the "
+        "instance failed.",
         request=RetrySerializer,
         responses={
             200: InstanceDetailSerializer,
@@ -378,7 +380,7 @@ class InstanceViewSet(
     list=extend_schema(
         summary="List human tasks",
         description="Your inbox: the open tasks you may complete, newest first. With "
-        "`all=1`, every task you may see (staff: all tasks).",
+        "`all=1`, every task you may see (with `view_humantask`: all tasks).",
         parameters=[TaskFilter],
         responses={200: TaskSerializer(many=True), **INVALID, **AUTH_ERRORS},
     ),

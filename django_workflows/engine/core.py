@@ -58,6 +58,7 @@ from ..models import (
     ACTIVE_RUN_STATUSES,
     DefinitionVersion,
     HumanTask,
+    HumanTaskGroup,
     IdempotencyKey,
     StepRun,
     StepRunStatus,
@@ -521,21 +522,27 @@ class _Transition:
             task.step_run = run
             tasks.append(task)
         HumanTask.objects.bulk_create(tasks)
+        # Candidate groups are kept by name: a group created later lets its members in,
+        # and a name that matches no group lets nobody in (it never opens the task).
         names = {name for _, _, _, groups in self.new_tasks for name in groups}
-        groups = dict(Group.objects.filter(name__in=names).values_list("name", "pk"))
-        if missing := names - set(groups):
-            logger.warning("human tasks: no group named %s", sorted(missing))
-        links = []
-        through = HumanTask.candidate_groups.through
+        existing = Group.objects.filter(name__in=names).values_list("name", flat=True)
+        if names and (missing := names - set(existing)):
+            logger.warning(
+                "human tasks: no group named %s (yet): until it exists, only the assignee "
+                "or a user with complete_any_task may complete the task",
+                sorted(missing),
+            )
+        longest = HumanTaskGroup._meta.get_field("name").max_length
+        rows = []
         for _run, task, index, group_names in self.new_tasks:
             self.events[index] = dataclasses.replace(self.events[index], task_id=task.pk)
-            links.extend(
-                through(humantask_id=task.pk, group_id=groups[name])
-                for name in group_names
-                if name in groups
+            rows.extend(
+                HumanTaskGroup(task=task, name=name)
+                for name in dict.fromkeys(group_names)
+                if len(name) <= longest  # a longer name no group can have: nobody is let in
             )
-        if links:
-            through.objects.bulk_create(links)
+        if rows:
+            HumanTaskGroup.objects.bulk_create(rows)
 
 
 def _fenced_update(run: StepRun, token: uuid.UUID, changes: dict[str, Any]) -> int:

@@ -13,6 +13,7 @@ from django_workflows import TaskNotOpen, WorkflowStatus
 from django_workflows.models import HumanTask, TaskStatus, WorkflowEvent, WorkflowInstance
 
 from ..factories import StaffFactory
+from .conftest import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -55,7 +56,7 @@ def test_inbox_shows_only_the_tasks_the_user_may_complete(
     client, start, approver, accountant, admin_engine
 ):
     approval = HumanTask.objects.get(instance=start("approval", amount=1))  # managers
-    check = HumanTask.objects.get(instance=start("check"))  # any staff
+    check = HumanTask.objects.get(instance=start("check"))  # no assignee, no group
     claimed = HumanTask.objects.get(instance=start("approval", amount=2))
     someone = StaffFactory(username="someone")
     claimed.claimed_by = someone  # test setup: claimed by another manager
@@ -67,9 +68,12 @@ def test_inbox_shows_only_the_tasks_the_user_may_complete(
     mine = inbox_ids(client)
     client.force_login(accountant)
     theirs = inbox_ids(client)
+    client.force_login(grant(StaffFactory(username="overrider"), "complete_any_task"))
+    any_task = inbox_ids(client)
 
-    assert mine == {approval.pk, check.pk}
-    assert theirs == {check.pk}  # view permissions do not make a task completable
+    assert mine == {approval.pk}  # not "check": staff status opens no task
+    assert theirs == set()  # view permissions do not make a task completable
+    assert any_task == {approval.pk, check.pk, claimed.pk}
 
 
 def test_inbox_shows_due_dates_and_marks_overdue_tasks(client, start, approver):
@@ -105,15 +109,18 @@ def test_inbox_queries_do_not_grow_with_the_tasks(client, start, approver):
     assert _inbox_queries(client, start, 3) == _inbox_queries(client, start, 12)
 
 
-def test_the_inbox_is_open_to_staff_without_model_permissions(client, start, bare_staff, outsider):
-    check = HumanTask.objects.get(instance=start("check"))
+def test_the_inbox_is_open_to_staff_without_model_permissions(
+    client, start, other_manager, outsider
+):
+    approval = HumanTask.objects.get(instance=start("approval", amount=1))
+    start("check")
 
-    client.force_login(bare_staff)
+    client.force_login(other_manager)
     staff_view = inbox_ids(client)
     client.force_login(outsider)
     outsider_view = client.get(INBOX)
 
-    assert staff_view == {check.pk}
+    assert staff_view == {approval.pk}
     assert outsider_view.status_code == 302  # to the admin login
 
 
@@ -170,9 +177,21 @@ def test_reject_button_takes_the_other_branch(client, waiting, approver):
     assert instance.context["paid"] == 0
 
 
-def test_a_step_without_form_or_actions_has_a_complete_button(client, start, bare_staff):
+def test_a_task_for_nobody_in_particular_is_refused_to_staff(client, start, bare_staff):
+    # Neither assignee nor candidate groups: fail closed, staff status opens nothing.
     task = HumanTask.objects.get(instance=start("check"))
     client.force_login(bare_staff)
+
+    page = client.get(task_url(task))
+    post = client.post(task_url(task), {"_complete": "1"})
+
+    assert page.status_code == post.status_code == 403
+    assert state(task) == (TaskStatus.OPEN, WorkflowStatus.WAITING)
+
+
+def test_a_step_without_form_or_actions_has_a_complete_button(client, start):
+    task = HumanTask.objects.get(instance=start("check"))
+    client.force_login(grant(StaffFactory(username="overrider"), "complete_any_task"))
 
     page = client.get(task_url(task))
     response = client.post(task_url(task), {"_complete": "1", "stray": "ignored?"})
@@ -373,7 +392,8 @@ def test_task_list_and_record_need_the_view_permission(client, waiting, approver
     listing = client.get(TASKS)
     record = client.get(record_url)
     client.force_login(bare_staff)
-    refused = (client.get(TASKS).status_code, client.get(record_url).status_code)
+    theirs = client.get(TASKS)
+    refused = client.get(record_url).status_code
 
     assert listing.status_code == 200
     html = listing.content.decode()
@@ -382,7 +402,9 @@ def test_task_list_and_record_need_the_view_permission(client, waiting, approver
     assert f'href="{INBOX}"' in html
     assert record.status_code == 200
     assert f'href="{task_url(task)}"' in record.content.decode()
-    assert refused == (403, 403)
+    assert theirs.status_code == 200  # the tasks of the instances they may see: none
+    assert "Approve the expense" not in theirs.content.decode()
+    assert refused == 403
 
 
 def test_task_list_links_instances_only_for_who_may_view_them(client, waiting, managers):

@@ -1,10 +1,11 @@
 """Authentication (session, token) and who sees which instances."""
 
 import pytest
+from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
-from django_workflows.api.permissions import visible_instances
 from django_workflows.models import WorkflowInstance
+from django_workflows.permissions import visible_instances
 
 from ..factories import GroupFactory, StaffFactory, UserFactory
 from .conftest import API
@@ -130,7 +131,8 @@ def world(api_engine, starter, managers, outsider):
         ("manager", {"expense"}),  # a candidate group of its task
         ("outsider", {"approval"}),  # the assignee of its task
         ("nobody", set()),
-        ("staff", {"expense", "approval", "private"}),
+        ("staff", set()),  # staff status alone grants nothing in the API
+        ("viewer", {"expense", "approval", "private"}),  # view_workflowinstance
         ("superuser", {"expense", "approval", "private"}),
     ],
 )
@@ -143,8 +145,10 @@ def test_who_sees_which_instances(
         "outsider": outsider,
         "nobody": UserFactory(),
         "staff": StaffFactory(),
+        "viewer": UserFactory(username="viewer"),
         "superuser": superuser,
     }
+    users["viewer"].user_permissions.add(Permission.objects.get(codename="view_workflowinstance"))
     client = client_for(users[who])
 
     assert visible_ids(client) == {str(world[name].pk) for name in expected}
