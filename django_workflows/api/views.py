@@ -8,24 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.utils.decorators import method_decorator
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
-    extend_schema,
     extend_schema_view,
+    inline_serializer,
 )
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework import exceptions, mixins, viewsets
+from rest_framework import exceptions, mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
 
 from ..engine import get_engine
 from ..exceptions import StepNotFound, WorkflowNotFound
@@ -38,6 +42,7 @@ from . import idempotency
 from .exceptions import Conflict, exception_handler
 from .filters import InstanceFilter, Pagination, StableOrderingFilter, TaskFilter
 from .permissions import CanManageInstance, visible_instances, visible_tasks
+from .schema import operation
 from .serializers import (
     CancelSerializer,
     CompleteSerializer,
@@ -76,6 +81,24 @@ class APIMixin:
 
     permission_classes = [IsAuthenticated]
     not_found_message = "Not found."
+    # drf-spectacular's, whatever the project's DEFAULT_SCHEMA_CLASS (see schema.operation).
+    schema = AutoSchema()
+
+    def get_renderers(self) -> list[BaseRenderer]:
+        renderers = super().get_renderers()
+        if browsable_api_available():
+            return renderers
+        # The browsable API's templates come with the rest_framework app: without it
+        # they are missing (a 500 for every browser), so the API answers JSON only.
+        # The system check django_workflows.W101 says so.
+        kept = [r for r in renderers if not isinstance(r, BrowsableAPIRenderer)]
+        return kept or [JSONRenderer()]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False):
+        # A browser asking for HTML, when there is no HTML to give, gets the JSON.
+        return super().perform_content_negotiation(
+            request, force=force or not browsable_api_available()
+        )
 
     def get_exception_handler(self):
         return exception_handler
@@ -102,6 +125,11 @@ class APIMixin:
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
         # Ordering applies to lists; a detail or an action looks up one row.
         return super().filter_queryset(queryset) if self.action == "list" else queryset
+
+
+def browsable_api_available() -> bool:
+    """Whether DRF's browsable API can render: its templates are the rest_framework app's."""
+    return apps.is_installed("rest_framework")
 
 
 def _definition_gone(exc: WorkflowNotFound) -> Conflict:
@@ -157,12 +185,12 @@ def _definitions(name: str | None = None) -> list[dict[str, Any]]:
 
 
 @extend_schema_view(
-    list=extend_schema(
+    list=operation(
         summary="List workflow definitions",
         description="Every registered workflow, with the versions registered or stored.",
         responses={200: DefinitionSerializer(many=True), **AUTH_ERRORS},
     ),
-    retrieve=extend_schema(
+    retrieve=operation(
         summary="A workflow definition",
         description="A workflow by name, with the graph of each of its versions.",
         responses={200: DefinitionDetailSerializer, **AUTH_ERRORS, **NOT_FOUND},
@@ -198,14 +226,14 @@ def _detail_queryset() -> QuerySet[WorkflowInstance]:
 
 
 @extend_schema_view(
-    list=extend_schema(
+    list=operation(
         summary="List workflow instances",
         description="The instances you may see (staff: all; others: the ones they started "
         "or hold a task in), newest first.",
         parameters=[InstanceFilter],
         responses={200: InstanceSerializer(many=True), **INVALID, **AUTH_ERRORS},
     ),
-    retrieve=extend_schema(
+    retrieve=operation(
         summary="A workflow instance",
         description="With its context, step runs, open tasks and history.",
         responses={200: InstanceDetailSerializer, **AUTH_ERRORS, **NOT_FOUND},
@@ -243,7 +271,7 @@ class InstanceViewSet(
         data = InstanceDetailSerializer(_detail_queryset().get(pk=instance.pk)).data
         return Response(data, status=code, **kwargs)
 
-    @extend_schema(
+    @operation(
         summary="Start a workflow",
         description=(
             "Starts the workflow and runs it as far as it goes (201). Idempotent: a "
@@ -320,7 +348,7 @@ class InstanceViewSet(
             field = "version" if engine.registry.has_definition(name) else "workflow"
             raise exceptions.ValidationError({field: [str(exc)]}) from None
 
-    @extend_schema(
+    @operation(
         summary="Cancel an instance",
         description="Cancels the instance, its open tasks and pending steps. Staff and the "
         "user who started it may. 409 if it already completed or was canceled.",
@@ -341,7 +369,7 @@ class InstanceViewSet(
         instance = get_engine().cancel_workflow(instance.pk, reason=params.validated_data["reason"])
         return self._detail_response(instance)
 
-    @extend_schema(
+    @operation(
         summary="Retry a failed instance",
         description="Re-runs a failed instance from its failed step, or `from_step`. Staff "
         "and the user who started it may. 409 unless the instance failed.",
@@ -375,14 +403,14 @@ class InstanceViewSet(
 
 
 @extend_schema_view(
-    list=extend_schema(
+    list=operation(
         summary="List human tasks",
         description="Your inbox: the open tasks you may complete, newest first. With "
         "`all=1`, every task you may see (staff: all tasks).",
         parameters=[TaskFilter],
         responses={200: TaskSerializer(many=True), **INVALID, **AUTH_ERRORS},
     ),
-    retrieve=extend_schema(
+    retrieve=operation(
         summary="A human task",
         description="With the JSON schema of its form and its actions, to render it.",
         responses={200: TaskDetailSerializer, **AUTH_ERRORS, **NOT_FOUND},
@@ -436,7 +464,7 @@ class TaskViewSet(
         task = self.get_queryset().get(pk=task.pk)
         return Response(TaskSerializer(task).data)
 
-    @extend_schema(
+    @operation(
         summary="Claim a task",
         description="Takes the task, so that others of its candidate groups leave it alone.",
         request=None,
@@ -452,7 +480,7 @@ class TaskViewSet(
         task = self.get_object()
         return self._task_response(get_engine().claim_task(task.pk, request.user))
 
-    @extend_schema(
+    @operation(
         summary="Unclaim a task",
         description="Gives a claimed task back to its candidate groups.",
         request=None,
@@ -468,7 +496,7 @@ class TaskViewSet(
         task = self.get_object()
         return self._task_response(get_engine().unclaim_task(task.pk, request.user))
 
-    @extend_schema(
+    @operation(
         summary="Complete a task",
         description="Submits the task's form (`data`, validated by the step's form) and "
         "runs the workflow on. Returns the instance.",
@@ -499,11 +527,46 @@ class TaskViewSet(
         return Response(InstanceDetailSerializer(_detail_queryset().get(pk=instance.pk)).data)
 
 
+# -- root ---------------------------------------------------------------------------
+
+#: The endpoints the root lists: (key, URL name in the API's namespace).
+ROOT_ENDPOINTS = (
+    ("definitions", "definition-list"),
+    ("instances", "instance-list"),
+    ("tasks", "task-list"),
+    ("schema", "schema"),
+)
+
+
+class RootView(APIMixin, APIView):
+    """``GET /``: the absolute URL of each of the API's endpoints."""
+
+    @operation(
+        summary="The API's endpoints",
+        description="The absolute URL of each collection and of the OpenAPI schema.",
+        responses={
+            200: inline_serializer(
+                "Root", {key: serializers.URLField() for key, _ in ROOT_ENDPOINTS}
+            ),
+            **AUTH_ERRORS,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        namespace = request.resolver_match.namespace  # the include's, e.g. "django_workflows_api"
+        return Response(
+            {key: reverse(f"{namespace}:{name}", request=request) for key, name in ROOT_ENDPOINTS}
+        )
+
+
 # -- schema -------------------------------------------------------------------------
 
 
 class SchemaView(APIMixin, SpectacularAPIView):
     """The OpenAPI 3 schema (YAML, or JSON with ``?format=json`` / ``Accept``)."""
+
+    @operation(exclude=True)  # the schema does not describe itself
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
