@@ -303,17 +303,8 @@ class InstanceViewSet(
     def create(self, request: Request) -> Response:
         params = StartSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        start = params.validated_data
-        user = request.user
         key = self._idempotency_key(request)
-
-        with idempotency.advisory_lock(user.pk, start["workflow"], start["business_key"]):
-            instance = idempotency.first_with_business_key(
-                user, start["workflow"], start["business_key"]
-            )
-            created = False
-            if instance is None:
-                instance, created = self._start(start, user, key)
+        instance, created = self._start(params.validated_data, request.user, key)
         if not created:
             return self._detail_response(instance, headers={"Idempotent-Replayed": "true"})
         location = request.build_absolute_uri(f"{instance.pk}/")
@@ -333,17 +324,22 @@ class InstanceViewSet(
         self, start: dict[str, Any], user: Any, key: str | None
     ) -> tuple[WorkflowInstance, bool]:
         engine = get_engine()
-        name = start["workflow"]
+        name, business_key = start["workflow"], start["business_key"]
         params = {
             "version": start.get("version"),
             "initial_data": start["data"],
-            "business_key": start["business_key"],
+            "business_key": business_key,
             "started_by": user,
         }
         try:
-            if key is None:
+            if key is None and not business_key:  # nothing to de-duplicate: no lock
                 return engine.start_workflow(name, **params), True
-            return engine.get_or_start_workflow(name, **params, idempotency_key=key)
+            # The business-key check runs (under its lock) in the transaction that
+            # creates the instance; the steps run after it commits.
+            earlier = idempotency.earlier_start(user, name, business_key) if business_key else None
+            return engine.get_or_start_workflow(
+                name, **params, idempotency_key=key, existing=earlier
+            )
         except WorkflowNotFound as exc:
             field = "version" if engine.registry.has_definition(name) else "workflow"
             raise exceptions.ValidationError({field: [str(exc)]}) from None
