@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db import models
+from drf_spectacular import utils
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent, build_choice_description_list
-from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,15 +47,16 @@ class EnumFieldExtension(OpenApiSerializerFieldExtension):
         return component.ref
 
 
-def operation(**kwargs: Any) -> Callable[[F], F]:
-    """``@extend_schema`` for one view method, built on drf-spectacular's ``AutoSchema``.
+def extend_schema(**kwargs: Any) -> Callable[[F], F]:
+    """drf-spectacular's ``@extend_schema`` for a view method, built on its ``AutoSchema``.
 
-    ``@extend_schema`` on a method builds its schema class on the project's
+    drf-spectacular's decorator builds a method's schema class on the project's
     ``DEFAULT_SCHEMA_CLASS`` as it was when the views were imported: DRF's own
     ``AutoSchema`` unless the project names drf-spectacular's, and then the schema view
-    fails. Naming the base class here makes the API's schema independent of that setting.
+    fails (500). Naming the base class here makes the API's schema independent of that
+    setting. The views use this one under the same name.
     """
-    extend = extend_schema(**kwargs)
+    extend = utils.extend_schema(**kwargs)
 
     def decorator(method: F) -> F:
         # extend_schema takes an existing ``kwargs["schema"]`` (what @action passes to

@@ -42,7 +42,7 @@ from . import idempotency
 from .exceptions import Conflict, exception_handler
 from .filters import InstanceFilter, Pagination, StableOrderingFilter, TaskFilter
 from .permissions import CanManageInstance, visible_instances, visible_tasks
-from .schema import operation
+from .schema import extend_schema
 from .serializers import (
     CancelSerializer,
     CompleteSerializer,
@@ -81,7 +81,7 @@ class APIMixin:
 
     permission_classes = [IsAuthenticated]
     not_found_message = "Not found."
-    # drf-spectacular's, whatever the project's DEFAULT_SCHEMA_CLASS (see schema.operation).
+    # drf-spectacular's, whatever the project's DEFAULT_SCHEMA_CLASS (see schema.extend_schema).
     schema = AutoSchema()
 
     def get_renderers(self) -> list[BaseRenderer]:
@@ -185,12 +185,12 @@ def _definitions(name: str | None = None) -> list[dict[str, Any]]:
 
 
 @extend_schema_view(
-    list=operation(
+    list=extend_schema(
         summary="List workflow definitions",
         description="Every registered workflow, with the versions registered or stored.",
         responses={200: DefinitionSerializer(many=True), **AUTH_ERRORS},
     ),
-    retrieve=operation(
+    retrieve=extend_schema(
         summary="A workflow definition",
         description="A workflow by name, with the graph of each of its versions.",
         responses={200: DefinitionDetailSerializer, **AUTH_ERRORS, **NOT_FOUND},
@@ -226,14 +226,14 @@ def _detail_queryset() -> QuerySet[WorkflowInstance]:
 
 
 @extend_schema_view(
-    list=operation(
+    list=extend_schema(
         summary="List workflow instances",
         description="The instances you may see (staff: all; others: the ones they started "
         "or hold a task in), newest first.",
         parameters=[InstanceFilter],
         responses={200: InstanceSerializer(many=True), **INVALID, **AUTH_ERRORS},
     ),
-    retrieve=operation(
+    retrieve=extend_schema(
         summary="A workflow instance",
         description="With its context, step runs, open tasks and history.",
         responses={200: InstanceDetailSerializer, **AUTH_ERRORS, **NOT_FOUND},
@@ -271,7 +271,7 @@ class InstanceViewSet(
         data = InstanceDetailSerializer(_detail_queryset().get(pk=instance.pk)).data
         return Response(data, status=code, **kwargs)
 
-    @operation(
+    @extend_schema(
         summary="Start a workflow",
         description=(
             "Starts the workflow and runs it as far as it goes (201). Idempotent: a "
@@ -344,7 +344,7 @@ class InstanceViewSet(
             field = "version" if engine.registry.has_definition(name) else "workflow"
             raise exceptions.ValidationError({field: [str(exc)]}) from None
 
-    @operation(
+    @extend_schema(
         summary="Cancel an instance",
         description="Cancels the instance, its open tasks and pending steps. Staff and the "
         "user who started it may. 409 if it already completed or was canceled.",
@@ -365,7 +365,7 @@ class InstanceViewSet(
         instance = get_engine().cancel_workflow(instance.pk, reason=params.validated_data["reason"])
         return self._detail_response(instance)
 
-    @operation(
+    @extend_schema(
         summary="Retry a failed instance",
         description="Re-runs a failed instance from its failed step, or `from_step`. Staff "
         "and the user who started it may. 409 unless the instance failed.",
@@ -399,14 +399,14 @@ class InstanceViewSet(
 
 
 @extend_schema_view(
-    list=operation(
+    list=extend_schema(
         summary="List human tasks",
         description="Your inbox: the open tasks you may complete, newest first. With "
         "`all=1`, every task you may see (staff: all tasks).",
         parameters=[TaskFilter],
         responses={200: TaskSerializer(many=True), **INVALID, **AUTH_ERRORS},
     ),
-    retrieve=operation(
+    retrieve=extend_schema(
         summary="A human task",
         description="With the JSON schema of its form and its actions, to render it.",
         responses={200: TaskDetailSerializer, **AUTH_ERRORS, **NOT_FOUND},
@@ -460,7 +460,7 @@ class TaskViewSet(
         task = self.get_queryset().get(pk=task.pk)
         return Response(TaskSerializer(task).data)
 
-    @operation(
+    @extend_schema(
         summary="Claim a task",
         description="Takes the task, so that others of its candidate groups leave it alone.",
         request=None,
@@ -476,7 +476,7 @@ class TaskViewSet(
         task = self.get_object()
         return self._task_response(get_engine().claim_task(task.pk, request.user))
 
-    @operation(
+    @extend_schema(
         summary="Unclaim a task",
         description="Gives a claimed task back to its candidate groups.",
         request=None,
@@ -492,7 +492,7 @@ class TaskViewSet(
         task = self.get_object()
         return self._task_response(get_engine().unclaim_task(task.pk, request.user))
 
-    @operation(
+    @extend_schema(
         summary="Complete a task",
         description="Submits the task's form (`data`, validated by the step's form) and "
         "runs the workflow on. Returns the instance.",
@@ -537,7 +537,7 @@ ROOT_ENDPOINTS = (
 class RootView(APIMixin, APIView):
     """``GET /``: the absolute URL of each of the API's endpoints."""
 
-    @operation(
+    @extend_schema(
         summary="The API's endpoints",
         description="The absolute URL of each collection and of the OpenAPI schema.",
         responses={
@@ -548,9 +548,10 @@ class RootView(APIMixin, APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        namespace = request.resolver_match.namespace  # the include's, e.g. "django_workflows_api"
+        namespace = request.resolver_match.namespace  # the include's: django_workflows_api
+        prefix = f"{namespace}:" if namespace else ""
         return Response(
-            {key: reverse(f"{namespace}:{name}", request=request) for key, name in ROOT_ENDPOINTS}
+            {key: reverse(prefix + name, request=request) for key, name in ROOT_ENDPOINTS}
         )
 
 
@@ -560,7 +561,7 @@ class RootView(APIMixin, APIView):
 class SchemaView(APIMixin, SpectacularAPIView):
     """The OpenAPI 3 schema (YAML, or JSON with ``?format=json`` / ``Accept``)."""
 
-    @operation(exclude=True)  # the schema does not describe itself
+    @extend_schema(exclude=True)  # the schema does not describe itself
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 

@@ -4,10 +4,10 @@
 """
 
 import pytest
-from django.db import transaction
 
 from django_workflows import BaseMachineStep, WorkflowDefinition
 from django_workflows.api import idempotency
+from django_workflows.engine.local import in_callers_transaction
 from django_workflows.models import IdempotencyKey, WorkflowInstance
 
 from .conftest import API
@@ -101,11 +101,7 @@ def locks(monkeypatch):
     taken = []
 
     def record(*parts):
-        connection = transaction.get_connection()
-        inside = connection.in_atomic_block and not all(
-            block._from_testcase for block in connection.atomic_blocks
-        )
-        taken.append((parts, inside, len(EXECUTIONS)))
+        taken.append((parts, in_callers_transaction(), len(EXECUTIONS)))
 
     monkeypatch.setattr(idempotency, "lock_in_transaction", record)
     EXECUTIONS.clear()
