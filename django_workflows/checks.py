@@ -1,10 +1,13 @@
-"""System checks: settings that do not load, registered graphs that drifted from the stored ones."""
+"""System checks: settings that do not load, registered graphs that drifted from the stored
+ones, the REST API routed without what it needs."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.core.checks import CheckMessage, Error, Tags, register
+from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
@@ -63,3 +66,61 @@ def check_stored_graphs(
                 )
             )
     return errors
+
+
+def _api_route() -> str | None:
+    """The route of a django-workflows API view in the project's URLconf, or None.
+
+    Any view of ``django_workflows.api`` counts: the included ``django_workflows.api.urls``
+    or a subclass routed by the project.
+    """
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    try:
+        patterns = get_resolver().url_patterns  # imports the URLconf
+    except Exception:  # a broken URLconf is for Django's own URL checks to report
+        return None
+    views = sys.modules.get("django_workflows.api.views")
+    if views is None:  # nothing in the URLconf imported the API
+        return None
+
+    def walk(patterns: Any, prefix: str) -> str | None:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                found = walk(pattern.url_patterns, prefix + str(pattern.pattern))
+                if found is not None:
+                    return found
+            elif isinstance(pattern, URLPattern):
+                view_class = getattr(pattern.callback, "cls", None)
+                if isinstance(view_class, type) and issubclass(view_class, views.APIMixin):
+                    return prefix + str(pattern.pattern)
+        return None
+
+    return walk(patterns, "")
+
+
+@register(Tags.urls)
+def check_api_apps(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The REST API routed without the ``rest_framework`` app: no browsable API (W101).
+
+    A warning, not an error: the API's views then answer JSON to every client, browsers
+    included, instead of failing to find DRF's templates.
+    """
+    from django.apps import apps
+
+    if apps.is_installed("rest_framework"):
+        return []
+    route = _api_route()
+    if route is None:
+        return []
+    return [
+        CheckWarning(
+            f"the django-workflows REST API is routed (at {route!r}), but 'rest_framework' "
+            "is not in INSTALLED_APPS: without its templates there is no browsable API, "
+            "and the API answers JSON only, browsers included",
+            hint="Add 'rest_framework' to INSTALLED_APPS (see the setup of the REST API "
+            "in the django-workflows docs).",
+            obj="settings.INSTALLED_APPS",
+            id="django_workflows.W101",
+        )
+    ]

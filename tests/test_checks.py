@@ -1,7 +1,9 @@
-"""System checks: E001 (settings that do not load), E002 (a stored graph that drifted)."""
+"""System checks: E001 (settings that do not load), E002 (a stored graph that drifted),
+W101 (the REST API routed without the rest_framework app)."""
 
 import pytest
-from django.core.checks import ERROR, run_checks
+from django.conf import settings
+from django.core.checks import ERROR, WARNING, run_checks
 from django.test import override_settings
 
 from django_workflows import (
@@ -134,6 +136,46 @@ def test_e001_for_settings_that_do_not_load(value, text):
     assert "settings reference" in errors[0].hint
     # Back to valid settings once the override ends.
     assert checks("django_workflows.E001") == []
+
+
+# -- W101 ----------------------------------------------------------------------------------
+
+WITHOUT_DRF_APP = [app for app in settings.INSTALLED_APPS if app != "rest_framework"]
+
+
+def test_no_w101_with_the_rest_framework_app():
+    assert checks("django_workflows.W101") == []
+
+
+def test_w101_when_the_api_is_routed_without_the_rest_framework_app():
+    with override_settings(INSTALLED_APPS=WITHOUT_DRF_APP):
+        warnings = checks("django_workflows.W101")
+
+    assert len(warnings) == 1
+    warning = warnings[0]
+    assert warning.level == WARNING
+    assert warning.obj == "settings.INSTALLED_APPS"
+    assert "REST API is routed (at 'api/workflows/')" in warning.msg
+    assert "'rest_framework' is not in INSTALLED_APPS" in warning.msg
+    assert "answers JSON only" in warning.msg
+    assert "Add 'rest_framework' to INSTALLED_APPS" in warning.hint
+
+
+def test_w101_for_a_projects_own_subclass_of_an_api_view():
+    with override_settings(
+        INSTALLED_APPS=WITHOUT_DRF_APP, ROOT_URLCONF="tests.api.urls_own_viewset"
+    ):
+        warnings = checks("django_workflows.W101")
+
+    assert [w.id for w in warnings] == ["django_workflows.W101"]
+    assert "(at 'v2/^instances/$')" in warnings[0].msg
+
+
+def test_no_w101_when_the_api_is_not_routed():
+    with override_settings(
+        INSTALLED_APPS=WITHOUT_DRF_APP, ROOT_URLCONF="tests.api.urls_without_api"
+    ):
+        assert checks("django_workflows.W101") == []
 
 
 # -- the engine refuses drifted graphs --------------------------------------------------------

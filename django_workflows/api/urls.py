@@ -16,6 +16,7 @@ router.register("instances", views.InstanceViewSet, basename="instance")
 router.register("tasks", views.TaskViewSet, basename="task")
 
 urlpatterns = [
+    path("", views.RootView.as_view(), name="root"),
     *router.urls,
     path("schema/", views.SchemaView.as_view(), name="schema"),
 ]

@@ -8,24 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.db import transaction
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.utils.decorators import method_decorator
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
-    extend_schema,
     extend_schema_view,
+    inline_serializer,
 )
 from drf_spectacular.views import SpectacularAPIView
-from rest_framework import exceptions, mixins, viewsets
+from rest_framework import exceptions, mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
 
 from ..engine import get_engine
 from ..exceptions import StepNotFound, WorkflowNotFound
@@ -38,6 +42,7 @@ from . import idempotency
 from .exceptions import Conflict, exception_handler
 from .filters import InstanceFilter, Pagination, StableOrderingFilter, TaskFilter
 from .permissions import CanManageInstance
+from .schema import extend_schema
 from .serializers import (
     CancelSerializer,
     CompleteSerializer,
@@ -76,6 +81,24 @@ class APIMixin:
 
     permission_classes = [IsAuthenticated]
     not_found_message = "Not found."
+    # drf-spectacular's, whatever the project's DEFAULT_SCHEMA_CLASS (see schema.extend_schema).
+    schema = AutoSchema()
+
+    def get_renderers(self) -> list[BaseRenderer]:
+        renderers = super().get_renderers()
+        if browsable_api_available():
+            return renderers
+        # The browsable API's templates come with the rest_framework app: without it
+        # they are missing (a 500 for every browser), so the API answers JSON only.
+        # The system check django_workflows.W101 says so.
+        kept = [r for r in renderers if not isinstance(r, BrowsableAPIRenderer)]
+        return kept or [JSONRenderer()]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False):
+        # A browser asking for HTML, when there is no HTML to give, gets the JSON.
+        return super().perform_content_negotiation(
+            request, force=force or not browsable_api_available()
+        )
 
     def get_exception_handler(self):
         return exception_handler
@@ -102,6 +125,11 @@ class APIMixin:
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
         # Ordering applies to lists; a detail or an action looks up one row.
         return super().filter_queryset(queryset) if self.action == "list" else queryset
+
+
+def browsable_api_available() -> bool:
+    """Whether DRF's browsable API can render: its templates are the rest_framework app's."""
+    return apps.is_installed("rest_framework")
 
 
 def _definition_gone(exc: WorkflowNotFound) -> Conflict:
@@ -275,17 +303,8 @@ class InstanceViewSet(
     def create(self, request: Request) -> Response:
         params = StartSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        start = params.validated_data
-        user = request.user
         key = self._idempotency_key(request)
-
-        with idempotency.advisory_lock(user.pk, start["workflow"], start["business_key"]):
-            instance = idempotency.first_with_business_key(
-                user, start["workflow"], start["business_key"]
-            )
-            created = False
-            if instance is None:
-                instance, created = self._start(start, user, key)
+        instance, created = self._start(params.validated_data, request.user, key)
         if not created:
             return self._detail_response(instance, headers={"Idempotent-Replayed": "true"})
         location = request.build_absolute_uri(f"{instance.pk}/")
@@ -305,17 +324,22 @@ class InstanceViewSet(
         self, start: dict[str, Any], user: Any, key: str | None
     ) -> tuple[WorkflowInstance, bool]:
         engine = get_engine()
-        name = start["workflow"]
+        name, business_key = start["workflow"], start["business_key"]
         params = {
             "version": start.get("version"),
             "initial_data": start["data"],
-            "business_key": start["business_key"],
+            "business_key": business_key,
             "started_by": user,
         }
         try:
-            if key is None:
+            if key is None and not business_key:  # nothing to de-duplicate: no lock
                 return engine.start_workflow(name, **params), True
-            return engine.get_or_start_workflow(name, **params, idempotency_key=key)
+            # The business-key check runs (under its lock) in the transaction that
+            # creates the instance; the steps run after it commits.
+            earlier = idempotency.earlier_start(user, name, business_key) if business_key else None
+            return engine.get_or_start_workflow(
+                name, **params, idempotency_key=key, existing=earlier
+            )
         except WorkflowNotFound as exc:
             field = "version" if engine.registry.has_definition(name) else "workflow"
             raise exceptions.ValidationError({field: [str(exc)]}) from None
@@ -501,11 +525,47 @@ class TaskViewSet(
         return Response(InstanceDetailSerializer(_detail_queryset().get(pk=instance.pk)).data)
 
 
+# -- root ---------------------------------------------------------------------------
+
+#: The endpoints the root lists: (key, URL name in the API's namespace).
+ROOT_ENDPOINTS = (
+    ("definitions", "definition-list"),
+    ("instances", "instance-list"),
+    ("tasks", "task-list"),
+    ("schema", "schema"),
+)
+
+
+class RootView(APIMixin, APIView):
+    """``GET /``: the absolute URL of each of the API's endpoints."""
+
+    @extend_schema(
+        summary="The API's endpoints",
+        description="The absolute URL of each collection and of the OpenAPI schema.",
+        responses={
+            200: inline_serializer(
+                "Root", {key: serializers.URLField() for key, _ in ROOT_ENDPOINTS}
+            ),
+            **AUTH_ERRORS,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        namespace = request.resolver_match.namespace  # the include's: django_workflows_api
+        prefix = f"{namespace}:" if namespace else ""
+        return Response(
+            {key: reverse(prefix + name, request=request) for key, name in ROOT_ENDPOINTS}
+        )
+
+
 # -- schema -------------------------------------------------------------------------
 
 
 class SchemaView(APIMixin, SpectacularAPIView):
     """The OpenAPI 3 schema (YAML, or JSON with ``?format=json`` / ``Accept``)."""
+
+    @extend_schema(exclude=True)  # the schema does not describe itself
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)

@@ -778,7 +778,7 @@ class BaseExecutionEngine:
         started_by: Any = None,
     ) -> WorkflowInstance:
         """Start ``name`` (the highest version unless given) and run it as far as it goes."""
-        return self._start(name, version, initial_data, business_key, started_by)
+        return self._start(name, version, initial_data, business_key, started_by)[0]
 
     def _start(
         self,
@@ -788,7 +788,9 @@ class BaseExecutionEngine:
         business_key: str,
         started_by: Any,
         idempotency: tuple[str, str] | None = None,
-    ) -> WorkflowInstance:
+        existing: Callable[[], WorkflowInstance | None] | None = None,
+    ) -> tuple[WorkflowInstance, bool]:
+        """The started instance and True; or what ``existing()`` found, and False."""
         definition = self.registry.get_definition(name, version)
         data = dict(initial_data or {})
         for key, value in data.items():
@@ -798,6 +800,12 @@ class BaseExecutionEngine:
         check_size(data, "the initial data")
         user_pk = self._check_user(started_by)
         with transaction.atomic():
+            if existing is not None:
+                # The caller's check, in the transaction that would create the instance
+                # (a lock it takes there ends with it, before any step runs).
+                found = existing()
+                if found is not None:
+                    return found, False
             instance = WorkflowInstance.objects.create(
                 definition=self._definition_row(definition),
                 status=WorkflowStatus.RUNNING,
@@ -815,7 +823,7 @@ class BaseExecutionEngine:
             tx.advance(definition.initial_step, activate=True, refuse_bad_input=True)
             tx.close()
         self._go_on(tx.runnable, tx.claimed)
-        return self.get_instance(instance.pk)
+        return self.get_instance(instance.pk), True
 
     def get_or_start_workflow(
         self,
@@ -825,19 +833,30 @@ class BaseExecutionEngine:
         business_key: str = "",
         started_by: Any = None,
         *,
-        idempotency_key: str,
+        idempotency_key: str | None = None,
+        existing: Callable[[], WorkflowInstance | None] | None = None,
     ) -> tuple[WorkflowInstance, bool]:
         """Start once per ``idempotency_key`` (per user), like ``get_or_create``.
 
         A repeated call with the same key returns the instance the first call started
         and False. The key is stored in the transaction that creates the instance, so two
         concurrent calls start one instance. A key reused for another workflow conflicts.
+
+        ``existing`` (instead of a key, or with one) is called inside the transaction
+        that would create the instance, before it does; an instance it returns is
+        returned instead, with False. A transaction-level lock it takes there makes its
+        check and the creation one step, and ends before any step runs (the REST API
+        finds a user's earlier start with the same business key so).
         """
-        if not idempotency_key or len(idempotency_key) > 255:
+        if idempotency_key is None and existing is None:
+            raise TypeError("get_or_start_workflow() needs an idempotency_key or existing")
+        if idempotency_key is not None and (not idempotency_key or len(idempotency_key) > 255):
             raise ValidationError({"idempotency_key": ["must be 1 to 255 characters"]})
         owner = "" if started_by is None else str(_user_pk(started_by))
 
-        def existing() -> WorkflowInstance | None:
+        def by_key() -> WorkflowInstance | None:
+            if idempotency_key is None:
+                return None
             row = IdempotencyKey.objects.filter(owner=owner, key=idempotency_key).first()
             if row is None:
                 return None
@@ -847,19 +866,17 @@ class BaseExecutionEngine:
                 )
             return self.get_instance(row.instance_id)
 
-        found = existing()
+        found = by_key()
         if found is not None:
             return found, False
+        key = None if idempotency_key is None else (owner, idempotency_key)
         try:
-            instance = self._start(
-                name, version, initial_data, business_key, started_by, (owner, idempotency_key)
-            )
+            return self._start(name, version, initial_data, business_key, started_by, key, existing)
         except IntegrityError:
-            found = existing()  # a concurrent call with the same key won
+            found = by_key()  # a concurrent call with the same key won
             if found is None:
                 raise
             return found, False
-        return instance, True
 
     def get_instance(self, instance_id: Any) -> WorkflowInstance:
         try:

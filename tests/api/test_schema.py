@@ -11,6 +11,7 @@ from .conftest import API
 pytestmark = pytest.mark.django_db
 
 OPERATIONS = {
+    ("get", "/"),
     ("get", "/definitions/"),
     ("get", "/definitions/{name}/"),
     ("get", "/instances/"),
