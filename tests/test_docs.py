@@ -197,7 +197,9 @@ def _testing_page(engine):
 # What a page's blocks use without defining it: (names, before) for ``run_page``.
 PAGE_NAMES = {
     "README.md": lambda engine: _names(manager=UserFactory()),
-    "quickstart.md": lambda engine: _names(employee=UserFactory(), manager=StaffFactory()),
+    "quickstart.md": lambda engine: _names(
+        employee=UserFactory(), manager=StaffFactory(is_superuser=True)
+    ),
     "concepts.md": lambda engine: _names(payments=FakePayments()),
     "admin.md": _admin_page,
     "howto/idempotent-steps.md": lambda engine: _names(billing=FakeBilling()),
