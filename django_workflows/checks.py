@@ -124,3 +124,39 @@ def check_api_apps(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             id="django_workflows.W101",
         )
     ]
+
+
+@register(Tags.urls)
+def check_formless_steps(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Human steps without a form or ``fields`` while the REST API is routed (W102).
+
+    A completer may then send any new key with the task (keys already in the context
+    are protected either way); a step should say what it takes.
+    """
+    route = _api_route()
+    if route is None:
+        return []
+    from .forms import form_for_step
+    from .registry import registry
+    from .steps import BaseHumanStep
+
+    warnings: list[CheckMessage] = []
+    for definition in registry.list_definitions(all_versions=True):
+        for name, step in definition.steps.items():
+            if not isinstance(step, BaseHumanStep) or step.fields is not None:
+                continue
+            if form_for_step(step) is not None:
+                continue
+            warnings.append(
+                CheckWarning(
+                    f"human step {name!r} of workflow {definition} has no form and declares "
+                    f"no fields: through the REST API (at {route!r}) a completer may add any "
+                    "key to the workflow's context",
+                    hint="Give the step a form (form_class or form_schema), or fields = (...) "
+                    "naming the keys a completer may set (fields = () for none: its actions' "
+                    "values only).",
+                    obj=f"{definition.name} {definition.version}: {name}",
+                    id="django_workflows.W102",
+                )
+            )
+    return warnings

@@ -9,6 +9,7 @@ render the same form. The supported schema is the common subset: an object whose
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django import forms
@@ -108,6 +109,24 @@ def form_for_step(step: Any, action: str | None = None) -> type[forms.Form] | No
     if step.form_schema is not None:
         return form_from_schema(step.form_schema, f"{type(step).__name__}Form")
     return None
+
+
+def page_form_for_step(step: Any) -> type[forms.Form] | None:
+    """The form a page shows for a step's task: its form, plus the fields that only an
+    action's own form asks for (optional here: which are required depends on the button
+    pressed, and is checked with that action's form on submit)."""
+    own = getattr(step, "action_forms", None) or {}
+    base = form_for_step(step)
+    if not own:
+        return base
+    fields: dict[str, forms.Field] = dict(base.base_fields) if base is not None else {}
+    for action in own:
+        for name, field in form_for_step(step, action).base_fields.items():
+            if name not in fields:
+                extra = copy.deepcopy(field)
+                extra.required = False
+                fields[name] = extra
+    return type(f"{type(step).__name__}PageForm", (base or forms.Form,), fields)
 
 
 def schema_for_step(step: Any, action: str | None = None) -> dict[str, Any]:

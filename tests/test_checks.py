@@ -1,5 +1,6 @@
 """System checks: E001 (settings that do not load), E002 (a stored graph that drifted),
-W101 (the REST API routed without the rest_framework app)."""
+W101 (the REST API routed without the rest_framework app), W102 (a form-less human
+step without fields, the API routed)."""
 
 import pytest
 from django.conf import settings
@@ -176,6 +177,52 @@ def test_no_w101_when_the_api_is_not_routed():
         INSTALLED_APPS=WITHOUT_DRF_APP, ROOT_URLCONF="tests.api.urls_without_api"
     ):
         assert checks("django_workflows.W101") == []
+
+
+# -- W102 ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def formless():
+    """A form-less human step on the project registry, with or without ``fields``."""
+    from django_workflows import BaseHumanStep
+
+    def register(**options):
+        return registry.register_definition(
+            WorkflowDefinition(
+                name="formless_demo",
+                version=str(len(registry.list_definitions(all_versions=True))),
+                initial_step="ok",
+                steps={"ok": BaseHumanStep(title="OK", **options)},
+            )
+        )
+
+    try:
+        yield register
+    finally:
+        registry.unregister("formless_demo")
+
+
+def test_w102_names_a_formless_step_without_fields_when_the_api_is_routed(formless):
+    assert checks("django_workflows.W102") == []  # the project's own steps say what they take
+    definition = formless(actions={"OK": {"ok": True}})
+
+    (warning,) = checks("django_workflows.W102")
+    assert warning.level == WARNING
+    assert warning.obj == f"formless_demo {definition.version}: ok"
+    assert "human step 'ok' of workflow" in warning.msg
+    assert "no form and declares no fields" in warning.msg
+    assert "(at 'api/workflows/')" in warning.msg
+    assert "fields = (...)" in warning.hint
+
+
+def test_no_w102_with_fields_or_without_the_api(formless):
+    formless(fields=())
+    assert checks("django_workflows.W102") == []
+    registry.unregister("formless_demo")
+    formless()
+    with override_settings(ROOT_URLCONF="tests.api.urls_without_api"):
+        assert checks("django_workflows.W102") == []
 
 
 # -- the engine refuses drifted graphs --------------------------------------------------------

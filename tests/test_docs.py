@@ -879,7 +879,12 @@ def test_checks_page_lists_every_check_id():
             (ROOT / "django_workflows" / "checks.py").read_text(),
         )
     )
-    assert ids == {"django_workflows.E001", "django_workflows.E002", "django_workflows.W101"}
+    assert ids == {
+        "django_workflows.E001",
+        "django_workflows.E002",
+        "django_workflows.W101",
+        "django_workflows.W102",
+    }
     text = page("reference/checks.md")
     assert set(re.findall(r"`(django_workflows\.[EW]\d+)`", text)) == ids
 

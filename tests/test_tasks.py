@@ -146,6 +146,16 @@ def test_claim_and_unclaim(engine, manager):
     with pytest.raises(PermissionDenied):
         engine.claim_task(task.pk, None)
 
+    # A user who may complete any task may also take a claim back from its claimer.
+    from django.contrib.auth.models import Permission
+
+    engine.claim_task(task.pk, manager)
+    overseer = UserFactory()
+    overseer.user_permissions.add(Permission.objects.get(codename="complete_any_task"))
+    engine.unclaim_task(task.pk, overseer)
+    task.refresh_from_db()
+    assert task.claimed_by is None
+
     engine.complete_task(task.pk, manager, {"approved": False})
     with pytest.raises(TaskNotOpen):
         engine.claim_task(task.pk, manager)

@@ -30,10 +30,11 @@ from django.utils.translation import gettext_lazy
 
 from ..engine import get_engine
 from ..exceptions import StateConflict, TaskNotFound, WorkflowError
-from ..forms import form_for_step
+from ..forms import form_for_step, page_form_for_step
 from ..models import HumanTask, TaskStatus
 from ..paging import COUNT_LIMIT, bounded_count
 from ..permissions import (
+    COMPLETE_ANY_TASK,
     can_complete_task,
     can_view_instance,
     can_view_task,
@@ -322,7 +323,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
                 _("You may not complete or see task “%(title)s”.") % {"title": task.title},
             )
         step, problem = self._step(task)
-        form_class = form_for_step(step) if step is not None else None
+        form_class = page_form_for_step(step) if step is not None else None
         form = form_class() if form_class is not None else None
         errors: list[str] = []
         if request.method == "POST":
@@ -352,7 +353,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
             can_claim=task_open and allowed and task.claimed_by_id is None,
             can_unclaim=task_open
             and task.claimed_by_id is not None
-            and (task.claimed_by_id == request.user.pk or request.user.is_superuser),
+            and (task.claimed_by_id == request.user.pk or request.user.has_perm(COMPLETE_ANY_TASK)),
             next=safe_next(request, ""),
             media=self.media + form.media if form is not None else self.media,
         )
@@ -382,15 +383,24 @@ class HumanTaskAdmin(admin.ModelAdmin):
                     form_class() if form_class else None,
                     [_("Unknown action “%(action)s”.") % {"action": action}],
                 )
-            if form_class is not None:
+            # The button's own form (a Reject asking only for comments) validates, the
+            # page's form shows its errors.
+            action_form_class = form_for_step(step, action)
+            if action_form_class is not None:
                 submitted = request.POST.copy()
                 for key, value in (step.actions.get(action) or {}).items() if action else ():
                     submitted[key] = value
-                form = form_class(data=submitted, files=request.FILES)
-                if not form.is_valid():
+                checked = action_form_class(data=submitted, files=request.FILES)
+                valid = checked.is_valid()
+                form = checked
+                if action_form_class is not form_class:
+                    form = form_class(data=submitted, files=request.FILES)
+                    form.full_clean()
+                    form._errors = checked.errors  # the button's errors, not the page form's
+                if not valid:
                     return None, form, []
                 # The raw values, as the form read them: the engine validates them again.
-                data = {name: form[name].data for name in form.fields}
+                data = {name: checked[name].data for name in checked.fields}
         elif step is None:
             return None, None, []
         try:

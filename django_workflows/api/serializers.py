@@ -177,12 +177,25 @@ class TaskDetailSerializer(TaskSerializer):
         read_only=True,
         help_text="Names of the step's buttons, for `complete`'s `action`.",
     )
+    action_schemas = serializers.DictField(
+        child=serializers.DictField(),
+        read_only=True,
+        help_text="For each action, the JSON schema of the data `complete` accepts with it "
+        "(an action may have a form of its own: a Reject that asks only for comments).",
+    )
     can_complete = serializers.BooleanField(
         read_only=True, help_text="Whether you may complete (or claim) the task."
     )
 
     class Meta(TaskSerializer.Meta):
-        fields = (*TaskSerializer.Meta.fields, "context", "form_schema", "actions", "can_complete")
+        fields = (
+            *TaskSerializer.Meta.fields,
+            "context",
+            "form_schema",
+            "actions",
+            "action_schemas",
+            "can_complete",
+        )
         read_only_fields = fields
 
 

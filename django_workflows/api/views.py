@@ -32,9 +32,9 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from ..engine import get_engine
-from ..exceptions import StepNotFound, WorkflowNotFound
+from ..exceptions import InvalidAssignee, StepNotFound, WorkflowNotFound
 from ..forms import schema_for_step
-from ..models import DefinitionVersion, HumanTask, TaskStatus, WorkflowInstance
+from ..models import DefinitionVersion, HumanTask, TaskStatus, WorkflowInstance, WorkflowStatus
 from ..permissions import can_complete_task, visible_instances, visible_tasks
 from ..registry import version_key
 from ..steps import BaseHumanStep
@@ -130,6 +130,23 @@ class APIMixin:
 def browsable_api_available() -> bool:
     """Whether DRF's browsable API can render: its templates are the rest_framework app's."""
     return apps.is_installed("rest_framework")
+
+
+def _refuse_bad_assignee(instance: WorkflowInstance) -> None:
+    """A 400, not a 2xx with a failed instance, when the request's own data named an
+    assignee that is no user and a step the request ran on the way (the local engine
+    runs machine steps inline) routed there: the instance failed at that step and is
+    kept (its id is in the message); nothing runs again by itself."""
+    prefix = f"{InvalidAssignee.__name__}: "
+    if instance.status == WorkflowStatus.FAILED and instance.error.startswith(prefix):
+        raise exceptions.ValidationError(
+            {
+                "data": [
+                    f"{instance.error.removeprefix(prefix)}; instance {instance.pk} failed at "
+                    f"step {instance.failed_step!r}"
+                ]
+            }
+        )
 
 
 def _definition_gone(exc: WorkflowNotFound) -> Conflict:
@@ -305,6 +322,8 @@ class InstanceViewSet(
         params.is_valid(raise_exception=True)
         key = self._idempotency_key(request)
         instance, created = self._start(params.validated_data, request.user, key)
+        if created:
+            _refuse_bad_assignee(instance)
         if not created:
             return self._detail_response(instance, headers={"Idempotent-Replayed": "true"})
         location = request.build_absolute_uri(f"{instance.pk}/")
@@ -445,7 +464,7 @@ class TaskViewSet(
 
     def retrieve(self, request: Request, pk: str) -> Response:
         task = self.get_object()
-        task.form_schema, task.actions = None, []
+        task.form_schema, task.actions, task.action_schemas = None, [], {}
         try:
             definition = get_engine().registry.get_definition(
                 task.instance.definition.name, task.instance.definition.version
@@ -455,6 +474,7 @@ class TaskViewSet(
         step = definition.steps.get(task.step_name) if definition is not None else None
         if isinstance(step, BaseHumanStep):
             task.form_schema, task.actions = schema_for_step(step), list(step.actions)
+            task.action_schemas = {label: schema_for_step(step, label) for label in step.actions}
         task.can_complete = task.status == TaskStatus.OPEN and can_complete_task(task, request.user)
         return Response(TaskDetailSerializer(task).data)
 
@@ -522,6 +542,7 @@ class TaskViewSet(
             )
         except WorkflowNotFound as exc:
             raise _definition_gone(exc) from None
+        _refuse_bad_assignee(instance)
         return Response(InstanceDetailSerializer(_detail_queryset().get(pk=instance.pk)).data)
 
 

@@ -67,7 +67,7 @@ from ..models import (
     WorkflowInstance,
     WorkflowStatus,
 )
-from ..permissions import can_complete_task
+from ..permissions import COMPLETE_ANY_TASK, can_complete_task
 from ..registry import WorkflowRegistry
 from ..registry import registry as default_registry
 from ..steps import (
@@ -1022,13 +1022,14 @@ class BaseExecutionEngine:
         return task
 
     def unclaim_task(self, task_id: Any, user: Any) -> HumanTask:
-        """Give a claimed task back to its candidate groups (the claimer or a superuser)."""
+        """Give a claimed task back to its candidate groups: the claimer, or a user who may
+        complete any task (``complete_any_task``; superusers)."""
         user = self._user(user)
         with transaction.atomic():
             task = self._locked_task(task_id)
             if task.claimed_by_id is None:
                 raise StateConflict(f"task {task.pk} is not claimed")
-            if task.claimed_by_id != user.pk and not user.is_superuser:
+            if task.claimed_by_id != user.pk and not user.has_perm(COMPLETE_ANY_TASK):
                 raise PermissionDenied(f"task {task.pk} is claimed by someone else")
             task.claimed_by = None
             task.save(update_fields=["claimed_by"])

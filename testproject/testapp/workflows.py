@@ -78,6 +78,7 @@ class KillOwnWorker(BaseMachineStep):
 
 class Approve(BaseHumanStep):
     title = "Approve"
+    fields = ("ok",)
 
 
 def _register():
