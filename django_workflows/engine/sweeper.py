@@ -84,7 +84,7 @@ class ClusterSweeper:
         interval: float,
         *,
         name: str = LEASE_NAME,
-        local_lock: str | None | bool = True,
+        local_lock: str | bool | None = True,
         sweep: Any = None,
     ) -> None:
         if interval <= 0:
@@ -229,7 +229,9 @@ class _LocalTurn:
         except BlockingIOError:
             return False
         except OSError as exc:
-            logger.warning("no machine-wide sweeper turn (%s: %s); competing anyway", self.path, exc)
+            logger.warning(
+                "no machine-wide sweeper turn (%s: %s); competing anyway", self.path, exc
+            )
             self.release()
             self.path = None
             return True
@@ -244,9 +246,7 @@ class _LocalTurn:
 
 def _default_lock_path() -> str:
     settings = connections[DEFAULT_DB_ALIAS].settings_dict
-    key = repr(
-        (settings["ENGINE"], settings["NAME"], settings.get("HOST"), settings.get("PORT"))
-    )
+    key = repr((settings["ENGINE"], settings["NAME"], settings.get("HOST"), settings.get("PORT")))
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return os.path.join(tempfile.gettempdir(), f"django-workflows-sweeper-{digest}.lock")
 
