@@ -1,4 +1,4 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.utils.translation import gettext_lazy as _
 
 
@@ -14,3 +14,11 @@ class DjangoWorkflowsConfig(AppConfig):
 
         if workflow_settings.AUTODISCOVER:
             autodiscover()
+        if apps.is_installed("django_q"):
+            # qcluster worker processes start the cluster's sweeper (engine/sweeper.py);
+            # the receiver decides there, from the settings, whether to start it.
+            from django_q.signals import post_spawn
+
+            from .engine.sweeper import start_in_worker
+
+            post_spawn.connect(start_in_worker, dispatch_uid="django_workflows.sweeper")

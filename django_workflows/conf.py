@@ -27,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
     # a deploy, the OOM killer) before the instance fails. Counted apart from the step's
     # own failures, which follow its RetryPolicy.
     "CRASH_LIMIT": 3,
+    # With DjangoQExecutionEngine, the qcluster sweeps by itself (one process at a time
+    # across machines) every this many seconds: timers fire about this late at most.
+    # None: the cluster does not sweep (run ``manage.py workflow_sweep`` yourself).
+    "CLUSTER_SWEEP_INTERVAL": 0.5,
     # Retry policy of machine steps that declare none.
     "DEFAULT_MAX_ATTEMPTS": 1,
     "DEFAULT_RETRY_BACKOFF": 0.0,

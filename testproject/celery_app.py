@@ -14,4 +14,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 
 app = Celery("testproject")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-register_tasks(app, sweep_interval=float(os.environ.get("CELERY_SWEEP_SECONDS", "5")))
+register_tasks(app, sweep_interval=float(os.environ.get("CELERY_SWEEP_SECONDS", "1")))

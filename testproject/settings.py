@@ -120,9 +120,10 @@ if os.environ.get("WORKFLOWS_ENGINE") == "djangoq":
     DJANGO_WORKFLOWS["ENGINE"] = "django_workflows.engine.djangoq.DjangoQExecutionEngine"
 if "WORKFLOWS_ENGINE_CLASS" in os.environ:  # any engine class, e.g. a fault-injecting one
     DJANGO_WORKFLOWS["ENGINE"] = os.environ["WORKFLOWS_ENGINE_CLASS"]
-for _key in ("LEASE_SECONDS", "STALE_QUEUED_SECONDS"):
+for _key in ("LEASE_SECONDS", "STALE_QUEUED_SECONDS", "CLUSTER_SWEEP_INTERVAL"):
     if f"WORKFLOWS_{_key}" in os.environ:
-        DJANGO_WORKFLOWS[_key] = float(os.environ[f"WORKFLOWS_{_key}"])
+        _value = os.environ[f"WORKFLOWS_{_key}"]
+        DJANGO_WORKFLOWS[_key] = None if _value == "none" else float(_value)
 
 # django-q2: the ORM broker on the project database by default, Redis with Q_BROKER=redis.
 Q_CLUSTER = {

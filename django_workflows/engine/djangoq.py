@@ -3,7 +3,8 @@
 Messages carry a step-run id and nothing else. The worker task claims the run
 (QUEUED -> RUNNING under a lease), executes the step outside any transaction and
 commits the outcome; a duplicated, late or lost message changes nothing that the
-database does not allow, and ``manage.py workflow_sweep`` re-sends what was lost.
+database does not allow, and the sweep re-sends what was lost. The cluster runs the
+sweep by itself, one process at a time (``sweeper.py``, started from ``apps.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def run_step(run_id: int) -> None:
 
 
 def sweep() -> int:
-    """The django-q2 scheduled task: timers, expired leases, due retries, lost messages."""
+    """The sweep as a task (the django-q2 schedule, other backends' jobs): timers, expired
+    leases, due retries, lost messages. A qcluster also sweeps without it."""
     from . import get_engine
 
     return get_engine().run_due_timers()

@@ -96,11 +96,11 @@ def worker_settings(
     queue: Queue | None = None,
     *,
     concurrency: int = 10,
-    sweep_cron: str | None = "* * * * * */5",
+    sweep_cron: str | None = "* * * * * *",
     sweep_timeout: int = 60,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Settings for ``saq``: the step job, the sweep every 5 seconds, ``concurrency`` steps
+    """Settings for ``saq``: the step job, the sweep every second, ``concurrency`` steps
     at a time (each in a thread). ``queue`` defaults to ``queue_from_settings()``.
 
     ``sweep_cron`` is a croniter expression (a sixth field counts seconds); None runs no

@@ -11,7 +11,8 @@ class Command(BaseCommand):
     help = (
         "Fire due timers, recover steps whose worker died, and re-send lost messages. "
         "Once, in a loop (--loop, for second-level timer precision), or install the "
-        "django-q2 schedule that runs it every minute (--install-schedule)."
+        "django-q2 schedule that runs it every minute (--install-schedule). Not needed "
+        "with DjangoQExecutionEngine: qcluster sweeps by itself (CLUSTER_SWEEP_INTERVAL)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
