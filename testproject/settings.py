@@ -124,6 +124,8 @@ for _key in ("LEASE_SECONDS", "STALE_QUEUED_SECONDS", "CLUSTER_SWEEP_INTERVAL"):
     if f"WORKFLOWS_{_key}" in os.environ:
         _value = os.environ[f"WORKFLOWS_{_key}"]
         DJANGO_WORKFLOWS[_key] = None if _value == "none" else float(_value)
+if "WORKFLOWS_CRASH_LIMIT" in os.environ:
+    DJANGO_WORKFLOWS["CRASH_LIMIT"] = int(os.environ["WORKFLOWS_CRASH_LIMIT"])
 
 # django-q2: the ORM broker on the project database by default, Redis with Q_BROKER=redis.
 Q_CLUSTER = {

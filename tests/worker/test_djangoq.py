@@ -84,7 +84,12 @@ def test_worker_killed_mid_step_is_recovered_by_the_sweep(q_engine, cluster, swe
     assert history == [("retrying", "lease expired"), ("completed", "")]
 
 
-def test_step_killing_its_own_worker_fails_after_max_attempts(q_engine, cluster, sweeper, tmp_path):
+def test_step_killing_its_own_worker_fails_after_the_crash_limit(
+    q_engine, worker_env, start_process, tmp_path
+):
+    """Only qcluster (it sweeps by itself), CRASH_LIMIT 1: the step that SIGKILLs its
+    worker is re-run once, then the instance fails saying so; it never loops."""
+    start_process(["qcluster"], {**worker_env, "WORKFLOWS_CRASH_LIMIT": "1"}, "qcluster")
     instance = q_engine.start_workflow("worker_suicide", initial_data={"dir": str(tmp_path)})
 
     instance = wait_status(
@@ -92,8 +97,9 @@ def test_step_killing_its_own_worker_fails_after_max_attempts(q_engine, cluster,
     )
 
     run = instance.step_runs.get(step_name="die")
-    assert (run.status, run.attempt, run.max_attempts) == ("failed", 2, 2)
-    assert "stopped before it finished" in instance.error
+    assert (run.status, run.attempt, run.crashes) == ("failed", 2, 2)
+    assert "step 'die' keeps killing its worker" in instance.error
+    assert "CRASH_LIMIT is 1" in instance.error
     assert (tmp_path / "die.started").read_text().count("\n") == 2  # ran twice, not forever
 
 
