@@ -224,7 +224,7 @@ def fan_out(report: Report, n: int) -> None:
 
     from django.db import connections
 
-    from django_workflows.engine.core import BaseExecutionEngine
+    from django_workflows.engine.base import BaseExecutionEngine
     from django_workflows.models import StepRun
 
     class Queueing(BaseExecutionEngine):

@@ -93,9 +93,7 @@ workflow_settings = WorkflowSettings()
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "DJANGO_WORKFLOWS":
         workflow_settings.reload()
-        from . import engine
-
-        engine.reset_default_engine()
 
 
+# The engine forgets its default instance on its own receiver (conf imports no engine code).
 setting_changed.connect(_reload)

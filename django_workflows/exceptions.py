@@ -58,6 +58,10 @@ class RoutingError(WorkflowError):
     """No outgoing edge of a step could be taken, or a condition failed to evaluate."""
 
 
+class UnknownUser(WorkflowError, ValueError):
+    """A user given by id (``started_by``, the completing user) does not exist."""
+
+
 class InvalidAssignee(WorkflowError, ValueError):
     """A human step's ``get_assignee()`` gave something that is not an existing user.
 

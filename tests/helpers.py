@@ -4,7 +4,7 @@ import threading
 
 from django.db import connections
 
-from django_workflows.engine.core import BaseExecutionEngine
+from django_workflows.engine.base import BaseExecutionEngine
 
 #: Seconds any wait in a test may take before it counts as hung.
 TIMEOUT = 30

@@ -46,7 +46,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from django_workflows import InMemoryEventBus, WorkflowStatus, conf
-from django_workflows.engine.core import BaseExecutionEngine
+from django_workflows.engine.base import BaseExecutionEngine
 from django_workflows.events import EVENT_TYPES
 from django_workflows.models import (
     DefinitionVersion,

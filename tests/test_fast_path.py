@@ -1,4 +1,4 @@
-"""The fast path of a chained machine step (``engine.fastpath``).
+"""The fast path of a chained machine step (``engine.sql.fastpath``).
 
 Finishing a machine step whose edges lead on, unconditionally, to machine steps that
 are not joins (or that ends its workflow) writes the run's fenced update, the next runs,
@@ -32,8 +32,8 @@ from django_workflows import (
     WorkflowRegistry,
     WorkflowStatus,
 )
-from django_workflows.engine import fastpath
-from django_workflows.engine.core import BaseExecutionEngine
+from django_workflows.engine.base import BaseExecutionEngine
+from django_workflows.engine.sql import fastpath
 from django_workflows.models import (
     StepRun,
     StepRunStatus,

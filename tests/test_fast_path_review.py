@@ -1,4 +1,4 @@
-"""Review of the chained-step fast path (``engine.fastpath``, ``engine.lock``).
+"""Review of the chained-step fast path (``engine.sql.fastpath``, ``engine.sql.lock``).
 
 What the change must keep: a lost lease writes nothing (also when the lease is taken
 over while the statement waits for the instance's lock), cancel discards a running
@@ -29,7 +29,7 @@ from django_workflows import (
     WorkflowRegistry,
     WorkflowStatus,
 )
-from django_workflows.engine import fastpath
+from django_workflows.engine.sql import fastpath
 from django_workflows.models import StepRun, StepRunStatus, WorkflowEvent, WorkflowInstance
 
 from .helpers import TIMEOUT, QueueingEngine, in_threads

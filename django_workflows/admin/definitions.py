@@ -13,9 +13,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy
 
-from ..graph import render_svg
 from ..models import DefinitionVersion, WorkflowStatus
 from ._common import badge
+from .diagram import render_svg
 
 
 def _count_name(status: str) -> str:

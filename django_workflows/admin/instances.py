@@ -20,7 +20,6 @@ from django.utils.translation import gettext_lazy
 
 from ..engine import get_engine
 from ..exceptions import WorkflowError
-from ..graph import render_svg, step_states, taken_edges
 from ..models import ACTIVE_INSTANCE_STATUSES, TaskStatus, WorkflowInstance, WorkflowStatus
 from ..permissions import (
     can_manage_instance,
@@ -38,6 +37,7 @@ from ._common import (
     pretty_json,
     short_id,
 )
+from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
 
 #: States an instance can be canceled from (the engine refuses the others).

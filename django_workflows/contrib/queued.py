@@ -8,7 +8,7 @@ from functools import partial
 
 from django.db import transaction
 
-from ..engine.core import BaseExecutionEngine
+from ..engine.base import BaseExecutionEngine
 
 logger = logging.getLogger("django_workflows.engine")
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from .core import BaseExecutionEngine
+from django.core.signals import setting_changed
+
+from ..conf import workflow_settings
+from .base import BaseExecutionEngine
 from .local import LocalExecutionEngine
 
 _default: BaseExecutionEngine | None = None
@@ -15,8 +19,6 @@ def get_engine() -> BaseExecutionEngine:
     """The project's engine: the configured class on the default registry, built once."""
     global _default
     if _default is None:
-        from ..conf import workflow_settings
-
         with _lock:
             if _default is None:
                 _default = workflow_settings.ENGINE()
@@ -26,6 +28,15 @@ def get_engine() -> BaseExecutionEngine:
 def reset_default_engine() -> None:
     global _default
     _default = None
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    # override_settings(DJANGO_WORKFLOWS=...) in tests: the next get_engine() rebuilds it.
+    if setting == "DJANGO_WORKFLOWS":
+        reset_default_engine()
+
+
+setting_changed.connect(_settings_changed)
 
 
 __all__ = ["BaseExecutionEngine", "LocalExecutionEngine", "get_engine", "reset_default_engine"]

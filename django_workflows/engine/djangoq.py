@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import transaction
 
-from .core import BaseExecutionEngine
+from .base import BaseExecutionEngine
 
 logger = logging.getLogger("django_workflows.engine")
 

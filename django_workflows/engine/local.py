@@ -7,7 +7,7 @@ from functools import partial
 
 from django.db import transaction
 
-from .core import BaseExecutionEngine
+from .base import BaseExecutionEngine
 
 
 def in_callers_transaction() -> bool:

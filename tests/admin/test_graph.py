@@ -1,9 +1,15 @@
-"""The graph picture: layout, states, escaping (django_workflows.graph, no database)."""
+"""The graph picture: layout, states, escaping (django_workflows.admin.diagram, no database)."""
 
 import re
 from itertools import pairwise
 
-from django_workflows.graph import condition_label, layout, render_svg, step_states, taken_edges
+from django_workflows.admin.diagram import (
+    condition_label,
+    layout,
+    render_svg,
+    step_states,
+    taken_edges,
+)
 
 from ..workflows import gateways, rework_loop
 from . import workflows

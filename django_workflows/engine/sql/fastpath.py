@@ -48,7 +48,7 @@ from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Now
 from django.db.models.sql import InsertQuery
 
-from ..models import StepRun, WorkflowEvent, WorkflowInstance
+from ...models import StepRun, WorkflowEvent, WorkflowInstance
 
 #: The instance's columns a transition writes (``_Transition.close``'s update_fields).
 INSTANCE_FIELDS = (

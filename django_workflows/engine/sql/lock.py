@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db.transaction import TransactionManagementError
 
-from ..models import DefinitionVersion, WorkflowInstance
+from ...models import DefinitionVersion, WorkflowInstance
 
 #: The definition's columns read with the instance: what the engine uses of the row.
 DEFINITION_FIELDS = ("id", "name", "version", "checksum")

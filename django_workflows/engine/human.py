@@ -1,0 +1,194 @@
+"""Human tasks: complete (validated by the button pressed), claim, unclaim.
+
+Completing is one transition of the locked instance: the task rule
+(``permissions.can_complete_task``) when asked, the step's validation, what a step
+without a form may write (``guard_formless``), then routing on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from .. import events as ev
+from ..context import check_size
+from ..exceptions import StateConflict, StepNotFound, TaskNotFound, TaskNotOpen
+from ..forms import form_for_step
+from ..models import (
+    ACTIVE_INSTANCE_STATUSES,
+    HumanTask,
+    StepRun,
+    StepRunStatus,
+    TaskStatus,
+    WorkflowInstance,
+)
+from ..permissions import COMPLETE_ANY_TASK, can_complete_task
+from ..steps import BaseHumanStep
+from . import runs, transition
+from .instances import get_instance
+from .protocol import Engine
+from .transition import Transition
+from .users import acting_user, checked_pk
+
+
+def task_by_id(task_id: Any) -> HumanTask:
+    try:
+        return HumanTask.objects.get(pk=task_id)
+    except (HumanTask.DoesNotExist, ValidationError, ValueError, TypeError):
+        raise TaskNotFound(f"no human task with id {task_id!r}") from None
+
+
+def complete(
+    engine: Engine,
+    instance_id: Any,
+    user: Any,
+    data: Any,
+    action: str | None,
+    check_permission: bool,
+    *,
+    step_name: str | None = None,
+    task_id: Any = None,
+) -> WorkflowInstance:
+    user_pk = checked_pk(user)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValidationError({"data": ["must be a JSON object"]})
+
+    def body(tx: Transition) -> None:
+        tasks = HumanTask.objects.filter(instance=tx.instance)
+        if task_id is not None:
+            tasks = tasks.filter(pk=task_id)
+        else:
+            if step_name not in tx.definition.steps:
+                raise StepNotFound(f"workflow {tx.definition} has no step {step_name!r}")
+            tasks = tasks.filter(step_name=step_name)
+        task = tasks.filter(status=TaskStatus.OPEN).select_related("step_run").first()
+        if task is None:
+            what = f"task {task_id}" if task_id is not None else f"step {step_name!r}"
+            raise TaskNotOpen(f"{what} of instance {tx.instance.pk} has no open human task")
+        if tx.instance.status not in ACTIVE_INSTANCE_STATUSES:
+            raise StateConflict(
+                f"instance {tx.instance.pk} is {tx.instance.status}; retry it first"
+            )
+        if check_permission and not can_complete_task(task, acting_user(user)):
+            raise PermissionDenied(f"you may not complete task {task.pk} ({task.title})")
+        step = tx.definition.steps[task.step_name]
+        if not isinstance(step, BaseHumanStep):
+            raise StateConflict(f"step {task.step_name!r} is no longer a human step")
+        if action is not None and action not in step.actions:
+            known = ", ".join(step.actions) or "none"
+            raise ValidationError({"action": [f"unknown action {action!r} (known: {known})"]})
+        cleaned = step.clean(dict(data), action)
+        if form_for_step(step, action) is None:
+            guard_formless(tx.instance, task, step, cleaned, action)
+        if action is not None:  # the button's values are the step's own, not the user's
+            cleaned.update(step.actions[action])
+        ctx = tx.context(task.step_name, user_id=user_pk)
+        step.complete(ctx, cleaned)
+        changes = ctx.changes
+        check_size({**tx.instance.context, **changes})  # refused: nothing changes
+        now = timezone.now()
+        task.status = TaskStatus.COMPLETED
+        task.completed_by_id = user_pk
+        task.completed_at = now
+        task.result = changes
+        task.save(update_fields=["status", "completed_by", "completed_at", "result"])
+        StepRun.objects.filter(pk=task.step_run_id).update(
+            status=StepRunStatus.COMPLETED, changes=changes, finished_at=now
+        )
+        tx.event(
+            ev.HumanTaskCompleted,
+            step_name=task.step_name,
+            task_id=task.pk,
+            user_id=user_pk,
+            data=changes,
+        )
+        tx.leave(task.step_name)
+        tx.advance(
+            task.step_name,
+            run_pk=task.step_run_id,
+            step_type="human",
+            changes=changes,
+            emit_done=False,
+            refuse_bad_input=True,
+        )
+
+    instance, runnable, claimed = transition.run(
+        engine, instance_id, body, claim_next=engine.executes_inline()
+    )
+    runs.go_on(engine, runnable, claimed)
+    return get_instance(instance.pk)
+
+
+def claim_task(task_id: Any, user: Any) -> HumanTask:
+    """Take a task so that others in its candidate groups leave it alone."""
+    user = acting_user(user)
+    with transaction.atomic():
+        task = locked_task(task_id)
+        if not can_complete_task(task, user, ignore_claim=True):
+            raise PermissionDenied(f"you may not claim task {task.pk} ({task.title})")
+        if task.claimed_by_id not in (None, user.pk):
+            raise StateConflict(f"task {task.pk} is claimed by {task.claimed_by}")
+        task.claimed_by = user
+        task.save(update_fields=["claimed_by"])
+    return task
+
+
+def unclaim_task(task_id: Any, user: Any) -> HumanTask:
+    """Give a claimed task back to its candidate groups: the claimer, or a user who may
+    complete any task (``complete_any_task``; superusers)."""
+    user = acting_user(user)
+    with transaction.atomic():
+        task = locked_task(task_id)
+        if task.claimed_by_id is None:
+            raise StateConflict(f"task {task.pk} is not claimed")
+        if task.claimed_by_id != user.pk and not user.has_perm(COMPLETE_ANY_TASK):
+            raise PermissionDenied(f"task {task.pk} is claimed by someone else")
+        task.claimed_by = None
+        task.save(update_fields=["claimed_by"])
+    return task
+
+
+def locked_task(task_id: Any) -> HumanTask:
+    try:
+        task = HumanTask.objects.select_for_update().get(pk=task_id)
+    except (HumanTask.DoesNotExist, ValidationError, ValueError, TypeError):
+        raise TaskNotFound(f"no human task with id {task_id!r}") from None
+    if task.status != TaskStatus.OPEN:
+        raise TaskNotOpen(f"task {task.pk} is {task.status}")
+    return task
+
+
+def guard_formless(
+    instance: WorkflowInstance,
+    task: HumanTask,
+    step: BaseHumanStep,
+    cleaned: dict[str, Any],
+    action: str | None,
+) -> None:
+    """What a completer may write through a step without a form: the keys it declares
+    (``fields``), else new keys only. A key already in the context is the workflow's
+    (``amount``, checked by the steps before): changing it needs a declaration, unless
+    this step set it itself at an earlier completion (a rework loop)."""
+    keys = set(cleaned) - set(step.actions.get(action, {}) if action is not None else {})
+    if step.fields is not None:
+        refused = sorted(keys - set(step.fields))
+        reason = f"not one of the fields step {task.step_name!r} takes ({', '.join(step.fields)})"
+    else:
+        refused = sorted(key for key in keys if key in instance.context)
+        if refused:
+            earlier = HumanTask.objects.filter(
+                instance=instance, step_name=task.step_name, status=TaskStatus.COMPLETED
+            ).values_list("result", flat=True)
+            own = {key for result in earlier for key in (result or {})}
+            refused = [key for key in refused if key not in own]
+        reason = (
+            f"already in the workflow's context, and step {task.step_name!r} has no form: it "
+            "may only add new keys (declare `fields` on the step to let it change this one)"
+        )
+    if refused:
+        raise ValidationError({key: [reason] for key in refused})

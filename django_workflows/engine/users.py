@@ -1,0 +1,67 @@
+"""Users as the engine's callers give them: a user object, a pk, or None.
+
+Looked up once, with a clear error (``UnknownUser``, ``InvalidAssignee``) instead of an
+``IntegrityError`` at commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+
+from ..exceptions import InvalidAssignee, UnknownUser
+
+
+def user_pk(user: Any) -> Any:
+    return getattr(user, "pk", user)
+
+
+def checked_pk(user: Any) -> Any:
+    """The pk of ``user`` (an object, a pk, or None), a pk checked to exist."""
+    pk = user_pk(user)
+    if pk is None or hasattr(user, "pk"):
+        return pk
+    try:
+        exists = get_user_model()._default_manager.filter(pk=pk).exists()
+    except (ValueError, TypeError):
+        exists = False
+    if not exists:
+        raise UnknownUser(f"no user with id {pk!r}")
+    return pk
+
+
+def acting_user(user: Any) -> Any:
+    """The user object of who acts (claims, unclaims): nobody is refused."""
+    if user is None:
+        raise PermissionDenied("no user: log in first")
+    if hasattr(user, "is_authenticated"):
+        return user
+    try:
+        return get_user_model()._default_manager.get(pk=user)
+    except (ObjectDoesNotExist, ValueError, TypeError):
+        raise UnknownUser(f"no user with id {user!r}") from None
+
+
+def assignee_pk(step_name: str, assignee: Any) -> Any:
+    """The pk of an existing user, from what ``get_assignee()`` gave; else InvalidAssignee.
+
+    Checked while the transition is planned: an id taken from client data that names
+    no user (``424242``, ``"abc"``, ``[1]``) is a clear error, not an IntegrityError at
+    commit that would leave the previous step to run again."""
+    if assignee is None:
+        return None
+    user_model = get_user_model()
+    pk = assignee.pk if isinstance(assignee, user_model) else assignee
+    if isinstance(pk, int | str | uuid.UUID) and not isinstance(pk, bool):
+        with contextlib.suppress(ValueError, TypeError, ValidationError):
+            found = user_model._default_manager.filter(pk=pk).values_list("pk", flat=True)
+            if (found := found.first()) is not None:
+                return found
+    raise InvalidAssignee(
+        f"human step {step_name!r}: its assignee {assignee!r} is not a user "
+        "(get_assignee() must return a user, the pk of an existing user, or None)"
+    )
