@@ -398,7 +398,9 @@ def scale(report: Report, quick: bool) -> None:
     reps, budget = ((10, 30), 1.0) if quick else ((20, 100), 3.0)
     clear_workflow_rows()
     engine = LocalExecutionEngine(bench_registry())
-    definition = engine._definition_row(engine.registry.get_definition("bench_review"))
+    from django_workflows.engine.instances import definition_row
+
+    definition = definition_row(engine.registry.get_definition("bench_review"))
     group, _ = Group.objects.get_or_create(name="managers")
     User = get_user_model()
 

@@ -32,7 +32,7 @@ from django_workflows import (
     WorkflowRegistry,
     WorkflowStatus,
 )
-from django_workflows.engine.base import BaseExecutionEngine
+from django_workflows.engine import ClaimedRun, chained
 from django_workflows.engine.sql import fastpath
 from django_workflows.models import (
     StepRun,
@@ -147,7 +147,7 @@ def spy(monkeypatch):
 
 
 def no_fast_path(monkeypatch):
-    monkeypatch.setattr(BaseExecutionEngine, "_fast_path_applies", lambda *args: False)
+    monkeypatch.setattr(chained, "applies", lambda *args: False)
 
 
 def rows(instance_id) -> dict:
@@ -329,11 +329,11 @@ def state(instance_id):
 def take_over(engine, run_id):
     """Claim ``run_id``; its lease expires and another worker claims it. Returns the first
     worker's (run, token), now stale."""
-    run, _instance, token = engine._claim(run_id)
+    run, token = engine.claim(run_id)
     StepRun.objects.filter(pk=run_id).update(lease_expires_at=Now() - timedelta(seconds=1))
     assert engine.recover_expired_leases() == 1
     assert engine.take() == [run_id]
-    assert engine._claim(run_id) is not None
+    assert engine.claim(run_id) is not None
     return run, token
 
 
@@ -344,7 +344,9 @@ def test_a_lost_lease_writes_nothing(qengine, spy, caplog, claim_next):
     (run_id,) = qengine.take()
     run, token = take_over(qengine, run_id)
     before = state(instance.pk)
-    runnable, claimed = qengine._finish(run, token, {"s1": "late"}, claim_next=claim_next)
+    runnable, claimed = qengine.finish(
+        ClaimedRun(run, token), {"s1": "late"}, claim_next=claim_next
+    )
     assert (runnable, claimed) == ([], None)
     assert spy.calls == 1  # the fast path tried, and its fence held nothing
     assert state(instance.pk) == before
@@ -355,9 +357,9 @@ def test_a_lost_lease_writes_nothing(qengine, spy, caplog, claim_next):
 def test_a_random_token_writes_nothing(qengine, spy):
     instance = qengine.start_workflow("fast_chain")
     (run_id,) = qengine.take()
-    run, _instance, _token = qengine._claim(run_id)
+    run, _token = qengine.claim(run_id)
     before = state(instance.pk)
-    assert qengine._finish_run(run, uuid.uuid4(), {"s1": "forged"}) == []
+    assert qengine.finish(ClaimedRun(run, uuid.uuid4()), {"s1": "forged"}).runnable == []
     assert state(instance.pk) == before
     assert spy.calls == 1
 
@@ -366,10 +368,10 @@ def test_a_random_token_writes_nothing(qengine, spy):
 def test_a_canceled_instance_discards_the_result_without_the_fast_path(qengine, spy):
     instance = qengine.start_workflow("fast_chain")
     (run_id,) = qengine.take()
-    run, _instance, token = qengine._claim(run_id)
+    run, token = qengine.claim(run_id)
     qengine.cancel_workflow(instance.pk)
     before = state(instance.pk)
-    assert qengine._finish_run(run, token, {"s1": "late"}) == []
+    assert qengine.finish(ClaimedRun(run, token), {"s1": "late"}).runnable == []
     # On PostgreSQL the worker's unlocked statement finds the instance changed and
     # writes nothing; locked, the instance is canceled: the ORM's path discards it.
     assert spy.calls == (1 if connection.vendor == "postgresql" else 0)
@@ -382,10 +384,10 @@ def test_a_canceled_instance_discards_the_result_without_the_fast_path(qengine, 
 def test_an_instance_changed_since_the_worker_read_it_is_planned_again(qengine, spy):
     instance = qengine.start_workflow("fast_chain", initial_data={"n": 1})
     (run_id,) = qengine.take()
-    run, _instance, token = qengine._claim(run_id)
+    run, token = qengine.claim(run_id)
     # Meanwhile another transaction changes what the plan is made from.
     WorkflowInstance.objects.filter(pk=instance.pk).update(context={"n": 2, "other": True})
-    runnable, claimed = qengine._finish(run, token, {"s1": 1}, claim_next=True)
+    runnable, claimed = qengine.finish(ClaimedRun(run, token), {"s1": 1}, claim_next=True)
     assert runnable == [] and claimed is not None
     # PostgreSQL: the unlocked statement wrote nothing, the locked fast path did it.
     assert spy.calls == (2 if connection.vendor == "postgresql" else 1)
@@ -404,8 +406,8 @@ def test_an_instance_changed_since_the_worker_read_it_is_planned_again(qengine, 
 def test_the_finished_run_and_the_claimed_next_one(qengine, spy):
     instance = qengine.start_workflow("fast_chain", initial_data={"n": 1})
     (run_id,) = qengine.take()
-    run, _instance, token = qengine._claim(run_id)
-    runnable, claimed = qengine._finish(run, token, {"s1": 1}, claim_next=True)
+    run, token = qengine.claim(run_id)
+    runnable, claimed = qengine.finish(ClaimedRun(run, token), {"s1": 1}, claim_next=True)
     assert runnable == [] and spy.calls == 1
     next_run, next_token = claimed
     stored = StepRun.objects.get(pk=next_run.pk)
@@ -415,7 +417,7 @@ def test_the_finished_run_and_the_claimed_next_one(qengine, spy):
     assert stored.lease_expires_at > stored.started_at
     assert StepRun.objects.get(pk=run_id).lease_token is None
     # The claimed run goes on like any other.
-    assert qengine._finish_run(next_run, next_token, {"s2": 2}) == [next_run.pk + 1]
+    assert qengine.finish(ClaimedRun(next_run, next_token), {"s2": 2}).runnable == [next_run.pk + 1]
     assert spy.calls == 2
     instance.refresh_from_db()
     assert instance.context == {"n": 1, "s1": 1, "s2": 2}
@@ -475,14 +477,14 @@ def test_postgresql_commits_with_the_writes_outside_a_callers_transaction(fast_r
 def test_inside_a_callers_transaction_nothing_commits_early(qengine, spy):
     instance = qengine.start_workflow("fast_chain")
     (run_id,) = qengine.take()
-    run, _instance, token = qengine._claim(run_id)
+    run, token = qengine.claim(run_id)
     before = state(instance.pk)
 
     sqls = []
 
     def in_a_block_that_rolls_back():
         with transaction.atomic():
-            sqls.extend(statements_of(lambda: qengine._finish(run, token, {"s1": 1})))
+            sqls.extend(statements_of(lambda: qengine.finish(ClaimedRun(run, token), {"s1": 1})))
             transaction.set_rollback(True)
 
     in_a_block_that_rolls_back()
@@ -498,7 +500,7 @@ def test_a_lost_lease_writes_nothing_when_the_statement_commits(qengine, spy, ca
     (run_id,) = qengine.take()
     run, token = take_over(qengine, run_id)
     before = state(instance.pk)
-    assert qengine._finish(run, token, {"s1": "late"}, claim_next=True) == ([], None)
+    assert qengine.finish(ClaimedRun(run, token), {"s1": "late"}, claim_next=True) == ([], None)
     assert spy.calls == 1
     assert state(instance.pk) == before
     assert not connection.in_atomic_block

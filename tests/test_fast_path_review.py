@@ -29,7 +29,9 @@ from django_workflows import (
     WorkflowRegistry,
     WorkflowStatus,
 )
+from django_workflows.engine import ClaimedRun
 from django_workflows.engine.sql import fastpath
+from django_workflows.engine.transition import lock_instance
 from django_workflows.models import StepRun, StepRunStatus, WorkflowEvent, WorkflowInstance
 
 from .helpers import TIMEOUT, QueueingEngine, in_threads
@@ -137,10 +139,10 @@ def after_lock(fn):
 def two_branches_claimed(qengine):
     instance = qengine.start_workflow("fast_parallel", initial_data={"n": 1})
     (start_id,) = qengine.take()
-    run, _instance, token = qengine._claim(start_id)
-    runnable, claimed = qengine._finish(run, token, {"start": 1})
+    run, token = qengine.claim(start_id)
+    runnable, claimed = qengine.finish(ClaimedRun(run, token), {"start": 1})
     assert claimed is None and len(runnable) == 2
-    (ra, _, ta), (rb, _, tb) = (qengine._claim(pk) for pk in runnable)
+    (ra, ta), (rb, tb) = (qengine.claim(pk) for pk in runnable)
     return instance, (ra, ta), (rb, tb)
 
 
@@ -163,8 +165,8 @@ def test_parallel_branches_finishing_at_once_lose_nothing(qengine, spy, holder_w
 
     results = in_threads(
         hold_the_instance(instance.pk, 2, another_writer if holder_writes else None),
-        after_lock(lambda: qengine._finish(ra, ta, {"a": 1}, claim_next=True)),
-        after_lock(lambda: qengine._finish(rb, tb, {"b": 1}, claim_next=True)),
+        after_lock(lambda: qengine.finish(ClaimedRun(ra, ta), {"a": 1}, claim_next=True)),
+        after_lock(lambda: qengine.finish(ClaimedRun(rb, tb), {"b": 1}, claim_next=True)),
     )
     for result in results:
         assert not isinstance(result, Exception), result
@@ -207,7 +209,7 @@ def test_a_cancel_committed_while_the_statement_waits_discards_the_result(qengin
     before_events = WorkflowEvent.objects.filter(instance_id=instance.pk).count()
     results = in_threads(
         cancel_while_holding,
-        after_lock(lambda: qengine._finish(ra, ta, {"a": "late"}, claim_next=True)),
+        after_lock(lambda: qengine.finish(ClaimedRun(ra, ta), {"a": "late"}, claim_next=True)),
     )
     assert results[0] == "canceled"
     assert results[1] == ([], None)
@@ -247,7 +249,7 @@ def test_a_lease_taken_over_while_the_statement_waits_writes_nothing(qengine, sp
     calls = spy.calls
     results = in_threads(
         hold_the_instance(instance.pk, 1, requeue),
-        after_lock(lambda: qengine._finish(ra, ta, {"a": "late"}, claim_next=True)),
+        after_lock(lambda: qengine.finish(ClaimedRun(ra, ta), {"a": "late"}, claim_next=True)),
     )
     assert results[1] == ([], None), results
     after = state(instance.pk)
@@ -295,8 +297,8 @@ def test_an_error_at_commit_leaves_the_connection_as_a_failed_commit_does(
         monkeypatch.setattr(fastpath, "commits_in_statement", lambda connection: False)
     instance = qengine.start_workflow("fast_chain", initial_data={"n": 1})
     (run_id,) = qengine.take()
-    run, _instance, token = qengine._claim(run_id)
-    _, (run2, token2) = qengine._finish(run, token, {"s1": 1}, claim_next=True)
+    run, token = qengine.claim(run_id)
+    _, (run2, token2) = qengine.finish(ClaimedRun(run, token), {"s1": 1}, claim_next=True)
     bus_before = len(qengine.event_bus.events)
     before = state(instance.pk)
     sqls = []
@@ -304,7 +306,7 @@ def test_an_error_at_commit_leaves_the_connection_as_a_failed_commit_does(
         connection.execute_wrapper(lambda ex, sql, *a: sqls.append(sql) or ex(sql, *a)),
         pytest.raises(DatabaseError, match="refused at commit"),
     ):
-        qengine._finish(run2, token2, {"s2": 2}, claim_next=True)
+        qengine.finish(ClaimedRun(run2, token2), {"s2": 2}, claim_next=True)
     assert any(sql.endswith("; COMMIT") for sql in sqls) == in_statement
     # Django's state is that of a rolled back transaction; the connection works.
     assert not connection.in_atomic_block
@@ -318,7 +320,7 @@ def test_an_error_at_commit_leaves_the_connection_as_a_failed_commit_does(
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER review_refuse_s2")
     run2 = StepRun.objects.select_related("instance__definition").get(pk=run2.pk)
-    _, claimed = qengine._finish(run2, token2, {"s2": 2}, claim_next=True)
+    _, claimed = qengine.finish(ClaimedRun(run2, token2), {"s2": 2}, claim_next=True)
     assert claimed is not None
     stored = WorkflowInstance.objects.get(pk=instance.pk)
     assert stored.context == {"n": 1, "s1": 1, "s2": 2}
@@ -434,4 +436,4 @@ def test_a_threads_connection_is_not_kept_alive_by_the_sql_caches(registry):
 def test_the_instance_lock_outside_a_transaction_is_refused_as_the_orm_refused_it(registry):
     instance = QueueingEngine(registry).start_workflow("fast_chain")
     with pytest.raises(TransactionManagementError):
-        QueueingEngine(registry)._lock_instance(instance.pk)
+        lock_instance(instance.pk)

@@ -27,7 +27,8 @@ from django_workflows import (
     WorkflowRegistry,
     WorkflowStatus,
 )
-from django_workflows.engine.core import BaseExecutionEngine, _Heartbeat, _lease_keeper
+from django_workflows.engine import BaseExecutionEngine, ClaimedRun
+from django_workflows.engine.leases import Heartbeat, lease_keeper
 from django_workflows.models import StepRun, StepRunStatus
 
 from .helpers import QueueingEngine
@@ -165,7 +166,7 @@ def expire_lease(run_id):
 def lose_lease(engine, run_id):
     """Claim ``run_id``, let the lease expire and the sweep recover it: the first worker
     is now a zombie holding a stale token. Returns that worker's (run, token)."""
-    run, _instance, token = engine._claim(run_id)
+    run, token = engine.claim(run_id)
     expire_lease(run_id)
     assert engine.recover_expired_leases() == 1
     assert engine.take() == [run_id]
@@ -194,13 +195,13 @@ def test_late_result_while_the_new_claim_runs_is_discarded(qengine, caplog):
     (run_id,) = qengine.take()
     old_run, old_token = lose_lease(qengine, run_id)
 
-    new_run, _, new_token = qengine._claim(run_id)
+    new_run, new_token = qengine.claim(run_id)
     assert new_token != old_token
     assert new_run.attempt == 2
     before = snapshot(instance.id)
 
     # The first worker wakes up and reports while the second one is executing.
-    assert qengine._finish_run(old_run, old_token, {"work": "late"}) == []
+    assert qengine.finish(ClaimedRun(old_run, old_token), {"work": "late"}).runnable == []
 
     assert snapshot(instance.id) == before
     run = StepRun.objects.get(pk=run_id)
@@ -209,7 +210,7 @@ def test_late_result_while_the_new_claim_runs_is_discarded(qengine, caplog):
     assert qengine.queued == []
 
     # The worker holding the lease still commits its result, once.
-    (end_run,) = qengine._finish_run(new_run, new_token, {"work": 2})
+    (end_run,) = qengine.finish(ClaimedRun(new_run, new_token), {"work": 2}).runnable
     assert qengine.process_run(end_run) == []
     instance = qengine.get_instance(instance.id)
     assert instance.status == WorkflowStatus.COMPLETED
@@ -222,13 +223,18 @@ def test_late_result_after_the_new_claim_finished_is_discarded(qengine):
     instance = qengine.start_workflow("fence")
     (run_id,) = qengine.take()
     old_run, old_token = lose_lease(qengine, run_id)
-    new_run, _, new_token = qengine._claim(run_id)
-    (end_run,) = qengine._finish_run(new_run, new_token, {"work": 2})  # "end" is next
+    new_run, new_token = qengine.claim(run_id)
+    (end_run,) = qengine.finish(
+        ClaimedRun(new_run, new_token), {"work": 2}
+    ).runnable  # "end" is next
     assert StepRun.objects.get(pk=end_run).step_name == "end"
     before = snapshot(instance.id)
     assert before["context"] == {"work": 2}
 
-    assert qengine._finish_run(old_run, old_token, {"work": "late", "extra": True}) == []
+    assert (
+        qengine.finish(ClaimedRun(old_run, old_token), {"work": "late", "extra": True}).runnable
+        == []
+    )
 
     after = snapshot(instance.id)
     assert after == before
@@ -240,11 +246,11 @@ def test_late_result_after_the_new_claim_finished_is_discarded(qengine):
 def test_late_result_of_a_canceled_instance_is_discarded(qengine):
     instance = qengine.start_workflow("fence")
     (run_id,) = qengine.take()
-    run, _, token = qengine._claim(run_id)
+    run, token = qengine.claim(run_id)
     qengine.cancel_workflow(instance.id, reason="no longer needed")
     before = snapshot(instance.id)
 
-    assert qengine._finish_run(run, token, {"work": "late"}) == []
+    assert qengine.finish(ClaimedRun(run, token), {"work": "late"}).runnable == []
 
     assert snapshot(instance.id) == before
     assert before["status"] == WorkflowStatus.CANCELED
@@ -262,11 +268,14 @@ def test_fail_run_with_a_stale_token_changes_nothing(qengine, retryable, reclaim
     (run_id,) = qengine.take()
     old_run, old_token = lose_lease(qengine, run_id)
     if reclaimed:
-        qengine._claim(run_id)  # another worker runs attempt 2 now
+        qengine.claim(run_id)  # another worker runs attempt 2 now
     before = snapshot(instance.id)
 
-    result = qengine._fail_run(
-        old_run, old_token, RuntimeError("late failure"), changes={"x": 1}, retryable=retryable
+    result = qengine.fail(
+        ClaimedRun(old_run, old_token),
+        RuntimeError("late failure"),
+        changes={"x": 1},
+        retryable=retryable,
     )
 
     assert result == []
@@ -287,7 +296,7 @@ def test_fail_run_with_a_stale_token_changes_nothing(qengine, retryable, reclaim
 def crash(qengine, run_id):
     """A worker claims the run and dies (the step never reports back); the sweep sees
     its lease expired. Returns the dead worker's token."""
-    _run, _, token = qengine._claim(run_id)
+    _run, token = qengine.claim(run_id)
     expire_lease(run_id)
     assert qengine.recover_expired_leases() == 1
     return token
@@ -347,8 +356,8 @@ def test_a_step_that_keeps_killing_its_worker_fails_after_the_crash_limit(qengin
     # The sweep has nothing left to do, and no zombie can revive the run.
     assert qengine.recover_expired_leases() == 0
     before = snapshot(instance.id)
-    assert qengine._finish_run(run, token3, {"late": True}) == []
-    assert qengine._finish_run(run, token1, {"late": True}) == []
+    assert qengine.finish(ClaimedRun(run, token3), {"late": True}).runnable == []
+    assert qengine.finish(ClaimedRun(run, token1), {"late": True}).runnable == []
     assert snapshot(instance.id) == before
 
 
@@ -401,8 +410,8 @@ def test_a_run_is_claimed_once_however_often_it_is_delivered(qengine):
     qengine.start_workflow("fence")
     (run_id,) = qengine.take()
 
-    assert qengine._claim(run_id) is not None
-    assert qengine._claim(run_id) is None  # a duplicate message: RUNNING, not QUEUED
+    assert qengine.claim(run_id) is not None
+    assert qengine.claim(run_id) is None  # a duplicate message: RUNNING, not QUEUED
     assert qengine.process_run(run_id) == []
 
     assert StepRun.objects.get(pk=run_id).attempt == 1
@@ -495,9 +504,9 @@ def test_heartbeat_renews_the_lease_of_a_step_that_outlives_it():
 def test_heartbeat_stops_once_the_run_was_taken_over(qengine):
     qengine.start_workflow("fence")
     (run_id,) = qengine.take()
-    _run, _, token = qengine._claim(run_id)
+    _run, token = qengine.claim(run_id)
     try:
-        with _Heartbeat(run_id, token):
+        with Heartbeat(run_id, token):
             # Another claim took the run over (a new token, its own lease).
             sentinel = StepRun.objects.get(pk=run_id).lease_expires_at + timedelta(hours=1)
             assert StepRun.objects.filter(pk=run_id).update(
@@ -505,7 +514,7 @@ def test_heartbeat_stops_once_the_run_was_taken_over(qengine):
             )
             # The keeper lets go of the run by itself at its next beat, without being told.
             deadline = time.monotonic() + DEADLINE
-            while _lease_keeper.holds(run_id):
+            while lease_keeper.holds(run_id):
                 assert time.monotonic() < deadline, "the keeper still holds the run"
                 time.sleep(0.02)
     finally:
@@ -617,7 +626,7 @@ def test_heartbeat_survives_one_failed_renewal(qengine, monkeypatch):
 
     qengine.start_workflow("fence")
     (run_id,) = qengine.take()
-    _run, _, token = qengine._claim(run_id)
+    _run, token = qengine.claim(run_id)
     first_expiry = StepRun.objects.get(pk=run_id).lease_expires_at
     update, failures = QuerySet.update, []
 
@@ -628,7 +637,7 @@ def test_heartbeat_survives_one_failed_renewal(qengine, monkeypatch):
         return update(self, **kwargs)
 
     monkeypatch.setattr(QuerySet, "update", flaky_update)
-    heartbeat = _Heartbeat(run_id, token)
+    heartbeat = Heartbeat(run_id, token)
     try:
         with heartbeat:
             deadline = time.monotonic() + 5 * LEASE
@@ -646,7 +655,7 @@ def test_recovery_leaves_a_run_whose_lease_was_renewed_meanwhile(qengine, monkey
 
     qengine.start_workflow("fence")
     (run_id,) = qengine.take()
-    _run, _, token = qengine._claim(run_id)
+    _run, token = qengine.claim(run_id)
     expire_lease(run_id)
     first = QuerySet.first
 
@@ -678,7 +687,7 @@ def test_no_engine_thread_holds_a_connection_once_a_step_returned(qengine, monke
 
     qengine.start_workflow("fence")
     (run_id,) = qengine.take()
-    _run, _, token = qengine._claim(run_id)
+    _run, token = qengine.claim(run_id)
     update = QuerySet.update
     renewing, go_on = threading.Event(), threading.Event()
 
@@ -690,7 +699,7 @@ def test_no_engine_thread_holds_a_connection_once_a_step_returned(qengine, monke
 
     monkeypatch.setattr(QuerySet, "update", slow_renewal)
     try:
-        with _Heartbeat(run_id, token):
+        with Heartbeat(run_id, token):
             assert renewing.wait(DEADLINE), "the lease was never renewed"
             # The step returns while the renewal is in flight.
             threading.Timer(0.2, go_on.set).start()

@@ -10,6 +10,8 @@ from django.core.signals import setting_changed
 from ..conf import workflow_settings
 from .base import BaseExecutionEngine
 from .local import LocalExecutionEngine
+from .runs import Outcome
+from .transition import ClaimedRun
 
 _default: BaseExecutionEngine | None = None
 _lock = threading.Lock()
@@ -39,4 +41,11 @@ def _settings_changed(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_settings_changed)
 
 
-__all__ = ["BaseExecutionEngine", "LocalExecutionEngine", "get_engine", "reset_default_engine"]
+__all__ = [
+    "BaseExecutionEngine",
+    "ClaimedRun",
+    "LocalExecutionEngine",
+    "Outcome",
+    "get_engine",
+    "reset_default_engine",
+]
