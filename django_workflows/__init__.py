@@ -47,6 +47,12 @@ _EXPORTS = {
     "StateConflict": "exceptions",
     "TaskNotOpen": "exceptions",
     "ContextError": "exceptions",
+    "NotFound": "exceptions",
+    "RoutingError": "exceptions",
+    "ConditionEvaluationError": "exceptions",
+    "InvalidAssignee": "exceptions",
+    "LoopLimitExceeded": "exceptions",
+    "UnknownUser": "exceptions",
 }
 
 # Imported eagerly (pure Python, no models): the ``registry`` instance must win over the
@@ -81,13 +87,19 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .exceptions import (
         ConditionError,
+        ConditionEvaluationError,
         ContextError,
         DefinitionError,
         InstanceNotFound,
+        InvalidAssignee,
+        LoopLimitExceeded,
+        NotFound,
+        RoutingError,
         StateConflict,
         StepNotFound,
         TaskNotFound,
         TaskNotOpen,
+        UnknownUser,
         WorkflowError,
         WorkflowNotFound,
     )
