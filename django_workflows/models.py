@@ -235,6 +235,12 @@ class StepRun(models.Model):
         return f"{self.step_name} ({self.get_status_display()})"
 
     @property
+    def tries(self) -> int:
+        """Attempts that count against ``max_attempts``: the claims whose worker did not
+        crash (a crash is counted apart, in ``crashes``)."""
+        return self.attempt - self.crashes
+
+    @property
     def duration(self):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at

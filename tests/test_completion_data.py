@@ -219,3 +219,23 @@ def test_a_formless_step_in_a_rework_loop_may_change_what_it_set_before(engine, 
     instance = engine.complete_human_task(instance.id, "review", manager, {"ok": True, "note": "b"})
     assert instance.status == "completed"
     assert instance.context == {"ok": True, "note": "b", "round": 2}
+
+
+@pytest.mark.django_db
+def test_a_key_the_form_does_not_take_is_refused_not_dropped(engine, start, manager):
+    """A typo (``coments``) used to vanish: the approver believed they had commented."""
+    instance, task = start(approval(form_class=ApprovalForm))
+    with pytest.raises(ValidationError) as refused:
+        engine.complete_task(
+            task.pk, manager, {"cost_center": "CC", "coments": "typo"}, action="Approve"
+        )
+    assert refused.value.message_dict == {
+        "coments": ["not a field of this task's form (its fields: cost_center, comments)"]
+    }
+    task.refresh_from_db()
+    assert task.status == TaskStatus.OPEN
+    # The action's own key may be sent along (it is the action's value that counts).
+    instance = engine.complete_task(
+        task.pk, manager, {"cost_center": "CC", "approved": False}, action="Approve"
+    )
+    assert instance.context["approved"] is True

@@ -723,3 +723,34 @@ def assert_no_other_connection():
         )
         (others,) = cursor.fetchone()
     assert others == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failures_and_crashes_are_in_the_workers_log(qengine, caplog):
+    """Not only on the instance: whoever reads the worker's log sees them too."""
+    qengine.registry.register_definition(
+        WorkflowDefinition(
+            name="flaky_log", version="1", initial_step="work", steps={"work": FailsTwice()}
+        )
+    )
+    qengine.start_workflow("flaky_log")
+    (run_id,) = qengine.take()
+    caplog.set_level("WARNING", logger="django_workflows.engine")
+    crash(qengine, run_id)
+    assert qengine.take() == [run_id]
+    assert qengine.process_run(run_id) == [run_id]
+    qengine.process_run(run_id)
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("WARNING", "the worker running step 'work' of instance") in [
+        (level, text[: len("the worker running step 'work' of instance")])
+        for level, text in messages
+    ]
+    assert any(
+        level == "WARNING"
+        and "raised; it will be retried (attempt 2): RuntimeError: failure 1" in text
+        for level, text in messages
+    )
+    assert any(
+        level == "ERROR" and "failed (attempt 3): RuntimeError: failure 2" in text
+        for level, text in messages
+    )

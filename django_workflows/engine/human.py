@@ -82,8 +82,11 @@ def complete(
         if action is not None and action not in step.actions:
             known = ", ".join(step.actions) or "none"
             raise ValidationError({"action": [f"unknown action {action!r} (known: {known})"]})
+        form_class = form_for_step(step, action)
+        if form_class is not None:  # a typo first: it explains a missing field
+            refuse_unknown_fields(form_class, data, step, action)
         cleaned = step.clean(dict(data), action)
-        if form_for_step(step, action) is None:
+        if form_class is None:
             guard_formless(tx.instance, task, step, cleaned, action)
         if action is not None:  # the button's values are the step's own, not the user's
             cleaned.update(step.actions[action])
@@ -192,3 +195,18 @@ def guard_formless(
         )
     if refused:
         raise ValidationError({key: [reason] for key in refused})
+
+
+def refuse_unknown_fields(
+    form_class: Any, data: dict[str, Any], step: BaseHumanStep, action: str | None
+) -> None:
+    """A key the form does not take is a mistake (``coments``), not something to drop
+    in silence: refused, naming the form's fields. The action's own keys may be sent."""
+    fields = list(form_class.base_fields)
+    own = set(step.actions.get(action, {})) if action is not None else set()
+    unknown = sorted(set(data) - set(fields) - own)
+    if unknown:
+        known = ", ".join(fields) or "none"
+        raise ValidationError(
+            {key: [f"not a field of this task's form (its fields: {known})"] for key in unknown}
+        )

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 import uuid
 from datetime import timedelta
 from typing import Any, NamedTuple
 
 from asgiref.sync import async_to_sync
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 
@@ -37,6 +38,8 @@ from . import chained, transition
 from .leases import Heartbeat, fenced, lost_lease, new_lease
 from .protocol import Engine
 from .transition import ClaimedRun, Transition, error_text, fenced_update
+
+logger = logging.getLogger("django_workflows.engine")
 
 #: How many machine steps of one instance a worker executes back to back before it
 #: hands the next one to the queue (so one long chain cannot hold a worker forever).
@@ -252,6 +255,18 @@ def fail(
         )
         if status == "failed":
             tx.fail_instance(run.step_name, message, trace)
+        # In the worker's log too, not only on the instance (once committed).
+        log = logger.error if status == "failed" else logger.warning
+        transaction.on_commit(
+            lambda: log(
+                "step %r of instance %s %s (attempt %s): %s",
+                run.step_name,
+                run.instance_id,
+                "failed" if status == "failed" else "raised; it will be retried",
+                run.attempt,
+                message,
+            )
+        )
 
     return transition.run(engine, run.instance_id, body, needs_definition=None)[1]
 

@@ -13,6 +13,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
@@ -148,5 +149,14 @@ def recover(engine: Engine, run_id: int, instance_id: Any) -> list[int]:
         )
         if status == "failed":
             tx.fail_instance(run.step_name, message, "")
+        text = message if status == "failed" else f"re-queued (re-run {crashes} of {limit})"
+        transaction.on_commit(
+            lambda: logger.warning(
+                "the worker running step %r of instance %s died (lease expired): %s",
+                run.step_name,
+                instance_id,
+                text,
+            )
+        )
 
     return transition.run(engine, instance_id, body, needs_definition=None)[1]

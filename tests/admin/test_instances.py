@@ -170,6 +170,16 @@ def test_detail_of_a_failed_instance_shows_the_error_and_traceback(admin_client,
     assert ">Cancel instance</a>" in html
 
 
+def test_detail_counts_crashes_apart_from_the_steps_own_attempts(admin_client, failed):
+    """A run recovered after its worker died was claimed twice but tried once."""
+    StepRun.objects.filter(instance=failed, step_name="charge").update(
+        attempt=2, crashes=1, max_attempts=1
+    )
+    html = admin_client.get(change_url(failed)).content.decode()
+    row = html[html.index("<td>charge</td>") :].split("</tr>")[0]
+    assert '1 / 1 <small class="dwf-crashes">+ 1 crash</small>' in row
+
+
 def test_detail_escapes_html_from_the_context_and_business_key(admin_client, start):
     attack = "<script>alert('pwned')</script>"
     instance = start("check", business_key='<img src=x onerror="alert(1)">', note=attack)

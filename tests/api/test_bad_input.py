@@ -189,3 +189,18 @@ def test_a_formless_approval_cannot_raise_the_amount(client_for, starter, manage
     )
     assert response.status_code == 200
     assert response.json()["context"]["paid"] == 1000
+
+
+@pytest.mark.django_db
+def test_a_misspelt_field_is_a_400_naming_it(client_for, starter, manager):
+    instance_id = start(client_for(starter), "po", {"amount": 900}).json()["id"]
+    task = HumanTask.objects.get(instance_id=instance_id)
+    response = client_for(manager).post(
+        f"{API}/tasks/{task.pk}/complete/",
+        {"action": "Reject", "data": {"coments": "over budget"}},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "coments": ["not a field of this task's form (its fields: comments)"]
+    }
