@@ -40,6 +40,9 @@ def fault_env(worker_env):
         **worker_env,
         "WORKFLOWS_LEASE_SECONDS": str(LEASE_SECONDS),
         "WORKFLOWS_STALE_QUEUED_SECONDS": "2",
+        # Workers are killed every second or so: a step may lose many workers in a row,
+        # which is the chaos being tested, not a step that kills its worker.
+        "WORKFLOWS_CRASH_LIMIT": "50",
         "Q_WORKERS": "5",
     }
 
