@@ -31,7 +31,7 @@ from django_workflows.engine import BaseExecutionEngine, ClaimedRun
 from django_workflows.engine.leases import Heartbeat, lease_keeper
 from django_workflows.models import StepRun, StepRunStatus
 
-from .helpers import QueueingEngine
+from ..helpers import QueueingEngine
 
 DEADLINE = 20.0
 
