@@ -30,6 +30,7 @@ test-postgres: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy django_workflows/engine
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -63,8 +63,8 @@ def complete(
         if task_id is not None:
             tasks = tasks.filter(pk=task_id)
         else:
-            if step_name not in tx.definition.steps:
-                raise StepNotFound(f"workflow {tx.definition} has no step {step_name!r}")
+            if step_name not in tx.graph.steps:
+                raise StepNotFound(f"workflow {tx.graph} has no step {step_name!r}")
             tasks = tasks.filter(step_name=step_name)
         task = tasks.filter(status=TaskStatus.OPEN).select_related("step_run").first()
         if task is None:
@@ -76,7 +76,7 @@ def complete(
             )
         if check_permission and not can_complete_task(task, acting_user(user)):
             raise PermissionDenied(f"you may not complete task {task.pk} ({task.title})")
-        step = tx.definition.steps[task.step_name]
+        step = tx.graph.steps[task.step_name]
         if not isinstance(step, BaseHumanStep):
             raise StateConflict(f"step {task.step_name!r} is no longer a human step")
         if action is not None and action not in step.actions:

@@ -201,8 +201,8 @@ def retry(engine: Engine, instance_id: Any, from_step: str | None = None) -> Wor
                 f"instance {instance.pk} is {instance.status}; only a failed instance is retried"
             )
         step_name = from_step or instance.failed_step
-        if step_name not in tx.definition.steps:
-            raise StepNotFound(f"workflow {tx.definition} has no step {step_name!r}")
+        if step_name not in tx.graph.steps:
+            raise StepNotFound(f"workflow {tx.graph} has no step {step_name!r}")
         instance.status = WorkflowStatus.RUNNING
         instance.failed_step = instance.error = instance.error_traceback = ""
         instance.finished_at = None

@@ -4,6 +4,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from functools import partial
+from typing import Any
 
 from django.db import transaction
 
@@ -29,7 +30,7 @@ class LocalExecutionEngine(BaseExecutionEngine):
     ``run_due_timers()`` (``manage.py workflow_sweep``) to fire timers and delayed retries.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._state = threading.local()  # the runs waiting to be processed on this thread
 

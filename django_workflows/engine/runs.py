@@ -221,7 +221,7 @@ def fail(
         # The limit is the step's policy as this worker reads it from the definition,
         # not whatever the process that created the run had configured.
         policy = engine.retry_policy(step) if isinstance(step, BaseMachineStep) else None
-        common = {"error": message, "traceback": trace, "changes": changes or {}}
+        common: dict[str, Any] = {"error": message, "traceback": trace, "changes": changes or {}}
         if policy is not None:
             common["max_attempts"] = policy.max_attempts
         failures = run.attempt - run.crashes  # a crash is not the step's own failure

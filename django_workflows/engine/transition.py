@@ -17,7 +17,7 @@ import traceback as tb
 import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
@@ -51,7 +51,7 @@ from ..steps import BaseHumanStep, BaseMachineStep, StepType, TimerStep
 from . import routing
 from .leases import fenced, lost_lease, new_lease
 from .protocol import Engine
-from .sql import fastpath, lock
+from .sql import concrete_field, fastpath, lock
 from .users import assignee_pk
 
 logger = logging.getLogger("django_workflows.engine")
@@ -136,11 +136,19 @@ class Transition:
         if step_name in self.instance.current_steps:
             self.instance.current_steps.remove(step_name)
 
+    @property
+    def graph(self) -> WorkflowDefinition:
+        """The definition, for the work that needs step code (only failing a run and
+        canceling go on without one)."""
+        if self.definition is None:
+            raise DefinitionError(f"instance {self.instance.pk} has no registered definition")
+        return self.definition
+
     # -- activation and routing (planned in memory) ------------------------------
 
     def activate(self, step_name: str) -> None:
         """Start a step on a live token."""
-        step = self.definition.steps[step_name]
+        step = self.graph.steps[step_name]
         run = StepRun(instance=self.instance, step_name=step_name, step_type=str(step.step_type))
         if isinstance(step, BaseMachineStep):
             run.status = StepRunStatus.QUEUED
@@ -195,12 +203,12 @@ class Transition:
 
     def route(self, step_name: str) -> None:
         """Send a token down every outgoing edge of a finished step: live if taken, else dead."""
-        for target, live in routing.taken(self.definition, step_name, self.context(step_name)):
+        for target, live in routing.taken(self.graph, step_name, self.context(step_name)):
             self.deliver(step_name, target, live)
 
     def deliver(self, source: str, target: str, live: bool) -> None:
         for step_name, by_loop in routing.deliver(
-            self.definition, self.instance.tokens, source, target, live
+            self.graph, self.instance.tokens, source, target, live
         ):
             if by_loop:
                 self._check_loop(source, step_name)
@@ -332,7 +340,7 @@ class Transition:
         if self.claimed is not None:
             self.claimed[0].input = dict(instance.context)
         if self.fenced is not None:
-            self._close_fenced(last)
+            self._close_fenced(self.fenced, last)
             return
         if self.new_runs:
             StepRun.objects.bulk_create(self.new_runs)
@@ -377,11 +385,11 @@ class Transition:
         ):
             instance.finished_at = timezone.now()
 
-    def _close_fenced(self, last: bool) -> None:
+    def _close_fenced(self, fenced: tuple[StepRun, uuid.UUID, dict[str, Any]], last: bool) -> None:
         """The fast path's close: the run's fenced update, the new runs, the events and
         the instance (one statement on PostgreSQL); nothing is written if the lease was
         lost."""
-        run, token, changes = self.fenced
+        run, token, changes = fenced
         instance = self.instance
         self._settle_status()
         # The write alias: on the unlocked path the instance may have been read elsewhere.
@@ -443,10 +451,11 @@ class Transition:
                 "or a user with complete_any_task may complete the task",
                 sorted(missing),
             )
-        longest = HumanTaskGroup._meta.get_field("name").max_length
-        rows = []
+        longest = concrete_field(HumanTaskGroup._meta, "name").max_length or 0
+        rows: list[HumanTaskGroup] = []
         for _run, task, index, group_names in self.new_tasks:
-            self.events[index] = dataclasses.replace(self.events[index], task_id=task.pk)
+            created = cast(ev.HumanTaskCreated, self.events[index])
+            self.events[index] = dataclasses.replace(created, task_id=task.pk)
             rows.extend(
                 HumanTaskGroup(task=task, name=name)
                 for name in dict.fromkeys(group_names)

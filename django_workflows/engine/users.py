@@ -55,11 +55,12 @@ def assignee_pk(step_name: str, assignee: Any) -> Any:
     if assignee is None:
         return None
     user_model = get_user_model()
-    pk = assignee.pk if isinstance(assignee, user_model) else assignee
+    pk: Any = assignee.pk if isinstance(assignee, user_model) else assignee
     if isinstance(pk, int | str | uuid.UUID) and not isinstance(pk, bool):
         with contextlib.suppress(ValueError, TypeError, ValidationError):
-            found = user_model._default_manager.filter(pk=pk).values_list("pk", flat=True)
-            if (found := found.first()) is not None:
+            lookup: Any = pk  # any pk type the user model has (int, str, UUID)
+            users = user_model._default_manager.filter(pk=lookup).values_list("pk", flat=True)
+            if (found := users.first()) is not None:
                 return found
     raise InvalidAssignee(
         f"human step {step_name!r}: its assignee {assignee!r} is not a user "

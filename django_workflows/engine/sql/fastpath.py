@@ -49,6 +49,7 @@ from django.db.models.functions import Now
 from django.db.models.sql import InsertQuery
 
 from ...models import StepRun, WorkflowEvent, WorkflowInstance
+from . import concrete_field
 
 #: The instance's columns a transition writes (``_Transition.close``'s update_fields).
 INSTANCE_FIELDS = (
@@ -108,7 +109,7 @@ class _Tables:
 
         self.event_table = qn(event_meta.db_table)
         names = ("instance", "type", "step_name", "payload", "created_at")
-        self.event_fields = [event_meta.get_field(name) for name in names]
+        self.event_fields = [concrete_field(event_meta, name) for name in names]
         self.event_columns = ", ".join(qn(f.column) for f in self.event_fields)
         self.event_row = "(" + ", ".join(f"%s{_cast(f, connection)}" for f in self.event_fields)
         self.event_row += ")"
@@ -116,15 +117,15 @@ class _Tables:
         self.inst_table = qn(inst_meta.db_table)
         self.inst_pk = qn(inst_meta.pk.column)
         self.inst_pk_cast = _cast(inst_meta.pk, connection)
-        self.inst_fields = [inst_meta.get_field(name) for name in INSTANCE_FIELDS]
+        self.inst_fields = [concrete_field(inst_meta, name) for name in INSTANCE_FIELDS]
         self.inst_set = ", ".join(
             f"{qn(f.column)} = %s{_cast(f, connection)}" for f in self.inst_fields
         )
-        self.expect_fields = [inst_meta.get_field(name) for name in EXPECT_FIELDS]
+        self.expect_fields = [concrete_field(inst_meta, name) for name in EXPECT_FIELDS]
         self.inst_where = " AND ".join(
             [f"{self.inst_pk} = %s{self.inst_pk_cast}"]
             + [f"{qn(f.column)} = %s{_cast(f, connection)}" for f in self.expect_fields]
-            + [f"{qn(inst_meta.get_field('finished_at').column)} IS NULL"]
+            + [f"{qn(concrete_field(inst_meta, 'finished_at').column)} IS NULL"]
         )
         self.compiler = InsertQuery(StepRun).get_compiler(connection=connection)
         self.now, _ = self.expression(self.run_field["finished_at"], _now())
@@ -259,7 +260,7 @@ def finish(
     if expect is not None and not t.postgres:
         raise ValueError("the unlocked path needs PostgreSQL")
     shape = (tuple(parts for parts, _ in rows), len(events), commit, expect is not None)
-    sql = t.sql.get(shape)
+    sql: Any = t.sql.get(shape)
     if sql is None:
         sql = _build_postgres(t, shape) if t.postgres else _build_sqlite(t, shape)
         t.sql[shape] = sql

@@ -19,6 +19,7 @@ from typing import Any
 from django.db.transaction import TransactionManagementError
 
 from ...models import DefinitionVersion, WorkflowInstance
+from . import concrete_field
 
 #: The definition's columns read with the instance: what the engine uses of the row.
 DEFINITION_FIELDS = ("id", "name", "version", "checksum")
@@ -31,14 +32,14 @@ class _LockQuery:
         qn = connection.ops.quote_name
         inst, definition = WorkflowInstance._meta, DefinitionVersion._meta
         self.inst_fields = list(inst.concrete_fields)
-        self.def_fields = [definition.get_field(name) for name in DEFINITION_FIELDS]
+        self.def_fields = [concrete_field(definition, name) for name in DEFINITION_FIELDS]
         self.inst_names = [f.attname for f in self.inst_fields]
         self.def_names = [f.attname for f in self.def_fields]
         self.pk = inst.pk
         i_table, d_table = qn(inst.db_table), qn(definition.db_table)
         columns = [f"{i_table}.{qn(f.column)}" for f in self.inst_fields]
         columns += [f"{d_table}.{qn(f.column)}" for f in self.def_fields]
-        fk = inst.get_field("definition")
+        fk = concrete_field(inst, "definition")
         sql = (
             f"SELECT {', '.join(columns)} FROM {i_table} INNER JOIN {d_table} "
             f"ON ({i_table}.{qn(fk.column)} = {d_table}.{qn(definition.pk.column)}) "
@@ -52,12 +53,12 @@ class _LockQuery:
         self.sql = sql
         # (index, converters) of the columns that need any, as the compiler applies them.
         self.converters = []
-        for index, (field, table) in enumerate(
+        for index, (column, table) in enumerate(
             [(f, inst.db_table) for f in self.inst_fields]
             + [(f, definition.db_table) for f in self.def_fields]
         ):
-            col = field.get_col(table)
-            found = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+            col = column.get_col(table)
+            found = connection.ops.get_db_converters(col) + column.get_db_converters(connection)
             if found:
                 self.converters.append((index, found, col))
 
