@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "django_workflows"
 ENGINE_LAYERS = [
     {"__init__", "core"},  # the package's surface (and the one-release re-exports)
     {"local", "djangoq", "sweeper"},  # backends and the cluster's sweeper thread
+    {"queued"},  # what the queue-fed backends share
     {"base"},  # the public API: delegates to the modules below
     {"human"},  # completes tasks, reads instances
     {"instances"},

@@ -10,12 +10,9 @@ sweep by itself, one process at a time (``sweeper.py``, started from ``apps.py``
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
-from django.db import transaction
-
-from .base import BaseExecutionEngine
+from .queued import QueueExecutionEngine
 
 logger = logging.getLogger("django_workflows.engine")
 
@@ -40,7 +37,7 @@ def sweep() -> int:
     return get_engine().run_due_timers()
 
 
-class DjangoQExecutionEngine(BaseExecutionEngine):
+class DjangoQExecutionEngine(QueueExecutionEngine):
     """Runs machine steps as django-q2 tasks; ``start_workflow`` returns at once.
 
     ``cluster`` names a django-q2 ``ALT_CLUSTERS`` entry (default: the main cluster);
@@ -71,32 +68,20 @@ class DjangoQExecutionEngine(BaseExecutionEngine):
             self._broker_instance = get_broker(self.cluster)
         return self._broker_instance
 
-    def dispatch(self, run_ids: Iterable[int]) -> None:
-        run_ids = list(run_ids)
-        if not run_ids:
-            return
-        broker = self._broker()
-        if _enqueues_in_transaction(broker):
-            self._send(broker, run_ids)
-        else:
-            transaction.on_commit(lambda: self._send(broker, run_ids))
+    def sends_in_transaction(self) -> bool:
+        return _enqueues_in_transaction(self._broker())
 
-    def _send(self, broker: Any, run_ids: list[int]) -> None:
+    def send(self, run_id: int) -> None:
         from django_q.tasks import async_task
 
-        for run_id in run_ids:
-            try:
-                async_task(
-                    RUN_STEP,
-                    run_id,
-                    task_name=f"workflow-step-{run_id}",
-                    broker=broker,
-                    cluster=self.cluster,
-                    save=False,
-                )
-            except Exception:
-                # The run stays QUEUED in the database; the sweep sends it again.
-                logger.exception("enqueueing step run %s failed; the sweep will retry", run_id)
+        async_task(
+            RUN_STEP,
+            run_id,
+            task_name=f"workflow-step-{run_id}",
+            broker=self._broker(),
+            cluster=self.cluster,
+            save=False,
+        )
 
 
 def _enqueues_in_transaction(broker: Any) -> bool:
