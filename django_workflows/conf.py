@@ -6,6 +6,7 @@ workflow_settings.LEASE_SECONDS
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from django.conf import settings
@@ -45,6 +46,12 @@ DEFAULTS: dict[str, Any] = {
     # edge is taken (without loops an instance has at most one run per step, plus
     # retries), so a loop whose exit condition never holds fails instead of running on.
     "MAX_STEP_RUNS": 1000,
+    # The optional backends (read only when that engine or its worker is used):
+    # the Celery app the engine sends with (a dotted path; None: celery.current_app),
+    "CELERY_APP": None,
+    # the URL of the SAQ queue (required by the SAQ engine), and its name.
+    "SAQ_URL": None,
+    "SAQ_QUEUE": "django_workflows",
     # Import ``workflows.py`` of every installed app at startup.
     "AUTODISCOVER": True,
 }
@@ -88,6 +95,24 @@ class WorkflowSettings:
 
 
 workflow_settings = WorkflowSettings()
+
+
+def backend_setting(key: str) -> tuple[Any, str]:
+    """``DJANGO_WORKFLOWS[key]`` of an optional backend, and the name to quote in errors.
+
+    The old top-level ``WORKFLOWS_<key>`` settings still work for one release, with a
+    ``DeprecationWarning``, when ``DJANGO_WORKFLOWS`` does not set the key."""
+    if key in workflow_settings.user_settings:
+        return getattr(workflow_settings, key), f"DJANGO_WORKFLOWS[{key!r}]"
+    old = f"WORKFLOWS_{key}"
+    if hasattr(settings, old):
+        warnings.warn(
+            f"settings.{old} is deprecated: set DJANGO_WORKFLOWS[{key!r}] instead",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return getattr(settings, old), f"settings.{old}"
+    return DEFAULTS[key], f"DJANGO_WORKFLOWS[{key!r}]"
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:

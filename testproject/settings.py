@@ -165,7 +165,7 @@ if os.environ.get("WORKFLOWS_ENGINE") in _CONTRIB_ENGINES:
 _REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 # Celery: the app of testproject/celery_app.py reads the CELERY_* settings.
-WORKFLOWS_CELERY_APP = "testproject.celery_app.app"
+DJANGO_WORKFLOWS["CELERY_APP"] = "testproject.celery_app.app"
 CELERY_BROKER_URL = _REDIS_URL
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "django_workflows")
 CELERY_TASK_ACKS_LATE = True
@@ -174,8 +174,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 
 # SAQ: testproject/saq_worker.py and the engine build their queues from these.
-WORKFLOWS_SAQ_URL = _REDIS_URL
-WORKFLOWS_SAQ_QUEUE = os.environ.get("SAQ_QUEUE", "django_workflows")
+DJANGO_WORKFLOWS["SAQ_URL"] = _REDIS_URL
+DJANGO_WORKFLOWS["SAQ_QUEUE"] = os.environ.get("SAQ_QUEUE", "django_workflows")
 
 # Django Tasks: django-tasks' database backend, when installed. Its app is installed in
 # every process (the test process too) so that its table exists in the test database

@@ -846,10 +846,11 @@ def test_settings_page_lists_the_contrib_settings():
     text = page("settings.md")
     used = set()
     for path in (ROOT / "django_workflows" / "contrib").rglob("*.py"):
-        used |= set(re.findall(r'"(WORKFLOWS_[A-Z_]+)"', path.read_text()))
-    assert used == {"WORKFLOWS_CELERY_APP", "WORKFLOWS_SAQ_URL", "WORKFLOWS_SAQ_QUEUE"}
+        used |= set(re.findall(r'backend_setting\("([A-Z_]+)"\)', path.read_text()))
+    assert used == {"CELERY_APP", "SAQ_URL", "SAQ_QUEUE"}
     for name in used:
         assert f"| `{name}` |" in text
+        assert f"`WORKFLOWS_{name}`" in text  # the deprecated name, still read
 
 
 def test_python_api_page_explains_every_engine_method():

@@ -7,6 +7,7 @@ celery = pytest.importorskip("celery")
 import re  # noqa: E402
 import sys  # noqa: E402
 
+from django.conf import settings  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
@@ -26,18 +27,34 @@ CELERY_ENGINE = "django_workflows.contrib.celery.CeleryExecutionEngine"
 # -- configuration -------------------------------------------------------------------------
 
 
-def test_selected_by_the_engine_setting_with_the_app_of_workflows_celery_app():
-    with override_settings(DJANGO_WORKFLOWS={"ENGINE": CELERY_ENGINE}):
+def workflows(**keys):
+    """The project's DJANGO_WORKFLOWS with ``keys`` changed."""
+    return {**settings.DJANGO_WORKFLOWS, **keys}
+
+
+def test_selected_by_the_engine_setting_with_the_app_of_the_celery_app_setting():
+    with override_settings(DJANGO_WORKFLOWS=workflows(ENGINE=CELERY_ENGINE)):
         engine = get_engine()
         assert isinstance(engine, CeleryExecutionEngine)
-        assert engine.celery_app is project_app  # settings.WORKFLOWS_CELERY_APP
+        assert engine.celery_app is project_app  # DJANGO_WORKFLOWS["CELERY_APP"]
+
+
+def test_the_old_top_level_setting_still_works_with_a_deprecation_warning():
+    without = {k: v for k, v in settings.DJANGO_WORKFLOWS.items() if k != "CELERY_APP"}
+    with (
+        override_settings(
+            DJANGO_WORKFLOWS=without, WORKFLOWS_CELERY_APP="testproject.celery_app.app"
+        ),
+        pytest.warns(DeprecationWarning, match=r"WORKFLOWS_CELERY_APP is deprecated"),
+    ):
+        assert CeleryExecutionEngine(registry).celery_app is project_app
 
 
 def test_without_the_setting_the_current_app_sends():
     before = celery.current_app._get_current_object()
     current = celery.Celery("current-for-test", set_as_current=True)
     try:
-        with override_settings(WORKFLOWS_CELERY_APP=None):
+        with override_settings(DJANGO_WORKFLOWS=workflows(CELERY_APP=None)):
             assert CeleryExecutionEngine(registry).celery_app is current
     finally:
         before.set_current()
@@ -56,13 +73,16 @@ def test_an_explicit_app_or_dotted_path_wins():
     [
         (
             "testproject.celery_app.nope",
-            "settings.WORKFLOWS_CELERY_APP = 'testproject.celery_app.nope' could not be imported",
+            "DJANGO_WORKFLOWS['CELERY_APP'] = 'testproject.celery_app.nope' could not be imported",
         ),
         ("testproject.celery_app.register_tasks", "must be a Celery app, not function"),
     ],
 )
 def test_a_bad_setting_is_an_error_naming_it(value, error):
-    with override_settings(WORKFLOWS_CELERY_APP=value), pytest.raises(ImproperlyConfigured) as exc:
+    with (
+        override_settings(DJANGO_WORKFLOWS=workflows(CELERY_APP=value)),
+        pytest.raises(ImproperlyConfigured) as exc,
+    ):
         CeleryExecutionEngine(registry)
     assert error in str(exc.value)
 

@@ -43,9 +43,11 @@ def saq_engine(queue_name):
 
 def test_selected_by_the_engine_setting_with_the_queue_of_the_url_setting():
     with override_settings(
-        DJANGO_WORKFLOWS={"ENGINE": SAQ_ENGINE},
-        WORKFLOWS_SAQ_URL="redis://127.0.0.1:6379/3",
-        WORKFLOWS_SAQ_QUEUE="steps",
+        DJANGO_WORKFLOWS={
+            "ENGINE": SAQ_ENGINE,
+            "SAQ_URL": "redis://127.0.0.1:6379/3",
+            "SAQ_QUEUE": "steps",
+        }
     ):
         engine = get_engine()
         assert isinstance(engine, SAQExecutionEngine)
@@ -54,9 +56,12 @@ def test_selected_by_the_engine_setting_with_the_queue_of_the_url_setting():
 
 
 def test_without_a_url_the_error_names_the_setting():
-    with override_settings(WORKFLOWS_SAQ_URL=None), pytest.raises(ImproperlyConfigured) as exc:
+    with (
+        override_settings(DJANGO_WORKFLOWS={"SAQ_URL": None}),
+        pytest.raises(ImproperlyConfigured) as exc,
+    ):
         SAQExecutionEngine(registry)
-    assert "WORKFLOWS_SAQ_URL" in str(exc.value)
+    assert "set DJANGO_WORKFLOWS['SAQ_URL']" in str(exc.value)
 
 
 def test_worker_settings_run_the_step_job_and_the_sweep_cron_job():
@@ -81,7 +86,7 @@ def test_worker_settings_run_the_step_job_and_the_sweep_cron_job():
 
 
 def test_worker_settings_default_to_the_queue_of_the_settings():
-    with override_settings(WORKFLOWS_SAQ_URL=REDIS_URL, WORKFLOWS_SAQ_QUEUE="from-settings"):
+    with override_settings(DJANGO_WORKFLOWS={"SAQ_URL": REDIS_URL, "SAQ_QUEUE": "from-settings"}):
         assert worker_settings()["queue"].name == "from-settings"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -15,7 +14,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "CeleryExecutionEngine needs Celery: pip install 'django-workflows-engine[celery]'"
     ) from exc
 
-from ..queued import QueueExecutionEngine
+from ...conf import backend_setting
+from ...engine.queued import QueueExecutionEngine
 from .tasks import RUN_STEP
 
 
@@ -23,7 +23,7 @@ class CeleryExecutionEngine(QueueExecutionEngine):
     """Runs machine steps as the ``django_workflows.run_step`` task of a Celery app.
 
     ``celery_app`` is the app (or its dotted path) that sends the messages; by default
-    the ``WORKFLOWS_CELERY_APP`` setting (a dotted path such as ``"proj.celery.app"``),
+    ``DJANGO_WORKFLOWS["CELERY_APP"]`` (a dotted path such as ``"proj.celery.app"``),
     else ``celery.current_app``. Its workers must have called ``register_tasks(app)``.
     Messages carry the step-run id only and go out after commit; routing follows the
     app's ``task_routes`` for ``django_workflows.run_step``.
@@ -42,8 +42,7 @@ class CeleryExecutionEngine(QueueExecutionEngine):
 def _resolve_app(app: Any) -> Any:
     source = "celery_app"
     if app is None:
-        app = getattr(settings, "WORKFLOWS_CELERY_APP", None)
-        source = "settings.WORKFLOWS_CELERY_APP"
+        app, source = backend_setting("CELERY_APP")
     if app is None:
         return celery.current_app._get_current_object()
     if isinstance(app, str):

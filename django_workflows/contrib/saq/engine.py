@@ -23,8 +23,8 @@ SEND_TIMEOUT = 10.0
 class SAQExecutionEngine(QueueExecutionEngine):
     """Runs machine steps as ``run_workflow_step`` jobs on the SAQ workers of ``queue``.
 
-    ``queue`` is a ``saq.Queue`` (default: one for the ``WORKFLOWS_SAQ_URL`` and
-    ``WORKFLOWS_SAQ_QUEUE`` settings); the engine uses it from an event loop of its own,
+    ``queue`` is a ``saq.Queue`` (default: one for ``DJANGO_WORKFLOWS["SAQ_URL"]`` and
+    ``["SAQ_QUEUE"]``); the engine uses it from an event loop of its own,
     in a background thread, so the sync engine can send from any thread. Give it a
     queue that no other event loop uses. Jobs carry the step-run id only, have no SAQ
     timeout (the engine's step timeout applies) and go out after commit.

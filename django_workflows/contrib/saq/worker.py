@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 
@@ -34,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "SAQExecutionEngine needs SAQ: pip install 'django-workflows-engine[saq]'"
     ) from exc
 
+from ...conf import backend_setting
 from .. import jobs
 
 DEFAULT_QUEUE_NAME = "django_workflows"
@@ -43,14 +43,14 @@ HEARTBEAT_SECONDS = 60
 
 
 def queue_from_settings() -> Queue:
-    """A new ``saq.Queue`` for ``WORKFLOWS_SAQ_URL``, named ``WORKFLOWS_SAQ_QUEUE``."""
-    url = getattr(django_settings, "WORKFLOWS_SAQ_URL", None)
+    """A new ``saq.Queue`` for ``DJANGO_WORKFLOWS["SAQ_URL"]``, named ``["SAQ_QUEUE"]``."""
+    url, source = backend_setting("SAQ_URL")
     if not url:
         raise ImproperlyConfigured(
-            "set WORKFLOWS_SAQ_URL (such as 'redis://localhost:6379/0') "
+            f"set {source} (such as 'redis://localhost:6379/0') "
             "or pass a saq Queue to SAQExecutionEngine(queue=...)"
         )
-    name = getattr(django_settings, "WORKFLOWS_SAQ_QUEUE", DEFAULT_QUEUE_NAME)
+    name = backend_setting("SAQ_QUEUE")[0] or DEFAULT_QUEUE_NAME
     return Queue.from_url(url, name=name)
 
 
