@@ -159,12 +159,16 @@ def expenses_app(engine):
                 sys.modules[name] = module
 
 
-def waiting_at_a_timer(engine):
+def waiting_at_a_timer(engine, first_day="2999-01-04"):
     """An instance of the concepts page's ``leave`` workflow, waiting at its timer."""
     run_page("concepts.md")
-    instance = engine.start_workflow("leave", initial_data={"first_day": "2999-01-04"})
+    instance = engine.start_workflow("leave", initial_data={"first_day": first_day})
     assert instance.status == WorkflowStatus.WAITING
     return instance
+
+
+def tomorrow() -> str:
+    return (timezone.now() + timedelta(days=1)).date().isoformat()
 
 
 @contextlib.contextmanager
@@ -187,8 +191,8 @@ def _admin_page(engine):
 @contextlib.contextmanager
 def _testing_page(engine):
     def before(index, namespace):
-        if index == 1:  # "Make them due and sweep", in a test with its engine and instance
-            namespace.update(engine=engine, instance=waiting_at_a_timer(engine))
+        if index == 1:  # "Move the clock forward", in a test with its engine and instance
+            namespace.update(engine=engine, instance=waiting_at_a_timer(engine, tomorrow()))
 
     with expenses_app(engine):
         yield {}, before
@@ -961,11 +965,11 @@ def test_signals_page_lists_every_event():
 
 @pytest.mark.django_db
 def test_howto_testing_makes_a_timer_due(engine):
-    instance = waiting_at_a_timer(engine)
+    instance = waiting_at_a_timer(engine, tomorrow())
     engine.run_due_timers()
     assert engine.get_instance(instance.id).status == WorkflowStatus.WAITING
     timer = python_blocks(DOCS / "howto" / "testing.md")[1]
-    assert "run_due_timers" in timer.code
+    assert "advance_time" in timer.code
 
     run_block(timer, {"instance": instance, "engine": engine})
 
