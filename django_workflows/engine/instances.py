@@ -117,18 +117,8 @@ def get_or_start(
     idempotency_key: str | None = None,
     existing: Callable[[], WorkflowInstance | None] | None = None,
 ) -> tuple[WorkflowInstance, bool]:
-    """Start once per ``idempotency_key`` (per user), like ``get_or_create``.
-
-    A repeated call with the same key returns the instance the first call started
-    and False. The key is stored in the transaction that creates the instance, so two
-    concurrent calls start one instance. A key reused for another workflow conflicts.
-
-    ``existing`` (instead of a key, or with one) is called inside the transaction
-    that would create the instance, before it does; an instance it returns is
-    returned instead, with False. A transaction-level lock it takes there makes its
-    check and the creation one step, and ends before any step runs (the REST API
-    finds a user's earlier start with the same business key so).
-    """
+    """``BaseExecutionEngine.get_or_start_workflow``: start once per key, or return what
+    ``existing()`` finds in the start's transaction."""
     if idempotency_key is None and existing is None:
         raise TypeError("get_or_start_workflow() needs an idempotency_key or existing")
     if idempotency_key is not None and (not idempotency_key or len(idempotency_key) > 255):

@@ -28,7 +28,6 @@ from django.db import connections, transaction
 from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 
-from .. import events as ev
 from ..conf import workflow_settings
 from ..context import WorkflowContext
 from ..exceptions import ContextError, DefinitionError
@@ -245,16 +244,7 @@ def fail(
                 return
             tx.leave(run.step_name)
             status = "failed"
-        tx.event(
-            ev.StepExecuted,
-            step_name=run.step_name,
-            step_type="machine",
-            status=status,
-            attempt=run.attempt,
-            error=message,
-        )
-        if status == "failed":
-            tx.fail_instance(run.step_name, message, trace)
+        tx.attempt_ended(run, status, message, trace)
         # In the worker's log too, not only on the instance (once committed).
         log = logger.error if status == "failed" else logger.warning
         transaction.on_commit(

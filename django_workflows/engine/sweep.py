@@ -17,7 +17,6 @@ from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from .. import events as ev
 from ..conf import workflow_settings
 from ..models import ACTIVE_INSTANCE_STATUSES, StepRun, StepRunStatus, WorkflowStatus
 from . import transition
@@ -124,7 +123,7 @@ def recover(engine: Engine, run_id: int, instance_id: Any) -> list[int]:
             status = "retrying"
             error = "lease expired"
         else:
-            message = error = (
+            error = (
                 f"step {run.step_name!r} keeps killing its worker: the worker running it "
                 f"died {crashes} times before it finished (lease expired; CRASH_LIMIT is "
                 f"{limit})"
@@ -133,23 +132,14 @@ def recover(engine: Engine, run_id: int, instance_id: Any) -> list[int]:
                 status=StepRunStatus.FAILED,
                 lease_token=None,
                 finished_at=Now(),
-                error=message,
+                error=error,
                 crashes=crashes,
             ):
                 return
             tx.leave(run.step_name)
             status = "failed"
-        tx.event(
-            ev.StepExecuted,
-            step_name=run.step_name,
-            step_type="machine",
-            status=status,
-            attempt=run.attempt,
-            error=error,
-        )
-        if status == "failed":
-            tx.fail_instance(run.step_name, message, "")
-        text = message if status == "failed" else f"re-queued (re-run {crashes} of {limit})"
+        tx.attempt_ended(run, status, error)
+        text = error if status == "failed" else f"re-queued (re-run {crashes} of {limit})"
         transaction.on_commit(
             lambda: logger.warning(
                 "the worker running step %r of instance %s died (lease expired): %s",

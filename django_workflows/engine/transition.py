@@ -293,6 +293,20 @@ class Transition:
                     self.new_tasks[entry] = (run, task, index + 1, groups)
         return True
 
+    def attempt_ended(self, run: StepRun, status: str, error: str, trace: str = "") -> None:
+        """A machine run's attempt ended without a result: ``status`` "retrying" (it runs
+        again) or "failed" (so does the instance, with ``error``)."""
+        self.event(
+            ev.StepExecuted,
+            step_name=run.step_name,
+            step_type="machine",
+            status=status,
+            attempt=run.attempt,
+            error=error,
+        )
+        if status == "failed":
+            self.fail_instance(run.step_name, error, trace)
+
     def fail_instance(self, step_name: str, message: str, trace: str) -> None:
         self.instance.status = WorkflowStatus.FAILED
         self.instance.failed_step = step_name
