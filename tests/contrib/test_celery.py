@@ -17,7 +17,8 @@ from django_workflows.contrib.celery.tasks import RUN_STEP, SWEEP  # noqa: E402
 from django_workflows.engine import get_engine  # noqa: E402
 from testproject.celery_app import app as project_app  # noqa: E402
 
-from .conftest import REDIS_URL, approval, fan_out, kill_mid_step  # noqa: E402
+from ..processes import approval, fan_out, kill_mid_step  # noqa: E402
+from .conftest import LEASE_SECONDS, REDIS_URL  # noqa: E402
 
 pytestmark = pytest.mark.contrib
 
@@ -190,7 +191,7 @@ def test_human_approval_with_the_worker(celery_engine, tmp_path):
 def test_worker_process_killed_mid_step_is_recovered_by_the_beat_sweep(
     celery_engine, celery_worker, tmp_path
 ):
-    kill_mid_step(celery_engine, tmp_path)
+    kill_mid_step(celery_engine, tmp_path, LEASE_SECONDS)
     # A sweep that beat sent is the one that re-queued the run (it returns how many).
     assert re.search(
         r"django_workflows\.sweep\[\S+\] succeeded in \S+: 1\b", celery_worker.output()

@@ -12,7 +12,8 @@ from django_workflows import WorkflowStatus, registry
 from django_workflows.contrib.django_tasks import DjangoTasksExecutionEngine
 from django_workflows.engine import get_engine
 
-from .conftest import approval, fan_out, kill_mid_step, manage
+from ..processes import approval, fan_out, kill_mid_step
+from .conftest import LEASE_SECONDS, manage
 
 pytestmark = pytest.mark.contrib
 
@@ -134,7 +135,7 @@ def test_db_worker_killed_mid_step_is_recovered_by_the_sweeper(
         "sweeper",
     )
 
-    instance, killed = kill_mid_step(tasks_engine, tmp_path)
+    instance, killed = kill_mid_step(tasks_engine, tmp_path, LEASE_SECONDS)
 
     survivor = next(w for w in workers if w.popen.pid != killed)
     assert instance.context["hang"]["pid"] == survivor.popen.pid

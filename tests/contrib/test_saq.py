@@ -18,7 +18,8 @@ from django_workflows.contrib.saq import (  # noqa: E402
 )
 from django_workflows.engine import get_engine  # noqa: E402
 
-from .conftest import REDIS_URL, approval, fan_out, kill_mid_step  # noqa: E402
+from ..processes import approval, fan_out, kill_mid_step  # noqa: E402
+from .conftest import LEASE_SECONDS, REDIS_URL  # noqa: E402
 
 pytestmark = pytest.mark.contrib
 
@@ -151,7 +152,7 @@ def test_worker_killed_mid_step_is_recovered_by_the_cron_sweep(
     }
     workers = [start_process(saq_command(), env, f"saq-worker-{i}") for i in (1, 2)]
 
-    instance, killed = kill_mid_step(saq_engine, tmp_path)
+    instance, killed = kill_mid_step(saq_engine, tmp_path, LEASE_SECONDS)
 
     survivor = next(w for w in workers if w.popen.pid != killed)
     assert instance.context["hang"]["pid"] == survivor.popen.pid

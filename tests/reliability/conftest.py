@@ -19,8 +19,8 @@ from django_workflows import WorkflowStatus
 from django_workflows.models import ACTIVE_INSTANCE_STATUSES, StepRun, WorkflowInstance
 from testproject.testapp.models import SideEffect
 
+from ..processes import wait_for
 from ..worker import conftest as _worker
-from ..worker.conftest import wait_for
 
 # The worker fixtures (a qcluster and the sweeper in subprocesses), for this directory too.
 worker_env = _worker.worker_env

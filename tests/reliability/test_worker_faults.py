@@ -14,6 +14,7 @@ from django_workflows.models import StepRun, WorkflowEvent
 from testproject.testapp.engines import DuplicatingDjangoQEngine
 from testproject.testapp.models import SideEffect
 
+from ..processes import redis_client
 from .conftest import (
     LEASE_SECONDS,
     active_count,
@@ -156,16 +157,12 @@ def redis_db(fault_env, monkeypatch):
     test may flush, and a queue name of its own."""
     import os
 
-    redis = pytest.importorskip("redis")
+    pytest.importorskip("redis")
     from django_q.brokers.redis_broker import Redis
     from django_q.conf import Conf
 
     url = os.environ.get("RELIABILITY_REDIS_URL", "redis://127.0.0.1:6379/13")
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"no Redis at {url} ({exc}); start redis-server or set RELIABILITY_REDIS_URL")
+    client = redis_client(url, "RELIABILITY_REDIS_URL")
     client.flushdb()
     name = f"reliability-{uuid.uuid4().hex[:12]}"
     broker = Redis(list_key=name)

@@ -2,7 +2,6 @@
 
 import io
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -13,24 +12,12 @@ from django_q.models import OrmQ
 from django_workflows import WorkflowStatus
 from django_workflows.models import StepRun
 
-from .conftest import LEASE_SECONDS, wait_for
+from ..processes import kill_mid_step, wait_status
+from .conftest import LEASE_SECONDS
 
 pytestmark = pytest.mark.worker
 
 DJANGOQ = {"ENGINE": "django_workflows.engine.djangoq.DjangoQExecutionEngine"}
-
-
-def status_of(engine, instance):
-    return engine.get_instance(instance.id).status
-
-
-def wait_status(engine, instance, status, timeout=60):
-    wait_for(
-        lambda: status_of(engine, instance) == status,
-        timeout,
-        message=f"instance to be {status} (is {status_of(engine, instance)})",
-    )
-    return engine.get_instance(instance.id)
 
 
 def test_start_returns_at_once_and_parallel_branches_run_on_different_workers(
@@ -66,22 +53,7 @@ def test_human_approval_with_the_worker(q_engine, cluster, tmp_path):
 
 
 def test_worker_killed_mid_step_is_recovered_by_the_sweep(q_engine, cluster, sweeper, tmp_path):
-    instance = q_engine.start_workflow("worker_crash", initial_data={"dir": str(tmp_path)})
-    started = tmp_path / "hang.started"
-    wait_for(started.exists, message="the step to start")
-    worker_pid = int(started.read_text().split()[0])
-
-    os.kill(worker_pid, signal.SIGKILL)  # the worker dies in the middle of the step
-
-    instance = wait_status(q_engine, instance, WorkflowStatus.COMPLETED, timeout=LEASE_SECONDS + 60)
-    run = instance.step_runs.get(step_name="hang")
-    assert run.attempt == 2
-    assert instance.context["hang"]["attempt"] == 2
-    assert instance.context["hang"]["pid"] != worker_pid
-    history = list(
-        instance.events.filter(step_name="hang").values_list("payload__status", "payload__error")
-    )
-    assert history == [("retrying", "lease expired"), ("completed", "")]
+    kill_mid_step(q_engine, tmp_path, LEASE_SECONDS)
 
 
 def test_step_killing_its_own_worker_fails_after_the_crash_limit(
