@@ -60,8 +60,19 @@ def user(db):
 
 
 @pytest.fixture
-def manager(db):
-    return UserFactory(username="manager", groups=[GroupFactory(name="managers")])
+def managers(db):
+    return GroupFactory(name="managers")
+
+
+@pytest.fixture
+def manager(managers):
+    return UserFactory(username="manager", groups=[managers])
+
+
+@pytest.fixture
+def outsider(db):
+    """Not staff, in no group: holds nothing unless a test gives it something."""
+    return UserFactory(username="outsider")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import django_workflows.engine as engine_package
 from django_workflows import LocalExecutionEngine
 from django_workflows.models import HumanTask
 
-from ..factories import GroupFactory, StaffFactory, UserFactory
+from ..factories import GroupFactory, StaffFactory
 from . import workflows
 
 
@@ -27,11 +27,6 @@ def grant(user, *codenames):
         )
     )
     return user
-
-
-@pytest.fixture
-def managers(db):
-    return GroupFactory(name="managers")
 
 
 @pytest.fixture
@@ -63,12 +58,6 @@ def operator(db):
 def bare_staff(db):
     """Staff without any permission of the app."""
     return StaffFactory(username="bare")
-
-
-@pytest.fixture
-def outsider(db):
-    """Not staff: the admin is closed to them."""
-    return UserFactory(username="outsider")
 
 
 @pytest.fixture

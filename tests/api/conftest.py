@@ -5,7 +5,7 @@ from rest_framework.test import APIClient
 import django_workflows.engine as engine_module
 from django_workflows import BaseHumanStep, BaseMachineStep, Edge, WorkflowDefinition
 
-from ..factories import GroupFactory, StaffFactory, UserFactory
+from ..factories import StaffFactory, UserFactory
 
 API = "/api/workflows"
 
@@ -85,19 +85,6 @@ def starter(db):
     return UserFactory(username="starter")
 
 
-@pytest.fixture
-def outsider(db):
-    return UserFactory(username="outsider")
-
-
-@pytest.fixture
-def managers(db):
-    return GroupFactory(name="managers")
-
-
-@pytest.fixture
-def manager(managers):
-    return UserFactory(username="manager", groups=[managers])
 
 
 @pytest.fixture
