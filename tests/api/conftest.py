@@ -85,8 +85,6 @@ def starter(db):
     return UserFactory(username="starter")
 
 
-
-
 @pytest.fixture
 def superuser(db):
     return StaffFactory(username="root", is_superuser=True)

@@ -17,7 +17,7 @@ from django_workflows import (
 from django_workflows.exceptions import InvalidAssignee
 from django_workflows.models import HumanTask, StepRun, TaskStatus
 
-from .helpers import QueueingEngine
+from ..helpers import QueueingEngine
 
 BAD_ASSIGNEES = [424242, "abc", [1], True, {"id": 1}, 2**70, ""]
 

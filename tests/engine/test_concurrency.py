@@ -13,9 +13,9 @@ from django_workflows import (
 )
 from django_workflows.models import HumanTask, StepRun
 
-from .factories import GroupFactory, UserFactory
-from .helpers import TIMEOUT, in_threads
-from .helpers import QueueingEngine as BaseQueueingEngine
+from ..factories import GroupFactory, UserFactory
+from ..helpers import TIMEOUT, in_threads
+from ..helpers import QueueingEngine as BaseQueueingEngine
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -16,8 +16,8 @@ from django_workflows.forms import form_for_step, schema_for_step
 from django_workflows.models import HumanTask, HumanTaskGroup, IdempotencyKey, WorkflowInstance
 from django_workflows.permissions import can_complete_task, completable_tasks
 
-from . import workflows
-from .factories import GroupFactory, StaffFactory, UserFactory
+from .. import workflows
+from ..factories import GroupFactory, StaffFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

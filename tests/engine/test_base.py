@@ -17,8 +17,8 @@ from django_workflows import (
 )
 from django_workflows.models import HumanTask, StepRun, WorkflowEvent
 
-from . import workflows
-from .workflows import calls
+from .. import workflows
+from ..workflows import calls
 
 pytestmark = pytest.mark.django_db
 
@@ -484,7 +484,7 @@ async def test_async_twins(wf_registry, bus):
 
     from django_workflows import LocalExecutionEngine
 
-    from .factories import GroupFactory, UserFactory
+    from ..factories import GroupFactory, UserFactory
 
     engine = LocalExecutionEngine(wf_registry, event_bus=bus)
     manager = await sync_to_async(UserFactory)(
