@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
@@ -76,6 +76,19 @@ class StableOrderingFilter(OrderingFilter):
         if not {"pk", "-pk"} & set(ordering):
             ordering.append("-pk")
         return ordering
+
+    def remove_invalid_fields(self, queryset, fields, view, request):
+        # A field it cannot sort by is a 400 naming it, as for the other parameters,
+        # not a list in another order than asked.
+        kept = super().remove_invalid_fields(queryset, fields, view, request)
+        unknown = [field for field in fields if field and field not in kept]
+        if unknown:
+            valid = self.get_valid_fields(queryset, view, {"request": request})
+            known = ", ".join(name for name, _ in valid)
+            raise exceptions.ValidationError(
+                {self.ordering_param: [f"cannot sort by {', '.join(unknown)} (fields: {known})"]}
+            )
+        return kept
 
 
 class DateOrDateTimeField(serializers.DateTimeField):

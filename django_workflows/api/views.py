@@ -582,7 +582,20 @@ class RootView(APIMixin, APIView):
 
 
 class SchemaView(APIMixin, SpectacularAPIView):
-    """The OpenAPI 3 schema (YAML, or JSON with ``?format=json`` / ``Accept``)."""
+    """The OpenAPI 3 schema (YAML, or JSON with ``?format=json`` / ``Accept``).
+
+    Titled and versioned as this app unless the project's ``SPECTACULAR_SETTINGS`` say
+    otherwise (drf-spectacular's defaults are an empty title and 0.0.0)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from django.conf import settings
+
+        from .. import __version__
+
+        own = getattr(settings, "SPECTACULAR_SETTINGS", {})
+        defaults = {"TITLE": "django-workflows API", "VERSION": __version__}
+        self.custom_settings = {k: v for k, v in defaults.items() if k not in own} or None
 
     @extend_schema(exclude=True)  # the schema does not describe itself
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:

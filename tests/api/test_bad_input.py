@@ -204,3 +204,14 @@ def test_a_misspelt_field_is_a_400_naming_it(client_for, starter, manager):
     assert response.json()["errors"] == {
         "coments": ["not a field of this task's form (its fields: comments)"]
     }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["instances", "tasks"])
+def test_an_ordering_it_cannot_sort_by_is_a_400_naming_it(client_for, superuser, path):
+    client = client_for(superuser)
+    response = client.get(f"{API}/{path}/?ordering=-bogus,status")
+    assert response.status_code == 400
+    (message,) = response.json()["errors"]["ordering"]
+    assert message.startswith("cannot sort by -bogus (fields: ")
+    assert client.get(f"{API}/{path}/?ordering=-status").status_code == 200

@@ -105,3 +105,20 @@ def test_the_root_needs_a_logged_in_user(client_for):
 
     assert response.status_code == 401
     assert response.json()["code"] == "not_authenticated"
+
+
+@pytest.mark.django_db
+def test_the_schema_has_a_title_and_version_without_spectacular_settings(client_for, superuser):
+    from django_workflows import __version__
+
+    with override_settings(SPECTACULAR_SETTINGS={}):
+        schema = client_for(superuser).get(f"{API}/schema/?format=json").json()
+    assert schema["info"]["title"] == "django-workflows API"
+    assert schema["info"]["version"] == __version__
+    # The project's own title and version win: the view adds neither.
+    from django_workflows.api.views import SchemaView
+
+    with override_settings(SPECTACULAR_SETTINGS={"TITLE": "Ours", "VERSION": "9"}):
+        assert SchemaView().custom_settings is None
+    with override_settings(SPECTACULAR_SETTINGS={"TITLE": "Ours"}):
+        assert SchemaView().custom_settings == {"VERSION": __version__}
