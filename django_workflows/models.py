@@ -261,6 +261,12 @@ class HumanTask(models.Model):
     )
     step_name = models.CharField(_("step"), max_length=200)
     title = models.CharField(_("title"), max_length=300)
+    summary = models.CharField(
+        _("summary"),
+        max_length=300,
+        blank=True,
+        help_text=_("What identifies the task at a glance (the step's summary)."),
+    )
     description = models.TextField(_("description"), blank=True)
     status = models.CharField(
         _("status"), max_length=20, choices=TaskStatus.choices, default=TaskStatus.OPEN

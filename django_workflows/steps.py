@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -118,6 +118,13 @@ class BaseHumanStep(BaseStep):
     #: instead of the step's form when that button is pressed: a *Reject* that asks
     #: only for comments, e.g. ``{"Reject": RejectForm}``.
     action_forms: Mapping[str, Any] = {}
+    #: What identifies a task at a glance, in the inbox and the task lists: a format
+    #: string over the context (``"{employee}: {amount} EUR"``; a missing key shows as
+    #: nothing) or a callable taking the context. Computed when the task opens.
+    summary: str | Callable[[WorkflowContext], str] | None = None
+    #: The context keys the task page shows as a table above the form, in order: a
+    #: mapping of key to label, or a sequence of keys (labelled from the key).
+    display_fields: Mapping[str, str] | Sequence[str] = ()
     #: For a step without a form: the context keys a completer may set. None: any key
     #: not yet in the context (keys already there are protected, except those this
     #: step set itself at an earlier completion, as in a rework loop).
@@ -135,6 +142,8 @@ class BaseHumanStep(BaseStep):
         actions: Mapping[str, Mapping[str, Any]] | None = None,
         action_forms: Mapping[str, Any] | None = None,
         fields: Sequence[str] | None = None,
+        summary: str | Callable[[WorkflowContext], str] | None = None,
+        display_fields: Mapping[str, str] | Sequence[str] | None = None,
     ) -> None:
         super().__init__(description)
         for name, value in (
@@ -146,12 +155,28 @@ class BaseHumanStep(BaseStep):
             ("actions", actions),
             ("action_forms", action_forms),
             ("fields", tuple(fields) if fields is not None else None),
+            ("summary", summary),
+            ("display_fields", display_fields),
         ):
             if value is not None:
                 setattr(self, name, value)
 
     def get_title(self, context: WorkflowContext) -> str:
         return self.title or self.description or context.step_name or type(self).__qualname__
+
+    def get_summary(self, context: WorkflowContext) -> str:
+        """The task's one-line summary (``summary``), or "" without one."""
+        if self.summary is None:
+            return ""
+        if callable(self.summary):
+            return str(self.summary(context))
+        return self.summary.format_map(_Blank(context))
+
+    def get_display_fields(self) -> list[tuple[str, str]]:
+        """(key, label) of each context value the task page shows, in order."""
+        if isinstance(self.display_fields, Mapping):
+            return [(str(key), str(label)) for key, label in self.display_fields.items()]
+        return [(key, key.replace("_", " ").capitalize()) for key in self.display_fields]
 
     def get_assignee(self, context: WorkflowContext) -> Any:
         """The user (or user pk) the task is assigned to; None leaves it to candidate groups."""
@@ -189,6 +214,13 @@ class BaseHumanStep(BaseStep):
             **({"action_forms": sorted(self.action_forms)} if self.action_forms else {}),
             **({"fields": list(self.fields)} if self.fields is not None else {}),
         }
+
+
+class _Blank(dict):
+    """The context for ``summary``: a key it does not hold formats as nothing."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 class BaseGateway(BaseStep):

@@ -48,6 +48,7 @@ from ..steps import BaseHumanStep
 from ._common import (
     TEMPLATE_DIR,
     badge,
+    compact_json,
     forbidden,
     instance_link,
     lookup,
@@ -97,6 +98,7 @@ def is_overdue(task: HumanTask, now: Any = None) -> bool:
 class HumanTaskAdmin(admin.ModelAdmin):
     list_display = (
         "title",
+        "summary",
         "status_display",
         "step_name",
         "instance_display",
@@ -347,6 +349,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
             overdue=is_overdue(task),
             candidate_groups=list(task.candidate_groups.all()),
             context_json=pretty_json(task.instance.context),
+            display_rows=display_rows(step, task.instance.context),
             instance_display=instance_link(
                 task.instance, linked=can_view_instance(request.user, task.instance)
             ),
@@ -535,3 +538,21 @@ def _texts(errors: list[ValidationError]) -> list[str]:
     texts = [text for error in errors for text in error.messages]
     kept = [t for t in texts if not _CODE.fullmatch(t)]
     return kept or texts
+
+
+def display_rows(step: BaseHumanStep | None, context: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) of the context values the step shows above its form, in order; a
+    value that is not text is shown as compact JSON, a missing one as a dash."""
+    if step is None:
+        return []
+    rows = []
+    for key, label in step.get_display_fields():
+        value = context.get(key)
+        if value is None:
+            text = "-"
+        elif isinstance(value, str):
+            text = value
+        else:
+            text = compact_json(value)
+        rows.append((label, text))
+    return rows

@@ -146,6 +146,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "version",
             "step_name",
             "title",
+            "summary",
             "description",
             "status",
             "assignee",
@@ -158,6 +159,12 @@ class TaskSerializer(serializers.ModelSerializer):
             "created_at",
         )
         read_only_fields = fields
+
+
+class DisplayFieldSerializer(serializers.Serializer):
+    key = serializers.CharField(help_text="The context key.")
+    label = serializers.CharField(help_text="Its label.")
+    value = serializers.JSONField(allow_null=True, help_text="Its value (null if unset).")
 
 
 class TaskDetailSerializer(TaskSerializer):
@@ -183,6 +190,12 @@ class TaskDetailSerializer(TaskSerializer):
         help_text="For each action, the JSON schema of the data `complete` accepts with it "
         "(an action may have a form of its own: a Reject that asks only for comments).",
     )
+    display = DisplayFieldSerializer(
+        many=True,
+        read_only=True,
+        help_text="The context values the step shows to whoever completes the task, in "
+        "order, with their labels (the step's `display_fields`).",
+    )
     can_complete = serializers.BooleanField(
         read_only=True, help_text="Whether you may complete (or claim) the task."
     )
@@ -194,6 +207,7 @@ class TaskDetailSerializer(TaskSerializer):
             "form_schema",
             "actions",
             "action_schemas",
+            "display",
             "can_complete",
         )
         read_only_fields = fields

@@ -6,7 +6,7 @@ path("api/workflows/", include("django_workflows.api.urls")),
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import views
+from . import root, views
 
 app_name = "django_workflows_api"
 
@@ -16,7 +16,7 @@ router.register("instances", views.InstanceViewSet, basename="instance")
 router.register("tasks", views.TaskViewSet, basename="task")
 
 urlpatterns = [
-    path("", views.RootView.as_view(), name="root"),
+    path("", root.RootView.as_view(), name="root"),
     *router.urls,
-    path("schema/", views.SchemaView.as_view(), name="schema"),
+    path("schema/", root.SchemaView.as_view(), name="schema"),
 ]

@@ -193,6 +193,7 @@ class Transition:
             instance=self.instance,
             step_name=run.step_name,
             title=step.get_title(ctx)[:300],
+            summary=step.get_summary(ctx)[:300],
             description=step.description,
             assignee_id=assignee_pk(run.step_name, step.get_assignee(ctx)),
             due_at=timezone.now() + step.due_in if step.due_in else None,

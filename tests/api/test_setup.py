@@ -116,7 +116,7 @@ def test_the_schema_has_a_title_and_version_without_spectacular_settings(client_
     assert schema["info"]["title"] == "django-workflows API"
     assert schema["info"]["version"] == __version__
     # The project's own title and version win: the view adds neither.
-    from django_workflows.api.views import SchemaView
+    from django_workflows.api.root import SchemaView
 
     with override_settings(SPECTACULAR_SETTINGS={"TITLE": "Ours", "VERSION": "9"}):
         assert SchemaView().custom_settings is None
