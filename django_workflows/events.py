@@ -95,6 +95,18 @@ class HumanTaskCompleted(WorkflowEventBase):
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class HumanTaskReassigned(WorkflowEventBase):
+    step_name: str = ""
+    task_id: int = 0
+    user_id: Any = None  # who reassigned it
+    from_user_id: Any = None
+    from_groups: list[str] = field(default_factory=list)
+    to_user_id: Any = None
+    to_groups: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
 EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
     cls.__name__: cls
     for cls in (
@@ -106,6 +118,7 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         StepExecuted,
         HumanTaskCreated,
         HumanTaskCompleted,
+        HumanTaskReassigned,
     )
 }
 

@@ -306,6 +306,7 @@ class HumanTask(models.Model):
         ordering = ("-created_at",)
         permissions = [
             ("complete_any_task", _("Can complete any human task, whoever it is for")),
+            ("reassign_any_task", _("Can reassign any human task to someone else")),
         ]
         indexes = [
             models.Index(fields=("instance", "step_name", "status"), name="dwf_task_instance"),

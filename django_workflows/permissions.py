@@ -34,6 +34,7 @@ VIEW_INSTANCES = "django_workflows.view_workflowinstance"
 CHANGE_INSTANCES = "django_workflows.change_workflowinstance"
 VIEW_TASKS = "django_workflows.view_humantask"
 COMPLETE_ANY_TASK = "django_workflows.complete_any_task"
+REASSIGN_ANY_TASK = "django_workflows.reassign_any_task"
 
 
 def is_active_user(user: Any) -> bool:
@@ -141,6 +142,16 @@ def can_complete_task(task: HumanTask, user: Any, *, ignore_claim: bool = False)
     # Names, so a group created after the task counts and a missing one lets nobody in.
     names = {group.name for group in task.candidate_groups.all()}
     return bool(names) and bool(names & set(user_group_names(user)))
+
+
+def can_reassign_task(task: HumanTask, user: Any) -> bool:
+    """Whether ``user`` may hand ``task`` to someone else: its assignee, the user who
+    claimed it, or a holder of ``reassign_any_task`` (superusers)."""
+    if not is_active_user(user):
+        return False
+    if user.has_perm(REASSIGN_ANY_TASK):
+        return True
+    return user.pk is not None and user.pk in (task.assignee_id, task.claimed_by_id)
 
 
 def completable_tasks(

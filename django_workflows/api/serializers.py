@@ -281,6 +281,27 @@ class CancelSerializer(serializers.Serializer):
     )
 
 
+class ReassignSerializer(serializers.Serializer):
+    to = serializers.IntegerField(
+        required=False, allow_null=True, default=None, help_text="The id of the new assignee."
+    )
+    groups = serializers.ListField(
+        child=serializers.CharField(max_length=150),
+        required=False,
+        allow_empty=False,
+        max_length=50,
+        help_text="Or: the names of the groups the task is offered to instead.",
+    )
+    reason = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, default="", help_text="Kept in history."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        if (attrs.get("to") is None) == (not attrs.get("groups")):
+            raise serializers.ValidationError("give either `to` (a user id) or `groups`")
+        return attrs
+
+
 class RetrySerializer(serializers.Serializer):
     from_step = serializers.CharField(
         max_length=200,

@@ -47,6 +47,7 @@ from .serializers import (
     ErrorSerializer,
     InstanceDetailSerializer,
     InstanceSerializer,
+    ReassignSerializer,
     RetrySerializer,
     StartSerializer,
     TaskDetailSerializer,
@@ -498,6 +499,36 @@ class TaskViewSet(
     def claim(self, request: Request, pk: str) -> Response:
         task = self.get_object()
         return self._task_response(get_engine().claim_task(task.pk, request.user))
+
+    @extend_schema(
+        summary="Reassign a task",
+        description="Hands the open task to another user (`to`) or to groups (`groups`), "
+        "releasing its claim. Its assignee, the user who claimed it, and holders of "
+        "`reassign_any_task` may. Recorded as a `HumanTaskReassigned` event.",
+        request=ReassignSerializer,
+        responses={
+            200: TaskSerializer,
+            **INVALID,
+            **AUTH_ERRORS,
+            **NOT_FOUND,
+            409: _error("The task is not open, or its instance is not running."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def reassign(self, request: Request, pk: str) -> Response:
+        task = self.get_object()
+        params = ReassignSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        to = data["groups"] if data.get("groups") else data["to"]
+        get_engine().reassign_task(task.pk, to, by=request.user, reason=data["reason"])
+        # Not through the caller's visible tasks: handing a task on may end seeing it.
+        reassigned = (
+            HumanTask.objects.select_related("instance__definition")
+            .prefetch_related("candidate_groups")
+            .get(pk=task.pk)
+        )
+        return Response(TaskSerializer(reassigned).data)
 
     @extend_schema(
         summary="Unclaim a task",

@@ -167,6 +167,12 @@ class BaseExecutionEngine:
         complete any task (``complete_any_task``; superusers)."""
         return human.unclaim_task(task_id, user)
 
+    def reassign_task(self, task_id: Any, to: Any, *, by: Any, reason: str = "") -> HumanTask:
+        """Hand an open task to another user (``to``: a user or a pk) or to groups (``to``:
+        a list of group names), releasing its claim; ``by`` must be its assignee, its
+        claimer or hold ``reassign_any_task``. Records ``HumanTaskReassigned``."""
+        return human.reassign_task(self, task_id, to, by=by, reason=reason)
+
     # -- the worker protocol -------------------------------------------------------
 
     def process_run(self, run_id: int) -> list[int]:
@@ -245,6 +251,9 @@ class BaseExecutionEngine:
 
     async def aunclaim_task(self, *args: Any, **kwargs: Any) -> HumanTask:
         return await sync_to_async(self.unclaim_task)(*args, **kwargs)
+
+    async def areassign_task(self, *args: Any, **kwargs: Any) -> HumanTask:
+        return await sync_to_async(self.reassign_task)(*args, **kwargs)
 
     async def acancel_workflow(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
         return await sync_to_async(self.cancel_workflow)(*args, **kwargs)

@@ -15,23 +15,24 @@ from django.utils import timezone
 
 from .. import events as ev
 from ..context import check_size
-from ..exceptions import StateConflict, StepNotFound, TaskNotFound, TaskNotOpen
+from ..exceptions import InvalidAssignee, StateConflict, StepNotFound, TaskNotFound, TaskNotOpen
 from ..forms import form_for_step
 from ..models import (
     ACTIVE_INSTANCE_STATUSES,
     HumanTask,
+    HumanTaskGroup,
     StepRun,
     StepRunStatus,
     TaskStatus,
     WorkflowInstance,
 )
-from ..permissions import COMPLETE_ANY_TASK, can_complete_task
+from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task
 from ..steps import BaseHumanStep
 from . import runs, transition
 from .instances import get_instance
 from .protocol import Engine
 from .transition import Transition
-from .users import acting_user, checked_pk
+from .users import acting_user, assignee_pk, checked_pk
 
 
 def task_by_id(task_id: Any) -> HumanTask:
@@ -154,6 +155,60 @@ def unclaim_task(task_id: Any, user: Any) -> HumanTask:
         task.claimed_by = None
         task.save(update_fields=["claimed_by"])
     return task
+
+
+def reassign_task(engine: Engine, task_id: Any, to: Any, *, by: Any, reason: str = "") -> HumanTask:
+    """Hand an open task to another user (``to``: a user or a pk) or to groups (``to``: a
+    list of group names); its claim is released. ``by`` must be allowed
+    (``permissions.can_reassign_task``). One transition of the instance, with a
+    ``HumanTaskReassigned`` event."""
+    actor = acting_user(by)
+    if isinstance(to, list | tuple):
+        groups = [str(name) for name in to]
+        if not groups or any(not name or len(name) > 150 for name in groups):
+            raise ValidationError({"to": ["group names: 1 to 150 characters each, at least one"]})
+    else:
+        groups = []
+        if to is None:
+            raise ValidationError({"to": ["a user, or a list of group names"]})
+    if len(reason) > 1000:
+        raise ValidationError({"reason": ["at most 1000 characters"]})
+    task = task_by_id(task_id)
+
+    def body(tx: Transition) -> None:
+        nonlocal task
+        task = locked_task(task.pk)
+        if tx.instance.status not in ACTIVE_INSTANCE_STATUSES:
+            raise StateConflict(f"instance {tx.instance.pk} is {tx.instance.status}")
+        if not can_reassign_task(task, actor):
+            raise PermissionDenied(f"you may not reassign task {task.pk} ({task.title})")
+        before_user = task.assignee_id
+        before_groups = [group.name for group in task.candidate_groups.all()]
+        try:
+            task.assignee_id = assignee_pk(task.step_name, to) if not groups else None
+        except InvalidAssignee:
+            raise ValidationError({"to": [f"no user with id {to!r}"]}) from None
+        task.claimed_by = None
+        task.save(update_fields=["assignee", "claimed_by"])
+        if groups:
+            task.candidate_groups.all().delete()
+            HumanTaskGroup.objects.bulk_create(
+                HumanTaskGroup(task=task, name=name) for name in dict.fromkeys(groups)
+            )
+        tx.event(
+            ev.HumanTaskReassigned,
+            step_name=task.step_name,
+            task_id=task.pk,
+            user_id=actor.pk,
+            from_user_id=before_user,
+            from_groups=before_groups,
+            to_user_id=task.assignee_id,
+            to_groups=groups,
+            reason=reason,
+        )
+
+    transition.run(engine, task.instance_id, body, needs_definition=False)
+    return task_by_id(task.pk)
 
 
 def locked_task(task_id: Any) -> HumanTask:

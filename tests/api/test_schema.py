@@ -23,6 +23,7 @@ OPERATIONS = {
     ("get", "/tasks/{id}/"),
     ("post", "/tasks/{id}/claim/"),
     ("post", "/tasks/{id}/unclaim/"),
+    ("post", "/tasks/{id}/reassign/"),
     ("post", "/tasks/{id}/complete/"),
 }
 
