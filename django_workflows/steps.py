@@ -178,6 +178,15 @@ class BaseHumanStep(BaseStep):
             return [(str(key), str(label)) for key, label in self.display_fields.items()]
         return [(key, key.replace("_", " ").capitalize()) for key in self.display_fields]
 
+    def get_display(self, context: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+        """(key, label, value) of each context value the task page shows, in order; a
+        missing value is None."""
+        return [(key, label, context.get(key)) for key, label in self.get_display_fields()]
+
+    def action_keys(self, action: str | None) -> set[str]:
+        """The keys ``action``'s own values set (none without an action)."""
+        return set(self.actions.get(action, {})) if action is not None else set()
+
     def get_assignee(self, context: WorkflowContext) -> Any:
         """The user (or user pk) the task is assigned to; None leaves it to candidate groups."""
         return None

@@ -545,14 +545,10 @@ def display_rows(step: BaseHumanStep | None, context: dict[str, Any]) -> list[tu
     value that is not text is shown as compact JSON, a missing one as a dash."""
     if step is None:
         return []
-    rows = []
-    for key, label in step.get_display_fields():
-        value = context.get(key)
-        if value is None:
-            text = "-"
-        elif isinstance(value, str):
-            text = value
-        else:
-            text = compact_json(value)
-        rows.append((label, text))
-    return rows
+    return [(label, _shown(value)) for _key, label, value in step.get_display(context)]
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else compact_json(value)

@@ -319,10 +319,9 @@ class InstanceViewSet(
         params.is_valid(raise_exception=True)
         key = self._idempotency_key(request)
         instance, created = self._start(params.validated_data, request.user, key)
-        if created:
-            _refuse_bad_assignee(instance)
         if not created:
             return self._detail_response(instance, headers={"Idempotent-Replayed": "true"})
+        _refuse_bad_assignee(instance)
         location = request.build_absolute_uri(f"{instance.pk}/")
         return self._detail_response(instance, 201, headers={"Location": location})
 
@@ -472,10 +471,9 @@ class TaskViewSet(
         if isinstance(step, BaseHumanStep):
             task.form_schema, task.actions = schema_for_step(step), list(step.actions)
             task.action_schemas = {label: schema_for_step(step, label) for label in step.actions}
-            context = task.instance.context
             task.display = [
-                {"key": key, "label": label, "value": context.get(key)}
-                for key, label in step.get_display_fields()
+                {"key": key, "label": label, "value": value}
+                for key, label, value in step.get_display(task.instance.context)
             ]
         task.can_complete = task.status == TaskStatus.OPEN and can_complete_task(task, request.user)
         return Response(TaskDetailSerializer(task).data)

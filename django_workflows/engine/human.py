@@ -192,9 +192,7 @@ def reassign_task(engine: Engine, task_id: Any, to: Any, *, by: Any, reason: str
         task.save(update_fields=["assignee", "claimed_by"])
         if groups:
             task.candidate_groups.all().delete()
-            HumanTaskGroup.objects.bulk_create(
-                HumanTaskGroup(task=task, name=name) for name in dict.fromkeys(groups)
-            )
+            HumanTaskGroup.objects.bulk_create(transition.group_rows(task, groups))
         tx.event(
             ev.HumanTaskReassigned,
             step_name=task.step_name,
@@ -232,7 +230,7 @@ def guard_formless(
     (``fields``), else new keys only. A key already in the context is the workflow's
     (``amount``, checked by the steps before): changing it needs a declaration, unless
     this step set it itself at an earlier completion (a rework loop)."""
-    keys = set(cleaned) - set(step.actions.get(action, {}) if action is not None else {})
+    keys = set(cleaned) - step.action_keys(action)
     if step.fields is not None:
         refused = sorted(keys - set(step.fields))
         reason = f"not one of the fields step {task.step_name!r} takes ({', '.join(step.fields)})"
@@ -258,8 +256,7 @@ def refuse_unknown_fields(
     """A key the form does not take is a mistake (``coments``), not something to drop
     in silence: refused, naming the form's fields. The action's own keys may be sent."""
     fields = list(form_class.base_fields)
-    own = set(step.actions.get(action, {})) if action is not None else set()
-    unknown = sorted(set(data) - set(fields) - own)
+    unknown = sorted(set(data) - set(fields) - step.action_keys(action))
     if unknown:
         known = ", ".join(fields) or "none"
         raise ValidationError(

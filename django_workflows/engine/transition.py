@@ -466,18 +466,24 @@ class Transition:
                 "or a user with complete_any_task may complete the task",
                 sorted(missing),
             )
-        longest = concrete_field(HumanTaskGroup._meta, "name").max_length or 0
         rows: list[HumanTaskGroup] = []
         for _run, task, index, group_names in self.new_tasks:
             created = cast(ev.HumanTaskCreated, self.events[index])
             self.events[index] = dataclasses.replace(created, task_id=task.pk)
-            rows.extend(
-                HumanTaskGroup(task=task, name=name)
-                for name in dict.fromkeys(group_names)
-                if len(name) <= longest  # a longer name no group can have: nobody is let in
-            )
+            rows.extend(group_rows(task, group_names))
         if rows:
             HumanTaskGroup.objects.bulk_create(rows)
+
+
+def group_rows(task: HumanTask, names: Sequence[str]) -> list[HumanTaskGroup]:
+    """The candidate-group rows of ``task``, once per name; a name longer than a group's
+    can be is left out (no group can have it: nobody is let in)."""
+    longest = concrete_field(HumanTaskGroup._meta, "name").max_length or 0
+    return [
+        HumanTaskGroup(task=task, name=name)
+        for name in dict.fromkeys(names)
+        if len(name) <= longest
+    ]
 
 
 def fenced_update(run: StepRun, token: uuid.UUID, changes: dict[str, Any]) -> int:
