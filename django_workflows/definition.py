@@ -278,6 +278,13 @@ def _check_human_step(where: str, step_name: str, step: BaseHumanStep) -> None:
             f"{where}: human step {step_name!r} has action_forms for {', '.join(unknown)}, "
             f"which are not among its actions ({', '.join(step.actions) or 'none'})"
         )
+    required = step.comment_required
+    unknown = [] if isinstance(required, bool) else sorted(set(required) - set(step.actions))
+    if unknown or isinstance(required, str):
+        raise DefinitionError(
+            f"{where}: human step {step_name!r}: comment_required must be True or a list of "
+            f"its actions ({', '.join(step.actions) or 'none'}); got {required!r}"
+        )
     if step.fields is not None and (step.form_class is not None or step.form_schema is not None):
         raise DefinitionError(
             f"{where}: human step {step_name!r} declares fields and a form; its form's "

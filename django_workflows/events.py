@@ -107,6 +107,15 @@ class HumanTaskReassigned(WorkflowEventBase):
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class CommentAdded(WorkflowEventBase):
+    step_name: str = ""  # the task's step; "" for a comment on the instance
+    comment_id: int = 0
+    task_id: int | None = None
+    user_id: Any = None
+    excerpt: str = ""  # the text's first 200 characters, for the history
+
+
 EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
     cls.__name__: cls
     for cls in (
@@ -119,6 +128,7 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         HumanTaskCreated,
         HumanTaskCompleted,
         HumanTaskReassigned,
+        CommentAdded,
     )
 }
 

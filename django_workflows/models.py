@@ -388,6 +388,52 @@ class WorkflowEvent(models.Model):
         return f"{self.type} {self.step_name}".strip()
 
 
+class Comment(models.Model):
+    """A person's remark on an instance, or on one of its tasks: written through the
+    engine (``add_comment``, or with a completion), shown in the history."""
+
+    instance = models.ForeignKey(
+        WorkflowInstance,
+        on_delete=models.CASCADE,
+        related_name="comments",
+        verbose_name=_("instance"),
+    )
+    task = models.ForeignKey(
+        HumanTask,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="comments",
+        verbose_name=_("task"),
+        help_text=_("The task commented on; empty for a comment on the instance."),
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="workflow_comments",
+        verbose_name=_("author"),
+    )
+    text = models.TextField(_("text"))
+    attachment = models.FileField(
+        _("attachment"),
+        upload_to="workflow-comments/%Y/%m/",
+        blank=True,
+        help_text=_("An optional file, kept in the project's default storage."),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("comment")
+        verbose_name_plural = _("comments")
+        ordering = ("created_at", "id")
+        indexes = [models.Index(fields=("instance", "created_at"), name="dwf_comment_instance")]
+
+    def __str__(self) -> str:
+        return self.text[:50]
+
+
 class IdempotencyKey(models.Model):
     """A client's key for a start request: the same key (for the same user) returns the
     instance the first request started instead of starting another one."""

@@ -129,6 +129,9 @@ class BaseHumanStep(BaseStep):
     #: not yet in the context (keys already there are protected, except those this
     #: step set itself at an earlier completion, as in a rework loop).
     fields: Sequence[str] | None = None
+    #: The actions whose completion needs a comment (``["Reject"]``), or True for
+    #: every completion: without one, the engine refuses it.
+    comment_required: bool | Sequence[str] = ()
 
     def __init__(
         self,
@@ -144,6 +147,7 @@ class BaseHumanStep(BaseStep):
         fields: Sequence[str] | None = None,
         summary: str | Callable[[WorkflowContext], str] | None = None,
         display_fields: Mapping[str, str] | Sequence[str] | None = None,
+        comment_required: bool | Sequence[str] | None = None,
     ) -> None:
         super().__init__(description)
         for name, value in (
@@ -157,6 +161,7 @@ class BaseHumanStep(BaseStep):
             ("fields", tuple(fields) if fields is not None else None),
             ("summary", summary),
             ("display_fields", display_fields),
+            ("comment_required", comment_required),
         ):
             if value is not None:
                 setattr(self, name, value)
@@ -222,6 +227,11 @@ class BaseHumanStep(BaseStep):
             "actions": list(self.actions),
             **({"action_forms": sorted(self.action_forms)} if self.action_forms else {}),
             **({"fields": list(self.fields)} if self.fields is not None else {}),
+            **(
+                {"comment_required": c if c is True else list(c)}
+                if (c := self.comment_required)
+                else {}
+            ),
         }
 
 

@@ -14,8 +14,9 @@ ENGINE_LAYERS = [
     {"local", "djangoq", "sweeper"},  # backends and the cluster's sweeper thread
     {"queued"},  # what the queue-fed backends share
     {"base"},  # the public API: delegates to the modules below
+    {"bulk"},  # completes many tasks, one at a time
     {"human"},  # completes tasks, reads instances
-    {"instances"},
+    {"instances", "comments"},
     {"runs", "sweep"},
     {"chained"},
     {"transition"},

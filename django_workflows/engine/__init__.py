@@ -9,6 +9,7 @@ from django.core.signals import setting_changed
 
 from ..conf import workflow_settings
 from .base import BaseExecutionEngine
+from .bulk import TaskCompletion
 from .local import LocalExecutionEngine
 from .runs import Outcome
 from .transition import ClaimedRun
@@ -46,6 +47,7 @@ __all__ = [
     "ClaimedRun",
     "LocalExecutionEngine",
     "Outcome",
+    "TaskCompletion",
     "get_engine",
     "reset_default_engine",
 ]

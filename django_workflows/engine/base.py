@@ -12,14 +12,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core.files import File
 
 from .. import events as ev
 from ..conf import workflow_settings
-from ..models import HumanTask, WorkflowInstance
+from ..models import Comment, HumanTask, WorkflowInstance
 from ..registry import WorkflowRegistry
 from ..registry import registry as default_registry
 from ..steps import BaseMachineStep, RetryPolicy
-from . import human, instances, runs, sweep
+from . import bulk, comments, human, instances, runs, sweep
+from .bulk import TaskCompletion
 from .runs import Outcome
 from .transition import ClaimedRun
 
@@ -132,15 +134,25 @@ class BaseExecutionEngine:
         *,
         action: str | None = None,
         check_permission: bool = False,
+        comment: str = "",
     ) -> WorkflowInstance:
         """Complete the open task of ``step_name``; raises ``TaskNotOpen`` if there is none.
 
         ``action`` names one of the step's ``actions`` (a button), whose values are merged
         into ``data``. With ``check_permission`` the user must be allowed to complete the
-        task (``permissions.can_complete_task``), else ``PermissionDenied``.
+        task (``permissions.can_complete_task``), else ``PermissionDenied``. ``comment``
+        is stored with the completion (a ``Comment`` on the task), in its transaction;
+        a step's ``comment_required`` refuses a completion without one.
         """
         return human.complete(
-            self, instance_id, user_id, data, action, check_permission, step_name=step_name
+            self,
+            instance_id,
+            user_id,
+            data,
+            action,
+            check_permission,
+            step_name=step_name,
+            comment=comment,
         )
 
     def complete_task(
@@ -151,12 +163,49 @@ class BaseExecutionEngine:
         *,
         action: str | None = None,
         check_permission: bool = False,
+        comment: str = "",
     ) -> WorkflowInstance:
         """Complete a human task by its id (what the admin and the API use)."""
         instance_id = human.task_by_id(task_id).instance_id
         return human.complete(
-            self, instance_id, user_id, data, action, check_permission, task_id=task_id
+            self,
+            instance_id,
+            user_id,
+            data,
+            action,
+            check_permission,
+            task_id=task_id,
+            comment=comment,
         )
+
+    def complete_tasks(
+        self,
+        task_ids: Iterable[Any],
+        user: Any,
+        *,
+        action: str | None = None,
+        data: dict[str, Any] | None = None,
+        comment: str = "",
+    ) -> list[TaskCompletion]:
+        """Complete many tasks the same way (bulk approval), each in its own transition
+        with the task rule checked: one ``TaskCompletion`` per distinct id, in order. A
+        refused task (not found or not visible, not allowed, invalid, no longer open) is
+        reported, never raised, and rolls nothing back. At most ``bulk.MAX_TASKS`` ids."""
+        return bulk.complete_tasks(self, task_ids, user, action=action, data=data, comment=comment)
+
+    def add_comment(
+        self,
+        instance_id: Any,
+        user: Any,
+        text: str,
+        *,
+        task_id: Any = None,
+        attachment: File | None = None,
+    ) -> Comment:
+        """Comment on an instance, or on its task ``task_id``, with an optional file (kept
+        in the default storage). ``user`` must see it (``can_view_instance``, or
+        ``can_view_task``); ``text`` 1 to 10,000 characters. Records ``CommentAdded``."""
+        return comments.add(self, instance_id, user, text, task_id=task_id, attachment=attachment)
 
     def claim_task(self, task_id: Any, user: Any) -> HumanTask:
         """Take a task so that others in its candidate groups leave it alone."""
@@ -245,6 +294,12 @@ class BaseExecutionEngine:
 
     async def acomplete_task(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
         return await sync_to_async(self.complete_task)(*args, **kwargs)
+
+    async def acomplete_tasks(self, *args: Any, **kwargs: Any) -> list[TaskCompletion]:
+        return await sync_to_async(self.complete_tasks)(*args, **kwargs)
+
+    async def aadd_comment(self, *args: Any, **kwargs: Any) -> Comment:
+        return await sync_to_async(self.add_comment)(*args, **kwargs)
 
     async def aclaim_task(self, *args: Any, **kwargs: Any) -> HumanTask:
         return await sync_to_async(self.claim_task)(*args, **kwargs)

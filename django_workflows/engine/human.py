@@ -28,7 +28,7 @@ from ..models import (
 )
 from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task
 from ..steps import BaseHumanStep
-from . import runs, transition
+from . import comments, runs, transition
 from .instances import get_instance
 from .protocol import Engine
 from .transition import Transition
@@ -52,8 +52,10 @@ def complete(
     *,
     step_name: str | None = None,
     task_id: Any = None,
+    comment: str = "",
 ) -> WorkflowInstance:
     user_pk = checked_pk(user)
+    comment = comments.clean_text(comment, required=False)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -83,6 +85,7 @@ def complete(
         if action is not None and action not in step.actions:
             known = ", ".join(step.actions) or "none"
             raise ValidationError({"action": [f"unknown action {action!r} (known: {known})"]})
+        comments.check_required(step, action, comment)
         form_class = form_for_step(step, action)
         if form_class is not None:  # a typo first: it explains a missing field
             refuse_unknown_fields(form_class, data, step, action)
@@ -111,6 +114,8 @@ def complete(
             user_id=user_pk,
             data=changes,
         )
+        if comment:  # in the completion's transaction: refused, it leaves no comment
+            tx.events.append(comments.write(tx.instance, comment, user_pk, task=task)[1])
         tx.leave(task.step_name)
         tx.advance(
             task.step_name,
