@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import (
+    Comment,
     HumanTask,
     StepRun,
     StepRunStatus,
@@ -324,3 +326,81 @@ class CompleteSerializer(serializers.Serializer):
         default=None,
         help_text="One of the task's `actions`: its values are merged into `data`.",
     )
+    comment = serializers.CharField(
+        max_length=10_000,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Stored with the completion as a comment on the task; required for "
+        "the actions the step's `comment_required` names.",
+    )
+
+
+# -- comments and bulk approval -------------------------------------------------------
+
+
+class CommentSerializer(serializers.ModelSerializer):
+    author_name = serializers.SerializerMethodField()
+    attachment = serializers.FileField(
+        read_only=True, allow_null=True, help_text="The file's URL, or null."
+    )
+
+    class Meta:
+        model = Comment
+        fields = (
+            "id",
+            "instance",
+            "task",
+            "author",
+            "author_name",
+            "text",
+            "attachment",
+            "created_at",
+        )
+        read_only_fields = fields
+
+    def get_author_name(self, comment: Comment) -> str:
+        return comment.author.get_username() if comment.author is not None else ""
+
+
+@extend_schema_field({"type": "string", "format": "binary"})
+class UploadField(serializers.FileField):
+    """A file sent in a multipart request (binary in the schema, not a URL)."""
+
+
+class CommentInputSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=10_000, help_text="1 to 10,000 characters.")
+    attachment = UploadField(
+        required=False,
+        allow_empty_file=False,
+        help_text="Optional (send multipart/form-data); at most `MAX_COMMENT_ATTACHMENT_BYTES`.",
+    )
+
+    def validate_text(self, value: str) -> str:
+        _reject_nul(value, "text")
+        return value
+
+
+class BulkCompleteSerializer(CompleteSerializer):
+    task_ids = serializers.ListField(
+        child=serializers.IntegerField(),
+        allow_empty=False,
+        max_length=500,
+        help_text="The tasks to complete the same way (at most 500; a repeated id counts once).",
+    )
+
+
+class TaskCompletionSerializer(serializers.Serializer):
+    task_id = serializers.IntegerField()
+    completed = serializers.BooleanField()
+    code = serializers.CharField(
+        help_text="`completed`, `not_found`, `permission_denied`, `invalid` or `conflict`."
+    )
+    reason = serializers.CharField(help_text="Why it was refused; empty when completed.")
+    instance_id = serializers.UUIDField(allow_null=True)
+
+
+class BulkResultSerializer(serializers.Serializer):
+    completed = serializers.IntegerField(help_text="How many tasks this call completed.")
+    refused = serializers.IntegerField(help_text="How many it did not.")
+    results = TaskCompletionSerializer(many=True, help_text="One per task, in the order sent.")

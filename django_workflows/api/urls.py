@@ -6,7 +6,7 @@ path("api/workflows/", include("django_workflows.api.urls")),
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import root, views
+from . import comments, root, views
 
 app_name = "django_workflows_api"
 
@@ -17,6 +17,14 @@ router.register("tasks", views.TaskViewSet, basename="task")
 
 urlpatterns = [
     path("", root.RootView.as_view(), name="root"),
+    # Before the router's tasks/{id}/, which would take "bulk-complete" for an id.
+    path("tasks/bulk-complete/", comments.BulkCompleteView.as_view(), name="task-bulk-complete"),
     *router.urls,
+    path(
+        "instances/<str:pk>/comments/",
+        comments.InstanceCommentsView.as_view(),
+        name="instance-comments",
+    ),
+    path("tasks/<str:pk>/comments/", comments.TaskCommentsView.as_view(), name="task-comments"),
     path("schema/", root.SchemaView.as_view(), name="schema"),
 ]

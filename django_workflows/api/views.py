@@ -569,6 +569,7 @@ class TaskViewSet(
                 params.validated_data["data"],
                 action=params.validated_data["action"],
                 check_permission=True,
+                comment=params.validated_data["comment"],
             )
         except WorkflowNotFound as exc:
             raise _definition_gone(exc) from None

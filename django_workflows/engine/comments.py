@@ -18,6 +18,7 @@ from django.db import router, transaction
 from django.utils import timezone
 
 from .. import events as ev
+from ..conf import workflow_settings
 from ..exceptions import InstanceNotFound, TaskNotFound
 from ..models import Comment, HumanTask, WorkflowEvent, WorkflowInstance
 from ..permissions import can_view_instance, can_view_task
@@ -31,19 +32,27 @@ MAX_LENGTH = 10_000
 EXCERPT_LENGTH = 200
 
 
-def clean_text(text: Any, *, required: bool = True) -> str:
+def clean_text(text: Any, *, required: bool = True, field: str = "comment") -> str:
     """The comment's text, stripped; 1 to ``MAX_LENGTH`` characters (or "" if not
-    ``required``), else ``ValidationError`` on ``comment``."""
+    ``required``), else ``ValidationError`` on ``field``."""
     if text is None:
         text = ""
     if not isinstance(text, str):
-        raise ValidationError({"comment": ["must be a string"]})
+        raise ValidationError({field: ["must be a string"]})
     text = text.strip()
     if required and not text:
-        raise ValidationError({"comment": ["must not be empty"]})
+        raise ValidationError({field: ["must not be empty"]})
     if len(text) > MAX_LENGTH:
-        raise ValidationError({"comment": [f"at most {MAX_LENGTH} characters"]})
+        raise ValidationError({field: [f"at most {MAX_LENGTH} characters"]})
+    if "\x00" in text:  # PostgreSQL stores no NUL character
+        raise ValidationError({field: ["may not contain NUL characters"]})
     return text
+
+
+def check_attachment(attachment: File | None) -> None:
+    limit = workflow_settings.MAX_COMMENT_ATTACHMENT_BYTES
+    if attachment is not None and limit is not None and (attachment.size or 0) > limit:
+        raise ValidationError({"attachment": [f"at most {limit} bytes"]})
 
 
 def requires_comment(step: BaseHumanStep, action: str | None) -> bool:
@@ -101,7 +110,8 @@ def add(
     """Comment on an instance (or on its task ``task_id``) as ``user``, who must be
     allowed to see it (``can_view_instance``; ``can_view_task`` for a task)."""
     actor = acting_user(user)
-    text = clean_text(text)
+    text = clean_text(text, field="text")
+    check_attachment(attachment)
     try:
         instance = WorkflowInstance.objects.select_related("definition").get(pk=instance_id)
     except (WorkflowInstance.DoesNotExist, ValidationError, ValueError, TypeError):

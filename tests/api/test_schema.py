@@ -25,6 +25,11 @@ OPERATIONS = {
     ("post", "/tasks/{id}/unclaim/"),
     ("post", "/tasks/{id}/reassign/"),
     ("post", "/tasks/{id}/complete/"),
+    ("post", "/tasks/bulk-complete/"),
+    ("get", "/instances/{id}/comments/"),
+    ("post", "/instances/{id}/comments/"),
+    ("get", "/tasks/{id}/comments/"),
+    ("post", "/tasks/{id}/comments/"),
 }
 
 
@@ -73,11 +78,17 @@ def test_actions_with_a_body_have_a_typed_request(schema):
         "/instances/{id}/cancel/": "Cancel",
         "/instances/{id}/retry/": "Retry",
         "/tasks/{id}/complete/": "Complete",
+        "/tasks/bulk-complete/": "BulkComplete",
+        "/instances/{id}/comments/": "CommentInput",
+        "/tasks/{id}/comments/": "CommentInput",
     }
     for path, component in bodies.items():
         content = ops[("post", path)]["requestBody"]["content"]["application/json"]
         assert content["schema"] == {"$ref": f"#/components/schemas/{component}"}
     assert "409" in ops[("post", "/tasks/{id}/complete/")]["responses"]
+    for path in ("/instances/{id}/comments/", "/tasks/{id}/comments/"):  # a file goes multipart
+        content = ops[("post", path)]["requestBody"]["content"]["multipart/form-data"]
+        assert content["schema"] == {"$ref": "#/components/schemas/CommentInput"}
     assert "400" in ops[("post", "/tasks/{id}/complete/")]["responses"]
 
 

@@ -98,7 +98,15 @@ def test_a_comment_needs_1_to_10000_characters(engine, started, user, text):
     instance = started()[0]
     with pytest.raises(ValidationError) as info:
         engine.add_comment(instance.pk, user, text)
-    assert "comment" in info.value.message_dict
+    assert "text" in info.value.message_dict
+    assert not Comment.objects.exists()
+
+
+def test_an_attachment_over_the_limit_is_refused(engine, started, user, settings):
+    settings.DJANGO_WORKFLOWS = {"MAX_COMMENT_ATTACHMENT_BYTES": 3}
+    instance = started()[0]
+    with pytest.raises(ValidationError, match="at most 3 bytes"):
+        engine.add_comment(instance.pk, user, "x", attachment=ContentFile(b"1234", name="a"))
     assert not Comment.objects.exists()
 
 
