@@ -37,6 +37,7 @@ from ._common import (
     pretty_json,
     short_id,
 )
+from .comments import InstanceCommentMixin, comments_context
 from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
 
@@ -70,7 +71,7 @@ ERROR_FIELDS = ("failed_step", "error", "traceback_display")
 
 
 @admin.register(WorkflowInstance)
-class WorkflowInstanceAdmin(admin.ModelAdmin):
+class WorkflowInstanceAdmin(InstanceCommentMixin, admin.ModelAdmin):
     list_display = (
         "short_id",
         "definition_display",
@@ -242,6 +243,7 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
             and self.has_retry_permission(request, obj),
             "cancel_url": reverse("admin:django_workflows_workflowinstance_cancel", args=[obj.pk]),
             "retry_url": reverse("admin:django_workflows_workflowinstance_retry", args=[obj.pk]),
+            **comments_context(request, obj),
         }
 
     # -- cancel and retry: pages and actions ---------------------------------------
@@ -253,6 +255,11 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
                 "<path:object_id>/cancel/",
                 self.admin_site.admin_view(self.cancel_view),
                 name="{}_{}_cancel".format(*info),
+            ),
+            path(
+                "<path:object_id>/comment/",
+                self.admin_site.admin_view(self.comment_view),
+                name="{}_{}_comment".format(*info),
             ),
             path(
                 "<path:object_id>/retry/",

@@ -55,6 +55,7 @@ from ._common import (
     pretty_json,
     safe_next,
 )
+from .bulk import BulkCompleteMixin, comment_hint
 
 INBOX_PAGE_SIZE = 50
 
@@ -95,7 +96,7 @@ def is_overdue(task: HumanTask, now: Any = None) -> bool:
 
 
 @admin.register(HumanTask)
-class HumanTaskAdmin(admin.ModelAdmin):
+class HumanTaskAdmin(BulkCompleteMixin, admin.ModelAdmin):
     list_display = (
         "title",
         "summary",
@@ -199,6 +200,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
             **(extra_context or {}),
             "task_url": reverse("admin:django_workflows_humantask_complete", args=[object_id]),
             "inbox_url": reverse("admin:django_workflows_humantask_inbox"),
+            "bulk_url": reverse("admin:django_workflows_humantask_bulk"),
         }
         return super().change_view(request, object_id, form_url, extra)
 
@@ -247,6 +249,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
         view = self.admin_site.admin_view
         return [
             path("inbox/", view(self.inbox_view), name="{}_{}_inbox".format(*info)),
+            path("bulk-complete/", view(self.bulk_complete_view), name="{}_{}_bulk".format(*info)),
             path(
                 "<path:object_id>/complete/",
                 view(self.complete_view),
@@ -358,6 +361,8 @@ class HumanTaskAdmin(admin.ModelAdmin):
             and task.claimed_by_id is not None
             and (task.claimed_by_id == request.user.pk or request.user.has_perm(COMPLETE_ANY_TASK)),
             next=safe_next(request, ""),
+            comment=request.POST.get("_comment", ""),
+            comment_hint=comment_hint(step),
             media=self.media + form.media if form is not None else self.media,
         )
         request.current_app = self.admin_site.name
@@ -408,7 +413,12 @@ class HumanTaskAdmin(admin.ModelAdmin):
             return None, None, []
         try:
             instance = get_engine().complete_task(
-                task.pk, request.user, data, action=action, check_permission=True
+                task.pk,
+                request.user,
+                data,
+                action=action,
+                check_permission=True,
+                comment=request.POST.get("_comment", ""),
             )
         except PermissionDenied as exc:
             return (
