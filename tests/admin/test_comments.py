@@ -50,7 +50,7 @@ def test_the_instance_page_lists_comments_and_adds_one(
     client, approver, waiting, settings, tmp_path
 ):
     settings.MEDIA_ROOT = str(tmp_path)
-    instance, task = waiting
+    instance, _ = waiting
     client.force_login(approver)
     upload = SimpleUploadedFile("note.txt", b"hello")
     response = client.post(
