@@ -200,7 +200,6 @@ class HumanTaskAdmin(BulkCompleteMixin, admin.ModelAdmin):
             **(extra_context or {}),
             "task_url": reverse("admin:django_workflows_humantask_complete", args=[object_id]),
             "inbox_url": reverse("admin:django_workflows_humantask_inbox"),
-            "bulk_url": reverse("admin:django_workflows_humantask_bulk"),
         }
         return super().change_view(request, object_id, form_url, extra)
 
@@ -273,6 +272,7 @@ class HumanTaskAdmin(BulkCompleteMixin, admin.ModelAdmin):
             "has_view_permission": self.has_view_permission(request),
             "can_view_instances": self._can_view_instances(request),
             "inbox_url": reverse("admin:django_workflows_humantask_inbox"),
+            "bulk_url": reverse("admin:django_workflows_humantask_bulk"),
             **extra,
         }
 

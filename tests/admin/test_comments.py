@@ -86,7 +86,8 @@ def test_bulk_completes_the_selected_tasks_with_one_form(client, approver, start
         for n in (10, 20, 30)
     ]
     client.force_login(approver)
-    assert b'name="task"' in client.get(INBOX).content
+    inbox = client.get(INBOX).content.decode()
+    assert 'name="task"' in inbox and f'action="{BULK}"' in inbox
     ids = [tasks[0].pk, tasks[1].pk]
     page = client.get(BULK, {"task": ids})
     assert page.status_code == 200
