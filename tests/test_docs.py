@@ -49,6 +49,7 @@ from django_workflows import InMemoryEventBus, WorkflowStatus, conf
 from django_workflows.engine.base import BaseExecutionEngine
 from django_workflows.events import EVENT_TYPES
 from django_workflows.models import (
+    Comment,
     DefinitionVersion,
     HumanTask,
     HumanTaskGroup,
@@ -198,6 +199,17 @@ def _testing_page(engine):
         yield {}, before
 
 
+@contextlib.contextmanager
+def _comments_page(engine):
+    import tempfile
+
+    from django.test import override_settings
+
+    with tempfile.TemporaryDirectory() as media, override_settings(MEDIA_ROOT=media):
+        managers = GroupFactory(name="managers")
+        yield {"manager": UserFactory(groups=[managers]), "employee": UserFactory()}, None
+
+
 # What a page's blocks use without defining it: (names, before) for ``run_page``.
 PAGE_NAMES = {
     "README.md": lambda engine: _names(manager=UserFactory()),
@@ -210,6 +222,7 @@ PAGE_NAMES = {
     "howto/timeouts.md": lambda engine: _names(rates_api=FakeRates()),
     "howto/monitor-events.md": lambda engine: _names(metrics=FakeMetrics()),
     "howto/testing.md": _testing_page,
+    "howto/comments-and-bulk-approval.md": _comments_page,
 }
 # Pages about an optional backend: their blocks import its extra.
 EXTRAS = {
@@ -873,7 +886,10 @@ def test_python_api_page_explains_every_engine_method():
     for name in vars(BaseExecutionEngine):
         if name.startswith("a") and name[1:] in methods:
             assert f"`{name}`" in text, name
-    signature = "#### `complete_task(task_id, user_id=None, data=None, *, action=None, check_permission=False)`"
+    signature = (
+        "#### `complete_task(task_id, user_id=None, data=None, *, action=None, "
+        'check_permission=False, comment="")`'
+    )
     assert signature in text
 
 
@@ -937,6 +953,7 @@ def test_models_page_lists_every_field():
         HumanTaskGroup,
         WorkflowEvent,
         IdempotencyKey,
+        Comment,
     ):
         assert f"## `{model.__name__}`" in text
         section = text.split(f"## `{model.__name__}`")[1].split("\n## ")[0]
