@@ -5,9 +5,14 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 
-from django_workflows import BaseHumanStep, WorkflowDefinition
+from django_workflows import BaseHumanStep, Edge, WorkflowDefinition
 from django_workflows.engine.bulk import MAX_TASKS
-from django_workflows.exceptions import DefinitionError, InstanceNotFound, TaskNotFound
+from django_workflows.exceptions import (
+    DefinitionError,
+    InstanceNotFound,
+    InvalidAssignee,
+    TaskNotFound,
+)
 from django_workflows.models import Comment, HumanTask, TaskStatus, WorkflowEvent
 
 from ..factories import UserFactory
@@ -168,6 +173,31 @@ def test_a_refused_completion_leaves_no_comment(engine, started, manager, outsid
         engine.complete_task(task.pk, manager, action="Reject", comment="x" * 10_001)
     assert not Comment.objects.exists()
     assert not WorkflowEvent.objects.filter(type="CommentAdded").exists()
+
+
+class ToWhom(BaseHumanStep):
+    def get_assignee(self, context):
+        return context.get("who")
+
+
+def test_a_completion_refused_after_the_comment_was_written_rolls_it_back(engine, manager):
+    # The comment row is written before routing; routing refuses the data (an
+    # assignee that is no user) and the whole transition, comment included, is undone.
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="handover",
+            version="1",
+            initial_step="a",
+            steps={"a": BaseHumanStep(fields=["who"]), "b": ToWhom()},
+            edges=[Edge("a", "b")],
+        )
+    )
+    task = task_of(engine.start_workflow("handover"))
+    with pytest.raises(InvalidAssignee):
+        engine.complete_task(task.pk, manager, {"who": 987654}, comment="over to you")
+    assert not Comment.objects.exists()
+    assert not WorkflowEvent.objects.filter(type="CommentAdded").exists()
+    assert HumanTask.objects.get(pk=task.pk).status == TaskStatus.OPEN
 
 
 def test_comment_required_must_name_actions_of_the_step(engine):
