@@ -121,7 +121,7 @@ class BulkCompleteMixin:
         if action is not None and action not in step.actions:
             return False, form_class() if form_class else None, [_("Unknown action.")]
         data: dict[str, Any] = {}
-        form = form_class() if form_class else None
+        form: Any = form_class() if form_class else None
         checked_class = form_for_step(step, action)
         if checked_class is not None:
             submitted = request.POST.copy()
