@@ -251,7 +251,18 @@ class HumanTaskAdmin(admin.ModelAdmin):
         return TemplateResponse(
             request,
             f"{TEMPLATE_DIR}/humantask/inbox.html",
-            self._context(request, title=_("My tasks"), page=page, tasks=list(page)),
+            self._context(
+                request,
+                title=_("My tasks"),
+                page=page,
+                tasks=list(page),
+                urls={
+                    **ADMIN_URLS,
+                    "instance": "admin:django_workflows_workflowinstance_change"
+                    if self._can_view_instances(request)
+                    else "",
+                },
+            ),
         )
 
     def _task_or_refusal(self, request: HttpRequest, object_id: str) -> Any:
