@@ -385,17 +385,20 @@ def _texts(errors: list[ValidationError]) -> list[str]:
     return kept or texts
 
 
+def _refusal(exc: Exception) -> Outcome:
+    """The engine said no: not allowed (403), no such task, or not open (a message)."""
+    if isinstance(exc, PermissionDenied):
+        return Outcome("refused", str(exc))
+    return Outcome("gone" if isinstance(exc, TaskNotFound) else "stale", str(exc), messages.WARNING)
+
+
 def claim(task_id: Any, user: Any, *, claim: bool) -> Outcome:
     """Claim (or unclaim) a task through the engine."""
     engine = get_engine()
     try:
         task = engine.claim_task(task_id, user) if claim else engine.unclaim_task(task_id, user)
-    except PermissionDenied as exc:
-        return Outcome("refused", str(exc))
-    except TaskNotFound as exc:
-        return Outcome("gone", str(exc), messages.WARNING)
-    except StateConflict as exc:
-        return Outcome("stale", str(exc), messages.WARNING)
+    except (PermissionDenied, TaskNotFound, StateConflict) as exc:
+        return _refusal(exc)
     text = (
         _("You claimed task “%(title)s”: it is yours until you unclaim it.")
         if claim
@@ -449,12 +452,8 @@ def reassign(request: HttpRequest, task: HumanTask) -> Outcome:
     to = data["group_names"] or data["user"]
     try:
         get_engine().reassign_task(task.pk, to, by=request.user, reason=data["reason"])
-    except PermissionDenied as exc:
-        return Outcome("refused", str(exc))
-    except TaskNotFound as exc:
-        return Outcome("gone", str(exc), messages.WARNING)
-    except StateConflict as exc:
-        return Outcome("stale", str(exc), messages.WARNING)
+    except (PermissionDenied, TaskNotFound, StateConflict) as exc:
+        return _refusal(exc)
     except ValidationError as exc:
         return Outcome("invalid", form=form, errors=errors_into(form, exc))
     task = task_rows().get(pk=task.pk)
