@@ -427,7 +427,8 @@ class ReassignForm(forms.Form):
     )
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         names = [name.strip() for name in data.get("groups", "").split(",") if name.strip()]
         data["group_names"] = names
         if bool(data.get("username")) == bool(names):

@@ -16,12 +16,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from . import taskpage
 from .models import HumanTask
-from .permissions import can_complete_task, can_view_task
+from .permissions import can_complete_task, can_reassign_task, can_view_task
 from .steps import BaseHumanStep
 from .taskpage import instance_label, safe_next
 
@@ -55,12 +56,16 @@ def inbox(request: HttpRequest) -> HttpResponse:
 
 
 def _visible_task(request: HttpRequest, pk: Any) -> HumanTask:
-    """The task, if the user may see or complete it; else 404, as for no such task."""
+    """The task, if the user may see, complete or reassign it; else 404, as for no such
+    task."""
     try:
         task = taskpage.task_rows().get(pk=pk)
     except (HumanTask.DoesNotExist, ValueError):
         raise Http404(_("No such task.")) from None
-    if not can_complete_task(task, request.user) and not can_view_task(request.user, task):
+    user = request.user
+    if not (
+        can_complete_task(task, user) or can_view_task(user, task) or can_reassign_task(task, user)
+    ):
         raise Http404(_("No such task."))
     return task
 
@@ -73,7 +78,10 @@ def task(request: HttpRequest, pk: int) -> HttpResponse:
     outcome = None
     if request.method == "POST":
         outcome = taskpage.complete(
-            request, task, step, instance_text=lambda instance: instance_label(instance)
+            request,
+            task,
+            step,
+            instance_text=lambda instance: format_html("{}", instance_label(instance)),
         )
         if outcome.status != "invalid":
             done = safe_next(request, _inbox_url())

@@ -17,7 +17,7 @@ from django.contrib.admin.utils import unquote
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse, reverse_lazy
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
@@ -50,7 +50,6 @@ from ._common import (
 __all__ = ["BoundedPaginator", "HumanTaskAdmin"]
 
 INBOX_PAGE_SIZE = 50
-INBOX = reverse_lazy("admin:django_workflows_humantask_inbox")
 #: The URL names the shared task page (``django_workflows/includes/task_body.html``) posts to.
 ADMIN_URLS = {
     "task": "admin:django_workflows_humantask_complete",
@@ -302,7 +301,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
                 ),
             )
             if outcome.status != "invalid":
-                return self._respond(request, task, outcome, done=safe_next(request, INBOX))
+                return self._respond(request, task, outcome, done=safe_next(request, _inbox()))
         return self._task_page(request, task, step, problem, outcome)
 
     def reassign_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -350,7 +349,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
         return taskpage.respond(
             request,
             outcome,
-            inbox=INBOX,
+            inbox=_inbox(),
             here=self._here(task),
             done=done,
             refuse=lambda text: forbidden(request, self.admin_site, text),
@@ -370,8 +369,12 @@ class HumanTaskAdmin(admin.ModelAdmin):
         return taskpage.respond(
             request,
             outcome,
-            inbox=INBOX,
+            inbox=_inbox(),
             here=here,
             done=safe_next(request, here),
             refuse=lambda text: forbidden(request, self.admin_site, text),
         )
+
+
+def _inbox() -> str:
+    return reverse("admin:django_workflows_humantask_inbox")

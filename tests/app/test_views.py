@@ -305,3 +305,22 @@ def test_action_kinds_name_actions_and_known_kinds(kinds, message):
 def test_without_action_kinds_the_first_action_is_primary():
     step = BaseHumanStep(actions={"Approve": {}, "Reject": {}})
     assert step.get_action_kinds() == [("Approve", "primary"), ("Reject", "default")]
+
+
+def test_reassign_any_task_lets_a_dispatcher_hand_on_any_task(client, leave, colleague):
+    from ..admin.conftest import grant
+    from ..factories import UserFactory
+
+    dispatcher = grant(UserFactory(username="dispatcher"), "reassign_any_task")
+    task = leave()
+    client.force_login(dispatcher)
+
+    page = client.get(task_url(task)).content.decode()
+    response = client.post(
+        reverse("django_workflows:reassign", args=[task.pk]), {"username": "carl"}
+    )
+
+    assert 'id="dwf-not-yours"' in page  # may not complete it, may reassign it
+    assert 'id="dwf-reassign-form"' in page
+    assert response["Location"] == INBOX
+    assert HumanTask.objects.get(pk=task.pk).assignee == colleague
