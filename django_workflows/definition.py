@@ -11,7 +11,14 @@ from typing import Any
 
 from .conditions import Condition, compile_condition
 from .exceptions import ConditionError, DefinitionError
-from .steps import BaseHumanStep, BaseStep, ExclusiveGateway, ParallelGateway, TimerStep
+from .steps import (
+    ACTION_KINDS,
+    BaseHumanStep,
+    BaseStep,
+    ExclusiveGateway,
+    ParallelGateway,
+    TimerStep,
+)
 
 
 def _step_shape(step: BaseStep) -> Any:
@@ -284,6 +291,13 @@ def _check_human_step(where: str, step_name: str, step: BaseHumanStep) -> None:
         raise DefinitionError(
             f"{where}: human step {step_name!r}: comment_required must be True or a list of "
             f"its actions ({', '.join(step.actions) or 'none'}); got {required!r}"
+        )
+    kinds = {name: kind for name, kind in step.action_kinds.items() if kind not in ACTION_KINDS}
+    if set(step.action_kinds) - set(step.actions) or kinds:
+        raise DefinitionError(
+            f"{where}: human step {step_name!r}: action_kinds maps actions "
+            f"({', '.join(step.actions) or 'none'}) to one of {', '.join(ACTION_KINDS)}; "
+            f"got {dict(step.action_kinds)!r}"
         )
     if step.fields is not None and (step.form_class is not None or step.form_schema is not None):
         raise DefinitionError(

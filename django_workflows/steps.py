@@ -97,6 +97,10 @@ class BaseMachineStep(BaseStep):
         raise NotImplementedError(f"{type(self).__qualname__} must implement execute(context)")
 
 
+#: The kinds of ``BaseHumanStep.action_kinds``.
+ACTION_KINDS = ("primary", "danger", "default")
+
+
 class BaseHumanStep(BaseStep):
     """A step done by a person: the engine opens a ``HumanTask`` and the instance waits.
 
@@ -118,6 +122,10 @@ class BaseHumanStep(BaseStep):
     #: instead of the step's form when that button is pressed: a *Reject* that asks
     #: only for comments, e.g. ``{"Reject": RejectForm}``.
     action_forms: Mapping[str, Any] = {}
+    #: How an action's button looks on the task pages: ``"primary"``, ``"danger"`` (a
+    #: destructive action: the page asks for confirmation) or ``"default"``, e.g.
+    #: ``{"Reject": "danger"}``. An action not named: the first is primary, others default.
+    action_kinds: Mapping[str, str] = {}
     #: What identifies a task at a glance, in the inbox and the task lists: a format
     #: string over the context (``"{employee}: {amount} EUR"``; a missing key shows as
     #: nothing) or a callable taking the context. Computed when the task opens.
@@ -144,6 +152,7 @@ class BaseHumanStep(BaseStep):
         due_in: timedelta | None = None,
         actions: Mapping[str, Mapping[str, Any]] | None = None,
         action_forms: Mapping[str, Any] | None = None,
+        action_kinds: Mapping[str, str] | None = None,
         fields: Sequence[str] | None = None,
         summary: str | Callable[[WorkflowContext], str] | None = None,
         display_fields: Mapping[str, str] | Sequence[str] | None = None,
@@ -158,6 +167,7 @@ class BaseHumanStep(BaseStep):
             ("due_in", due_in),
             ("actions", actions),
             ("action_forms", action_forms),
+            ("action_kinds", action_kinds),
             ("fields", tuple(fields) if fields is not None else None),
             ("summary", summary),
             ("display_fields", display_fields),
@@ -191,6 +201,14 @@ class BaseHumanStep(BaseStep):
     def action_keys(self, action: str | None) -> set[str]:
         """The keys ``action``'s own values set (none without an action)."""
         return set(self.actions.get(action, {})) if action is not None else set()
+
+    def get_action_kinds(self) -> list[tuple[str, str]]:
+        """(label, kind) of each action, in order: its ``action_kinds`` entry, else
+        ``"primary"`` for the first and ``"default"`` for the others."""
+        return [
+            (label, self.action_kinds.get(label) or ("primary" if index == 0 else "default"))
+            for index, label in enumerate(self.actions)
+        ]
 
     def get_assignee(self, context: WorkflowContext) -> Any:
         """The user (or user pk) the task is assigned to; None leaves it to candidate groups."""
@@ -226,6 +244,7 @@ class BaseHumanStep(BaseStep):
             "candidate_groups": list(self.candidate_groups),
             "actions": list(self.actions),
             **({"action_forms": sorted(self.action_forms)} if self.action_forms else {}),
+            **({"action_kinds": dict(self.action_kinds)} if self.action_kinds else {}),
             **({"fields": list(self.fields)} if self.fields is not None else {}),
             **(
                 {"comment_required": c if c is True else list(c)}

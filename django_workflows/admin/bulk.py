@@ -25,6 +25,7 @@ from ..forms import form_for_step, page_form_for_step
 from ..models import HumanTask
 from ..permissions import completable_tasks, visible_tasks
 from ..steps import BaseHumanStep
+from ..taskpage import comment_hint
 from ._common import TEMPLATE_DIR
 
 
@@ -55,16 +56,6 @@ def shape(step: BaseHumanStep) -> tuple[Any, ...]:
         step.fields,
         repr(step.comment_required),
     )
-
-
-def comment_hint(step: BaseHumanStep | None) -> str:
-    """What the comment field says of ``comment_required``: when a comment is needed."""
-    required = step.comment_required if step is not None else ()
-    if required is True:
-        return _("required")
-    if required:
-        return _("required to %(actions)s") % {"actions": ", ".join(required)}
-    return ""
 
 
 class BulkCompleteMixin:
