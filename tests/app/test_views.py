@@ -324,3 +324,18 @@ def test_reassign_any_task_lets_a_dispatcher_hand_on_any_task(client, leave, col
     assert 'id="dwf-reassign-form"' in page
     assert response["Location"] == INBOX
     assert HumanTask.objects.get(pk=task.pk).assignee == colleague
+
+
+def test_the_task_page_stores_a_comment_and_the_inbox_has_no_bulk_selection(
+    client, leave, employee
+):
+    task = leave()
+    client.force_login(employee)
+    assert 'name="_comment"' in client.get(task_url(task)).content.decode()
+    assert 'id="dwf-bulk-select"' not in client.get(INBOX).content.decode()  # the admin's
+
+    client.post(task_url(task), {"_action": "Reject", "_comment": "Team offsite that week"})
+
+    comment = task.comments.get()
+    assert (comment.author, comment.text) == (employee, "Team offsite that week")
+    assert HumanTask.objects.get(pk=task.pk).status == TaskStatus.COMPLETED
