@@ -22,6 +22,17 @@ def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(scope="session")
+def _media_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, _media_dir):
+    # Uploaded files (comment attachments) go to a temporary folder, not the checkout.
+    settings.MEDIA_ROOT = str(_media_dir)
+
+
 @pytest.fixture(autouse=True)
 def _reset_calls():
     workflows.calls.clear()

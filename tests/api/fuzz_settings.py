@@ -15,3 +15,5 @@ DATABASES = {
         "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
 }
+# Comment attachments the fuzzer uploads: beside its database, not in the checkout.
+MEDIA_ROOT = os.path.join(os.path.dirname(os.environ["FUZZ_DATABASE"]), "media")
