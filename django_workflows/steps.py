@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -182,21 +183,26 @@ class BaseHumanStep(BaseStep):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, timedelta) or value <= timedelta(0)):
                 raise ValueError(f"{name} must be a positive timedelta, not {value!r}")
-        if (self.escalate_after is None) != (self.escalate_to is None):
-            raise ValueError("escalate_after and escalate_to go together: give both or neither")
+        overridden = type(self).get_escalate_to is not BaseHumanStep.get_escalate_to
+        if (self.escalate_after is None) != (self.escalate_to is None and not overridden):
+            raise ValueError(
+                "escalate_after and escalate_to (or get_escalate_to()) go together: give "
+                "both or neither"
+            )
         to = self.escalate_to
-        if to is not None and not callable(to) and not _group_names(to):
+        if to is not None and not callable(to) and not are_group_names(to):
             raise ValueError(
                 f"escalate_to must be a non-empty list of group names, or a callable "
                 f"taking the context; not {to!r}"
             )
 
     def get_escalate_to(self, context: WorkflowContext) -> list[str]:
-        """The names of the groups the task moves to when it escalates (``escalate_to``);
-        ``ValueError`` if the callable returns no group names."""
-        to = self.escalate_to
+        """The names of the groups the task moves to when it escalates (``escalate_to``, or
+        what it returns for the context); ``ValueError`` if that is no group names."""
+        # Unbound: a function set as a class attribute is not a method of the step.
+        to = inspect.getattr_static(self, "escalate_to")
         names = to(context) if callable(to) else to
-        if not _group_names(names):
+        if not are_group_names(names):
             raise ValueError(f"escalate_to gave {names!r}, not a non-empty list of group names")
         return list(dict.fromkeys(names))
 
@@ -264,7 +270,7 @@ class BaseHumanStep(BaseStep):
         }
 
 
-def _group_names(names: Any) -> bool:
+def are_group_names(names: Any) -> bool:
     """``names`` is a non-empty list (or tuple) of group names."""
     return (
         isinstance(names, list | tuple)

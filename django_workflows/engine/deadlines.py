@@ -19,7 +19,7 @@ from django.db.models.functions import Now
 
 from .. import events as ev
 from ..models import ACTIVE_INSTANCE_STATUSES, HumanTask, HumanTaskGroup, TaskStatus
-from ..steps import BaseHumanStep
+from ..steps import BaseHumanStep, are_group_names
 from . import transition
 from .protocol import Engine
 from .transition import Transition
@@ -106,13 +106,16 @@ def fire(engine: Engine, task_id: int, instance_id: Any) -> None:
 
 def escalate(tx: Transition, task: HumanTask, step: BaseHumanStep, now: Any) -> bool:
     """Move ``task`` to the step's escalation groups (the caller clears its assignee and
-    claim), with a ``HumanTaskEscalated`` event. A step without ``escalate_to`` (its code
-    changed) or a callable that raises or names no group leaves the task where it is,
-    logged; it is not tried again."""
-    if step.escalate_to is None:
+    claim), with a ``HumanTaskEscalated`` event. A step that no longer escalates (its code
+    changed) or an ``escalate_to`` that raises or names no group leaves the task where
+    it is (logged); it is not tried again."""
+    if step.escalate_after is None:
         return False
     try:
         groups = step.get_escalate_to(tx.context(task.step_name))
+        if not are_group_names(groups):  # an overriding get_escalate_to is checked here
+            raise ValueError(f"get_escalate_to() gave {groups!r}, not a list of group names")
+        groups = list(dict.fromkeys(groups))
     except Exception:
         logger.exception(
             "human task %s (step %r) was not escalated: its escalate_to failed",
