@@ -248,3 +248,33 @@ def test_the_sweep_reads_a_constant_number_of_queries_per_task(deadlines):
     # (and, in this test's transaction, a savepoint and its release).
     assert per_task == int(per_task) and per_task <= 7
     assert one_each == idle + 3 * per_task
+
+
+def test_the_sweep_command_fires_them_on_the_project_engine():
+    """``manage.py workflow_sweep`` (cron), like the qcluster's sweeper and Celery beat,
+    calls ``get_engine().run_due_timers()``: the same sweep."""
+    from django.core.management import call_command
+
+    from ..snippets import isolated_engine
+
+    with isolated_engine() as engine:
+        engine.registry.register_definition(
+            WorkflowDefinition(name="cron", version="1", initial_step="a", steps={"a": Approve()})
+        )
+        task = engine.start_workflow("cron").human_tasks.get()
+        HumanTask.objects.filter(pk=task.pk).update(remind_at=task.created_at)
+        call_command("workflow_sweep", verbosity=0)
+    assert [e.payload["task_id"] for e in events("HumanTaskReminder")] == [task.pk]
+
+
+def test_advance_time_moves_the_deadlines_of_one_instance_only(deadlines):
+    mine, other = start(deadlines), start(deadlines)
+    advance_time(timedelta(hours=9), deadlines, instance=mine.instance)
+    assert [e.payload["task_id"] for e in events("HumanTaskReminder")] == [mine.pk]
+    moved, kept = HumanTask.objects.get(pk=mine.pk), HumanTask.objects.get(pk=other.pk)
+    assert moved.due_at == mine.due_at - timedelta(hours=9)
+    assert (kept.due_at, kept.remind_at, kept.escalate_at) == (
+        other.due_at,
+        other.remind_at,
+        other.escalate_at,
+    )
