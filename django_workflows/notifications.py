@@ -82,7 +82,8 @@ def recipients(task: HumanTask) -> list[Any]:
     email = user_model.get_email_field_name()
     person = task.assignee or task.claimed_by
     if person is not None:
-        return [person] if person.is_active and getattr(person, email, "") else []
+        address: str = getattr(person, email, "") or ""
+        return [person] if person.is_active and address else []
     names = list(task.candidate_groups.values_list("name", flat=True))
     if not names:
         return []
