@@ -279,6 +279,10 @@ class WorkflowDefinition:
 
 
 def _check_human_step(where: str, step_name: str, step: BaseHumanStep) -> None:
+    try:  # again: a subclass may set them as class attributes
+        step.check_deadlines()
+    except ValueError as exc:
+        raise DefinitionError(f"{where}: human step {step_name!r}: {exc}") from None
     unknown = sorted(set(step.action_forms) - set(step.actions))
     if unknown:
         raise DefinitionError(
