@@ -107,6 +107,16 @@ class HumanTaskReassigned(WorkflowEventBase):
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class HumanTaskCanceled(WorkflowEventBase):
+    """An open task of a step with ``assignees`` closed unanswered: the step was decided
+    by the others ("completion reached", "vetoed") or failed ("step failed")."""
+
+    step_name: str = ""
+    task_id: int = 0
+    reason: str = ""
+
+
 EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
     cls.__name__: cls
     for cls in (
@@ -119,6 +129,7 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         HumanTaskCreated,
         HumanTaskCompleted,
         HumanTaskReassigned,
+        HumanTaskCanceled,
     )
 }
 
