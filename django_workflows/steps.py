@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -215,7 +216,7 @@ class BaseHumanStep(BaseStep):
         if self.veto is None:
             return None
         try:
-            return compile_condition(self.veto, name="result")
+            return compile_condition(_unbound(self, self.veto), name="result")
         except ConditionError as exc:
             raise ConditionError(f"{where}: veto: {exc}") from None
 
@@ -224,7 +225,8 @@ class BaseHumanStep(BaseStep):
         for a step without them."""
         if self.assignees is None:
             return []
-        found = self.assignees(context) if callable(self.assignees) else self.assignees
+        assignees = _unbound(self, self.assignees)
+        found = assignees(context) if callable(assignees) else assignees
         if isinstance(found, str) or not isinstance(found, Sequence | set | frozenset):
             raise TypeError(
                 f"assignees() must return a list of users and group names, not {found!r:.80}"
@@ -301,6 +303,14 @@ class BaseHumanStep(BaseStep):
                 else {}
             ),
         }
+
+
+def _unbound(step: BaseStep, value: Any) -> Any:
+    """A function given as a class attribute (``assignees = approvers``) is bound to the
+    step by Python: called with the context only, as when given to ``__init__``."""
+    if inspect.ismethod(value) and value.__self__ is step:
+        return value.__func__
+    return value
 
 
 def _source(condition: Condition | None) -> str | None:

@@ -210,6 +210,11 @@ PAGE_NAMES = {
     "howto/timeouts.md": lambda engine: _names(rates_api=FakeRates()),
     "howto/monitor-events.md": lambda engine: _names(metrics=FakeMetrics()),
     "howto/testing.md": _testing_page,
+    "howto/n-of-m-approvals.md": lambda engine: _names(
+        alice=UserFactory(username="alice"),
+        bob=UserFactory(username="bob"),
+        carol=UserFactory(username="carol"),
+    ),
 }
 # Pages about an optional backend: their blocks import its extra.
 EXTRAS = {

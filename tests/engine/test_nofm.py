@@ -315,3 +315,26 @@ def test_the_graph_snapshot_shows_the_completion_rule():
     assert step.describe()["completion"] == 1
     assert step.describe()["veto"] == "result.get('no')"
     assert "completion" not in BaseHumanStep().describe()
+
+
+def test_functions_as_class_attributes_are_called_with_the_context_or_result(engine, people):
+    def approvers(context):
+        return [people[0].pk, people[1].pk]
+
+    def rejected(result):
+        return result.get("approved") is False
+
+    class Step(Review):
+        assignees = approvers
+        veto = rejected
+
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="attrs", version="1", initial_step="review", steps={"review": Step()}
+        )
+    )
+    instance = engine.start_workflow("attrs")
+    assert [t.assignee_id for t in tasks_of(instance)] == [people[0].pk, people[1].pk]
+    done = engine.complete_task(tasks_of(instance)[1].pk, people[1], action="Reject")
+    assert done.status == WorkflowStatus.COMPLETED
+    assert tasks_of(instance)[0].close_reason == "vetoed"
