@@ -27,7 +27,7 @@ from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRen
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..engine import get_engine
+from ..engine import get_engine, nofm
 from ..exceptions import InvalidAssignee, StepNotFound, WorkflowNotFound
 from ..forms import schema_for_step
 from ..models import DefinitionVersion, HumanTask, TaskStatus, WorkflowInstance, WorkflowStatus
@@ -461,6 +461,7 @@ class TaskViewSet(
     def retrieve(self, request: Request, pk: str) -> Response:
         task = self.get_object()
         task.form_schema, task.actions, task.action_schemas, task.display = None, [], {}, []
+        task.completion = None
         try:
             definition = get_engine().registry.get_definition(
                 task.instance.definition.name, task.instance.definition.version
@@ -475,6 +476,7 @@ class TaskViewSet(
                 {"key": key, "label": label, "value": value}
                 for key, label, value in step.get_display(task.instance.context)
             ]
+            task.completion = nofm.progress(task, step)
         task.can_complete = task.status == TaskStatus.OPEN and can_complete_task(task, request.user)
         return Response(TaskDetailSerializer(task).data)
 

@@ -68,12 +68,7 @@ def complete(
         raise ValidationError(
             {name: [f"the step collects its results under {name!r}: not a field to send"]}
         )
-    counts = dict(
-        HumanTask.objects.filter(step_run_id=run_id)
-        .values_list("status")
-        .annotate(n=Count("id"))
-        .values_list("status", "n")
-    )
+    counts = _counts(run_id)
     done_before = counts.get(TaskStatus.COMPLETED, 0)
     if (
         user_pk is not None
@@ -106,11 +101,7 @@ def complete(
         return
     done = done_before + 1
     still_open = counts.get(TaskStatus.OPEN, 0) - 1
-    if step.completion == "all":
-        needed = done + still_open
-    else:
-        needed = 1 if step.completion == "any" else int(step.completion)
-    if not vetoed and still_open > 0 and done < needed:
+    if not vetoed and still_open > 0 and done < _needed(step, done, still_open):
         tx.instance.context[name] = results  # the instance waits for the others
         check_size(tx.instance.context)
         return
@@ -128,6 +119,34 @@ def complete(
         emit_done=False,
         refuse_bad_input=True,
     )
+
+
+def progress(task: HumanTask, step: Any) -> dict[str, Any] | None:
+    """Where the step of ``task`` stands, for a step with ``assignees`` (None for others):
+    its rule, how many completions it needs and has, and its tasks open and canceled."""
+    if not applies(step):
+        return None
+    counts = _counts(task.step_run_id)
+    done, still_open = counts.get(TaskStatus.COMPLETED, 0), counts.get(TaskStatus.OPEN, 0)
+    return {
+        "rule": step.completion,
+        "needed": _needed(step, done, still_open),
+        "completed": done,
+        "open": still_open,
+        "canceled": counts.get(TaskStatus.CANCELED, 0),
+    }
+
+
+def _counts(run_id: int) -> dict[str, int]:
+    """The tasks of a step run by status (one query)."""
+    rows = HumanTask.objects.filter(step_run_id=run_id).values("status").annotate(n=Count("id"))
+    return {row["status"]: row["n"] for row in rows}
+
+
+def _needed(step: BaseHumanStep, done: int, still_open: int) -> int:
+    if step.completion == "all":
+        return done + still_open
+    return 1 if step.completion == "any" else int(step.completion)
 
 
 def cancel_open(tx: Transition, task: HumanTask, reason: str) -> None:
