@@ -123,6 +123,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
         "title",
         "description",
         "status_display",
+        "close_reason",
         "instance_display",
         "step_name",
         "assignee",
