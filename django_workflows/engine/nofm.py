@@ -21,10 +21,11 @@ from django.utils import timezone
 
 from .. import events as ev
 from ..context import check_size
-from ..exceptions import ConditionEvaluationError
-from ..models import HumanTask, StepRun, StepRunStatus, TaskStatus
+from ..exceptions import ConditionEvaluationError, WorkflowNotFound
+from ..models import DefinitionVersion, HumanTask, StepRun, StepRunStatus, TaskStatus
 from ..permissions import completable_tasks
 from ..steps import BaseHumanStep
+from .protocol import Engine
 from .transition import Transition, error_text
 from .users import acting_user
 
@@ -121,10 +122,16 @@ def complete(
     )
 
 
-def progress(task: HumanTask, step: Any) -> dict[str, Any] | None:
-    """Where the step of ``task`` stands, for a step with ``assignees`` (None for others):
-    its rule, how many completions it needs and has, and its tasks open and canceled."""
-    if not applies(step):
+def progress(engine: Engine, task: HumanTask) -> dict[str, Any] | None:
+    """Where the step of ``task`` stands, for a step with ``assignees`` (None for others,
+    and for a definition no longer registered): its rule, how many completions it needs
+    and has, and its tasks open and canceled."""
+    row = DefinitionVersion.objects.only("name", "version").get(instances=task.instance_id)
+    try:
+        step = engine.registry.get_definition(row.name, row.version).steps.get(task.step_name)
+    except WorkflowNotFound:
+        return None
+    if not isinstance(step, BaseHumanStep) or not applies(step):
         return None
     counts = _counts(task.step_run_id)
     done, still_open = counts.get(TaskStatus.COMPLETED, 0), counts.get(TaskStatus.OPEN, 0)

@@ -2,6 +2,7 @@
 completes when its ``completion`` is reached or its ``veto`` matches (engine/nofm.py)."""
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -338,3 +339,35 @@ def test_functions_as_class_attributes_are_called_with_the_context_or_result(eng
     done = engine.complete_task(tasks_of(instance)[1].pk, people[1], action="Reject")
     assert done.status == WorkflowStatus.COMPLETED
     assert tasks_of(instance)[0].close_reason == "vetoed"
+
+
+def test_task_progress_tells_how_far_the_step_is(engine, people):
+    instance = start(engine, assignees=people, completion=2)
+    tasks = tasks_of(instance)
+    assert engine.task_progress(tasks[0].pk) == {
+        "rule": 2,
+        "needed": 2,
+        "completed": 0,
+        "open": 3,
+        "canceled": 0,
+    }
+    engine.complete_task(tasks[0].pk, people[0], action="Approve")
+    assert async_to_sync(engine.atask_progress)(tasks[1].pk)["completed"] == 1
+    engine.complete_task(tasks[1].pk, people[1], action="Approve")
+    assert engine.task_progress(tasks[2].pk) == {
+        "rule": 2,
+        "needed": 2,
+        "completed": 2,
+        "open": 0,
+        "canceled": 1,
+    }
+
+
+def test_task_progress_of_a_one_task_step_is_none(engine, people):
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="single", version="1", initial_step="a", steps={"a": BaseHumanStep()}
+        )
+    )
+    instance = engine.start_workflow("single")
+    assert engine.task_progress(instance.human_tasks.get().pk) is None
