@@ -296,6 +296,13 @@ def _check_human_step(where: str, step_name: str, step: BaseHumanStep) -> None:
             f"({', '.join(step.actions) or 'none'}) to one of {', '.join(ACTION_KINDS)}; "
             f"got {dict(step.action_kinds)!r}"
         )
+    if step.assignees is not None and (
+        step.candidate_groups or type(step).get_assignee is not BaseHumanStep.get_assignee
+    ):
+        raise DefinitionError(
+            f"{where}: human step {step_name!r} declares assignees and candidate_groups or "
+            "get_assignee(); with assignees, each one gets a task: list the groups there"
+        )
     if step.fields is not None and (step.form_class is not None or step.form_schema is not None):
         raise DefinitionError(
             f"{where}: human step {step_name!r} declares fields and a form; its form's "

@@ -130,6 +130,16 @@ class HumanTaskEscalated(WorkflowEventBase):
     to_groups: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class HumanTaskCanceled(WorkflowEventBase):
+    """An open task of a step with ``assignees`` closed unanswered: the step was decided
+    by the others ("completion reached", "vetoed") or failed ("step failed")."""
+
+    step_name: str = ""
+    task_id: int = 0
+    reason: str = ""
+
+
 EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
     cls.__name__: cls
     for cls in (
@@ -144,6 +154,7 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         HumanTaskReassigned,
         HumanTaskReminder,
         HumanTaskEscalated,
+        HumanTaskCanceled,
     )
 }
 

@@ -316,6 +316,17 @@ class HumanTask(models.Model):
     )
     completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
     result = models.JSONField(_("result"), default=dict, blank=True)
+    slot = models.PositiveSmallIntegerField(
+        _("slot"),
+        default=0,
+        help_text=_("Which of its step's assignees the task is for (0 without assignees)."),
+    )
+    close_reason = models.CharField(
+        _("close reason"),
+        max_length=100,
+        blank=True,
+        help_text=_('Why it was canceled: "completion reached", "vetoed"; blank otherwise.'),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
@@ -350,8 +361,11 @@ class HumanTask(models.Model):
         ]
         constraints = [
             _status_check("dwf_task_status_valid", TaskStatus),
+            # One open task per step run, or per assignee of a step with ``assignees``.
             models.UniqueConstraint(
-                fields=("step_run",), condition=Q(status="open"), name="dwf_task_one_open_per_run"
+                fields=("step_run", "slot"),
+                condition=Q(status="open"),
+                name="dwf_task_one_open_per_slot",
             ),
         ]
 

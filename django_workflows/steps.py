@@ -9,10 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .conditions import Condition, compile_condition
+from .exceptions import ConditionError, DefinitionError
+
 if TYPE_CHECKING:
     from django import forms
 
     from .context import WorkflowContext
+
+#: How many completions end a step with ``assignees``: everyone, one, or a number.
+Completion = str | int
 
 
 class StepType(enum.StrEnum):
@@ -145,6 +151,17 @@ class BaseHumanStep(BaseStep):
     #: not yet in the context (keys already there are protected, except those this
     #: step set itself at an earlier completion, as in a rework loop).
     fields: Sequence[str] | None = None
+    #: One task per assignee (N-of-M approvals): users (objects or pks; a task assigned
+    #: to each) and group names (a task for each group's members), or a callable taking
+    #: the context and returning such a list. None: one task (``candidate_groups``,
+    #: ``get_assignee``). See docs/howto/n-of-m-approvals.md.
+    assignees: Sequence[Any] | Callable[[WorkflowContext], Sequence[Any]] | None = None
+    #: With ``assignees``: the completions that end the step, ``"all"``, ``"any"`` or a
+    #: number N; the other tasks are then canceled ("completion reached").
+    completion: Completion = "all"
+    #: With ``assignees``: a condition on each completion's ``result`` (its data and
+    #: ``action``), e.g. ``"result.get('approved') == False"``, that ends the step at once.
+    veto: str | Callable[[Mapping[str, Any]], Any] | None = None
 
     def __init__(
         self,
@@ -164,6 +181,9 @@ class BaseHumanStep(BaseStep):
         remind_every: timedelta | None = None,
         escalate_after: timedelta | None = None,
         escalate_to: Sequence[str] | Callable[[WorkflowContext], Sequence[str]] | None = None,
+        assignees: Sequence[Any] | Callable[[WorkflowContext], Sequence[Any]] | None = None,
+        completion: Completion | None = None,
+        veto: str | Callable[[Mapping[str, Any]], Any] | None = None,
     ) -> None:
         super().__init__(description)
         for name, value in (
@@ -181,10 +201,14 @@ class BaseHumanStep(BaseStep):
             ("remind_every", remind_every),
             ("escalate_after", escalate_after),
             ("escalate_to", escalate_to),
+            ("assignees", assignees),
+            ("completion", completion),
+            ("veto", veto),
         ):
             if value is not None:
                 setattr(self, name, value)
         self.check_deadlines()
+        self.veto_condition = self._check_assignees()
 
     def check_deadlines(self) -> None:
         """Refuse deadlines that make no sense (``ValueError``); run again at registration,
@@ -215,6 +239,53 @@ class BaseHumanStep(BaseStep):
         if not are_group_names(names):
             raise ValueError(f"escalate_to gave {names!r}, not a non-empty list of group names")
         return list(dict.fromkeys(names))
+
+    def _check_assignees(self) -> Condition | None:
+        """``assignees``, ``completion`` and ``veto`` checked, as declared (class
+        attributes too); the veto compiled once. A typo fails here, not in a running
+        instance. Returns the compiled veto."""
+        where = f"human step {type(self).__qualname__}"
+        completion = self.completion
+        if isinstance(completion, bool) or not (
+            completion in ("all", "any") or (isinstance(completion, int) and completion >= 1)
+        ):
+            raise DefinitionError(
+                f'{where}: completion must be "all", "any" or a number >= 1, not {completion!r}'
+            )
+        if self.assignees is None:
+            if self.veto is not None or completion != "all":
+                raise DefinitionError(f"{where}: completion and veto need assignees")
+            return None
+        if not callable(self.assignees):
+            if isinstance(self.assignees, str) or not isinstance(self.assignees, Sequence):
+                raise DefinitionError(
+                    f"{where}: assignees must be a list (users, group names) or a callable"
+                )
+            if not self.assignees:
+                raise DefinitionError(f"{where}: assignees is empty")
+            if isinstance(completion, int) and completion > len(self.assignees):
+                raise DefinitionError(
+                    f"{where}: completion={completion} but only {len(self.assignees)} assignees"
+                )
+        if self.veto is None:
+            return None
+        try:
+            return compile_condition(_unbound(self, self.veto), name="result")
+        except ConditionError as exc:
+            raise ConditionError(f"{where}: veto: {exc}") from None
+
+    def get_assignees(self, context: WorkflowContext) -> list[Any]:
+        """The assignees of this activation (``assignees``, the callable called), or []
+        for a step without them."""
+        if self.assignees is None:
+            return []
+        assignees = _unbound(self, self.assignees)
+        found = assignees(context) if callable(assignees) else assignees
+        if isinstance(found, str) or not isinstance(found, Sequence | set | frozenset):
+            raise TypeError(
+                f"assignees() must return a list of users and group names, not {found!r:.80}"
+            )
+        return list(found)
 
     def get_title(self, context: WorkflowContext) -> str:
         return self.title or self.description or context.step_name or type(self).__qualname__
@@ -286,6 +357,14 @@ class BaseHumanStep(BaseStep):
             **({"action_forms": sorted(self.action_forms)} if self.action_forms else {}),
             **({"action_kinds": dict(self.action_kinds)} if self.action_kinds else {}),
             **({"fields": list(self.fields)} if self.fields is not None else {}),
+            **(
+                {
+                    "completion": self.completion,
+                    "veto": _source(getattr(self, "veto_condition", None)),
+                }
+                if self.assignees is not None
+                else {}
+            ),
         }
 
 
@@ -296,6 +375,18 @@ def are_group_names(names: Any) -> bool:
         and bool(names)
         and all(isinstance(name, str) and 0 < len(name) <= 150 for name in names)
     )
+
+
+def _unbound(step: BaseStep, value: Any) -> Any:
+    """A function given as a class attribute (``assignees = approvers``) is bound to the
+    step by Python: called with the context only, as when given to ``__init__``."""
+    if inspect.ismethod(value) and value.__self__ is step:
+        return value.__func__
+    return value
+
+
+def _source(condition: Condition | None) -> str | None:
+    return condition.source if condition is not None else None
 
 
 class _Blank(dict):

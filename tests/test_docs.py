@@ -211,6 +211,11 @@ PAGE_NAMES = {
     "howto/monitor-events.md": lambda engine: _names(metrics=FakeMetrics()),
     "howto/testing.md": _testing_page,
     "howto/deadlines-and-notifications.md": lambda engine: _names(chat=FakeChat()),
+    "howto/n-of-m-approvals.md": lambda engine: _names(
+        alice=UserFactory(username="alice"),
+        bob=UserFactory(username="bob"),
+        carol=UserFactory(username="carol"),
+    ),
 }
 # Pages about an optional backend: their blocks import its extra.
 EXTRAS = {

@@ -15,6 +15,7 @@ ENGINE_LAYERS = [
     {"queued"},  # what the queue-fed backends share
     {"base"},  # the public API: delegates to the modules below
     {"human"},  # completes tasks, reads instances
+    {"nofm"},  # N-of-M human steps: one of several tasks completed, progress
     {"instances"},
     {"runs", "sweep"},
     {"deadlines"},  # reminders and escalations of human tasks, fired by the sweep

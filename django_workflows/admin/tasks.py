@@ -88,6 +88,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
         "title",
         "description",
         "status_display",
+        "close_reason",
         "instance_display",
         "step_name",
         "assignee",

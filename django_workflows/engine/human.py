@@ -28,7 +28,7 @@ from ..models import (
 )
 from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task
 from ..steps import BaseHumanStep
-from . import runs, transition
+from . import nofm, runs, transition
 from .instances import get_instance
 from .protocol import Engine
 from .transition import Transition
@@ -67,7 +67,11 @@ def complete(
             if step_name not in tx.graph.steps:
                 raise StepNotFound(f"workflow {tx.graph} has no step {step_name!r}")
             tasks = tasks.filter(step_name=step_name)
-        task = tasks.filter(status=TaskStatus.OPEN).select_related("step_run").first()
+        open_tasks = tasks.filter(status=TaskStatus.OPEN).select_related("step_run")
+        if task_id is None and step_name is not None and nofm.applies(tx.graph.steps[step_name]):
+            task = nofm.pick(open_tasks, user)  # one task per assignee: the user's
+        else:
+            task = open_tasks.first()
         if task is None:
             what = f"task {task_id}" if task_id is not None else f"step {step_name!r}"
             raise TaskNotOpen(f"{what} of instance {tx.instance.pk} has no open human task")
@@ -95,6 +99,9 @@ def complete(
         step.complete(ctx, cleaned)
         changes = ctx.changes
         check_size({**tx.instance.context, **changes})  # refused: nothing changes
+        if nofm.applies(step):  # one of several tasks: see engine/nofm.py
+            nofm.complete(tx, task, step, changes, action, user_pk)
+            return
         now = timezone.now()
         task.status = TaskStatus.COMPLETED
         task.completed_by_id = user_pk
