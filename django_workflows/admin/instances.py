@@ -31,7 +31,6 @@ from ._common import (
     TEMPLATE_DIR,
     Report,
     badge,
-    compact_json,
     instance_link,
     lookup,
     pretty_json,
@@ -39,6 +38,7 @@ from ._common import (
 )
 from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
+from .history import annotate_history
 
 #: States an instance can be canceled from (the engine refuses the others).
 CANCELABLE = (*ACTIVE_INSTANCE_STATUSES, WorkflowStatus.FAILED)
@@ -228,8 +228,7 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
             ((run.pk, run.step_name, run.status) for run in runs),
             ((edge.get("source"), edge.get("target")) for edge in graph.get("edges") or []),
         )
-        for event in events:
-            event.payload_text = compact_json(event.payload) if event.payload else ""
+        annotate_history(events)  # user names for user ids, one query for the page
         return {
             "graph_svg": render_svg(graph, states, taken, id_prefix=f"instance-{obj.pk}"),
             "step_runs": runs,
