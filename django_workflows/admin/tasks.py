@@ -55,6 +55,7 @@ from ._common import (
     pretty_json,
     safe_next,
 )
+from .columns import TaskColumns, short_datetime
 
 INBOX_PAGE_SIZE = 50
 
@@ -95,18 +96,17 @@ def is_overdue(task: HumanTask, now: Any = None) -> bool:
 
 
 @admin.register(HumanTask)
-class HumanTaskAdmin(admin.ModelAdmin):
+class HumanTaskAdmin(TaskColumns, admin.ModelAdmin):
+    # Short cells (see columns.py): every column fits 1280 px with the nav sidebar open.
     list_display = (
         "title",
         "summary",
         "status_display",
-        "step_name",
         "instance_display",
-        "assignee",
-        "claimed_by",
+        "for_display",
         "due_display",
-        "created_at",
-        "completed_by",
+        "completed_by_display",
+        "result_short",
     )
     list_filter = (
         "status",
@@ -118,7 +118,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
     show_full_result_count = False
     search_fields = ("title",)
     ordering = ("-created_at",)
-    sortable_by = ("title", "status_display", "due_display", "created_at")
+    sortable_by = ("title", "status_display", "due_display")
     fields = (
         "title",
         "description",
@@ -172,7 +172,8 @@ class HumanTaskAdmin(admin.ModelAdmin):
         )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HumanTask]:
-        return visible_tasks(request.user, self._all_rows(request))
+        rows = self._all_rows(request).prefetch_related("candidate_groups")  # the "for" column
+        return visible_tasks(request.user, rows)
 
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None
@@ -229,7 +230,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
     def due_display(self, obj: HumanTask) -> SafeString:
         if obj.due_at is None:
             return mark_safe("-")
-        due = timezone.localtime(obj.due_at).strftime("%Y-%m-%d %H:%M")
+        due = short_datetime(obj.due_at)
         if is_overdue(obj):
             return format_html(
                 '{} <span class="dwf-badge dwf-badge-overdue">{}</span>', due, _("overdue")
