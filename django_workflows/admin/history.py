@@ -17,13 +17,15 @@ USER_KEY_SUFFIX = "user_id"
 
 
 def _user_ids(payload: Any) -> dict[str, Any]:
-    """The payload's user keys and their ids (whole numbers or text; None skipped)."""
+    """The payload's user keys and their ids (numbers, text, or None for no user)."""
     if not isinstance(payload, dict):
         return {}
     return {
         key: value
         for key, value in payload.items()
-        if key.endswith(USER_KEY_SUFFIX) and value is not None and not isinstance(value, bool)
+        if key.endswith(USER_KEY_SUFFIX)
+        and isinstance(value, int | str | None)
+        and not isinstance(value, bool)
     }
 
 
@@ -37,7 +39,7 @@ def user_names(ids: Iterable[Any]) -> dict[str, tuple[str, str]]:
     "#<id> (deleted)". The name is the full name, else the username."""
     wanted = {str(i) for i in ids}
     if not wanted:
-        return {}
+        return {}  # no query
     User = get_user_model()
     pk = User._meta.pk
     valid = []
@@ -62,7 +64,10 @@ def user_names(ids: Iterable[Any]) -> dict[str, tuple[str, str]]:
 def annotate_history(events: Sequence[WorkflowEvent]) -> None:
     """Set ``payload_users`` [(label, name, tooltip)] and ``payload_text`` (the rest of the
     payload as compact JSON) on each event; one query for every user of the page."""
-    names = user_names(str(v) for event in events for v in _user_ids(event.payload).values())
+    names = user_names(
+        str(v) for event in events for v in _user_ids(event.payload).values() if v is not None
+    )
+    names["None"] = ("-", "")  # no user (a start by code, a sweep)
     for event in events:
         payload = event.payload
         users = _user_ids(payload)

@@ -59,17 +59,24 @@ def test_a_deleted_user_shows_as_its_id(admin_client, waiting):
     assert "from user: <strong>#not-a-number (deleted)</strong>" in html
 
 
-def test_null_user_ids_and_other_payloads_are_kept():
+def test_no_user_is_a_dash_and_other_payloads_are_kept(django_assert_num_queries):
     events = [
         WorkflowEvent(type="A", payload={"user_id": None, "x": 1}),
         WorkflowEvent(type="B", payload=[1, 2]),
         WorkflowEvent(type="C", payload={}),
+        WorkflowEvent(type="D", payload={"user_id": [1], "reuser_id_list": True}),
     ]
 
-    annotate_history(events)
+    with django_assert_num_queries(0):
+        annotate_history(events)
 
-    assert [e.payload_users for e in events] == [[], [], []]
-    assert [e.payload_text for e in events] == ['{"user_id": null, "x": 1}', "[1, 2]", ""]
+    assert [e.payload_users for e in events] == [[("user", "-", "")], [], [], []]
+    assert [e.payload_text for e in events] == [
+        '{"x": 1}',
+        "[1, 2]",
+        "",
+        '{"reuser_id_list": true, "user_id": [1]}',
+    ]
 
 
 def _detail_queries(client, instance, users):
