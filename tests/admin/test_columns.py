@@ -2,6 +2,8 @@
 is for, compact dates."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -50,3 +52,17 @@ def test_the_task_list_shows_result_for_and_completed_by_in_short(
         '<td class="field-completed_by_display"><span class="dwf-one-line" title="approver">'
         in (html)
     )
+
+
+def _list_queries(client, start, count):
+    while HumanTask.objects.count() < count:
+        start("approval", amount=HumanTask.objects.count())
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(TASKS)
+    assert len(response.context["cl"].result_list) == count
+    return len(queries)
+
+
+def test_the_task_list_queries_do_not_grow_with_the_rows(admin_client, start):
+    # The "for" column's groups come prefetched: one query for the page.
+    assert _list_queries(admin_client, start, 2) == _list_queries(admin_client, start, 12)
