@@ -373,6 +373,17 @@ class HumanTask(models.Model):
         return self.title
 
 
+class MyTask(HumanTask):
+    """No table of its own: the admin's "My tasks (N)" row, a link to the inbox on the
+    admin index, the app index and the navigation sidebar. It has no permission."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = _("my task")
+        verbose_name_plural = _("my tasks")
+
+
 class HumanTaskGroup(models.Model):
     """A candidate group of a task, by its name: its members (whenever the group is
     created) may complete the task. A name that matches no group lets nobody in."""

@@ -4,12 +4,15 @@
   the history and the open tasks; cancel and retry (``change_workflowinstance``).
 - Human tasks: the list, "My tasks" (the inbox), a page to complete a task with its form.
 - Definitions: the stored versions with their graph and their instances by status.
+- "My tasks (N)": a row of the admin index, the app index and the navigation sidebar
+  that leads to the inbox, with the count of the user's open tasks.
 
 Every page is read-only: state changes go through the engine (``get_engine()``).
 """
 
 from .definitions import DefinitionVersionAdmin
 from .instances import WorkflowInstanceAdmin
+from .mytasks import MyTaskAdmin
 from .tasks import HumanTaskAdmin
 
-__all__ = ["DefinitionVersionAdmin", "HumanTaskAdmin", "WorkflowInstanceAdmin"]
+__all__ = ["DefinitionVersionAdmin", "HumanTaskAdmin", "MyTaskAdmin", "WorkflowInstanceAdmin"]
