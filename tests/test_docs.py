@@ -732,7 +732,7 @@ def test_howto_deadlines_and_notifications(settings, mailoutbox):
     with isolated_engine(event_bus=InMemoryEventBus()), receivers_restored():
         ns = run_page("howto/deadlines-and-notifications.md", chat=chat)
     task = ns["task"]
-    link = f"https://intranet.example.com/admin/django_workflows/humantask/{task.pk}/complete/"
+    link = f"https://intranet.example.com/workflows/tasks/{task.pk}/"  # the app's page, routed
     assert chat.posts == [
         ("#approvals", f"Reminder 1: Approve the expense {link}"),
         ("#approvals", f"Reminder 2: Approve the expense {link}"),
