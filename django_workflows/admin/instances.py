@@ -39,6 +39,7 @@ from ._common import (
 )
 from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
+from .substitutes import mark_on_behalf
 
 #: States an instance can be canceled from (the engine refuses the others).
 CANCELABLE = (*ACTIVE_INSTANCE_STATUSES, WorkflowStatus.FAILED)
@@ -230,6 +231,7 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
         )
         for event in events:
             event.payload_text = compact_json(event.payload) if event.payload else ""
+        mark_on_behalf(events)
         return {
             "graph_svg": render_svg(graph, states, taken, id_prefix=f"instance-{obj.pk}"),
             "step_runs": runs,

@@ -131,6 +131,7 @@ class HumanTaskAdmin(admin.ModelAdmin):
         "due_display",
         "created_at",
         "completed_by",
+        "completed_on_behalf_of",
         "completed_at",
         "result_display",
     )
