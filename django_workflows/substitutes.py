@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from .exceptions import NotFound, StateConflict
 from .models import Substitution
 from .permissions import active_substitutions
 
@@ -51,18 +52,18 @@ def add_substitute(
     return substitution
 
 
-def end_substitution(substitution: Substitution | Any) -> Substitution | None:
-    """End a substitution now: one that has begun ends (kept, with ``ends_at`` now);
-    one that has not begun is removed (None is returned)."""
+def end_substitution(substitution: Substitution | Any) -> Substitution:
+    """End a substitution now (``ends_at`` = now; kept, for the record). One already
+    over is returned as it is; one not begun yet is a ``StateConflict`` (delete it)."""
     with transaction.atomic():
         pk = getattr(substitution, "pk", substitution)
-        row = Substitution.objects.select_for_update().filter(pk=pk).first()
-        if row is None:
-            return None
+        try:
+            row = Substitution.objects.select_for_update().get(pk=pk)
+        except (Substitution.DoesNotExist, ValueError, TypeError):
+            raise NotFound(f"no substitution with id {pk!r}") from None
         now = timezone.now()
         if row.starts_at >= now:
-            row.delete()
-            return None
+            raise StateConflict(f"substitution {row.pk} has not begun: delete it instead")
         if row.ends_at > now:
             row.ends_at = now
             row.save(update_fields=["ends_at"])
@@ -82,5 +83,5 @@ def _user(value: Any) -> Any:
         return None
     try:
         return model._default_manager.filter(pk=value, is_active=True).first()
-    except (ValueError, TypeError, ValidationError):
+    except (ValueError, TypeError, OverflowError, ValidationError):
         return None

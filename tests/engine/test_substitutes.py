@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
 from django_workflows import BaseHumanStep, WorkflowDefinition
+from django_workflows.exceptions import StateConflict
 from django_workflows.models import HumanTask, Substitution, WorkflowEvent
 from django_workflows.permissions import (
     can_complete_task,
@@ -185,7 +186,9 @@ def test_ending_a_substitution(task, absent, deputy):
     future = away(absent, deputy, 3, 4)
     assert list(active_substitutions_for(absent)) == [current]
     ended = end_substitution(current)
-    assert ended is not None and ended.ends_at <= timezone.now()
+    assert ended.ends_at <= timezone.now()
     assert not can_complete_task(task, deputy)
-    assert end_substitution(future) is None  # never began: removed
-    assert list(Substitution.objects.all()) == [ended]
+    assert end_substitution(current.pk).ends_at == ended.ends_at  # over: as it is
+    with pytest.raises(StateConflict):
+        end_substitution(future)  # never began: delete it instead
+    assert Substitution.objects.get(pk=future.pk).ends_at == future.ends_at
