@@ -27,7 +27,7 @@ from ..permissions import (
     visible_substitutions,
 )
 from ..substitutes import add_substitute, end_substitution
-from .filters import Pagination, StableOrderingFilter
+from .filters import DateOrDateTimeField, Pagination, StableOrderingFilter
 from .schema import extend_schema
 from .views import AUTH_ERRORS, INVALID, NOT_FOUND, APIMixin, _error
 
@@ -67,8 +67,10 @@ class AddSubstituteSerializer(serializers.Serializer):
     substitute = serializers.IntegerField(
         min_value=-(2**63), max_value=2**63 - 1, help_text="The id of who stands in."
     )
-    starts_at = serializers.DateTimeField(required=False, help_text="Default: now.")
-    ends_at = serializers.DateTimeField(help_text="The first moment it is over.")
+    starts_at = DateOrDateTimeField(
+        required=False, help_text="Default: now (a date: its midnight in the TIME_ZONE)."
+    )
+    ends_at = DateOrDateTimeField(help_text="The first moment it is over (a date: its midnight).")
     reason = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
