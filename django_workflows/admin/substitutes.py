@@ -78,11 +78,6 @@ class SubstitutionAdmin(admin.ModelAdmin):
             fields.remove("user")
         return fields
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        if obj is not None and not can_manage_substitution(request.user, obj):
-            return ["substitute", "starts_at", "ends_at", "reason"]
-        return []
-
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         return {"starts_at": timezone.now(), **super().get_changeform_initial_data(request)}
 
