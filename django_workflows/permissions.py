@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
@@ -257,8 +258,18 @@ def active_substitutions() -> QuerySet[Substitution]:
     """The substitutions in force now: both users active, ``starts_at`` <= now < ``ends_at``."""
     now = timezone.now()
     return Substitution.objects.filter(
-        starts_at__lte=now, ends_at__gt=now, user__is_active=True, substitute__is_active=True
+        active_users_q("user"), active_users_q("substitute"), starts_at__lte=now, ends_at__gt=now
     )
+
+
+def active_users_q(prefix: str = "") -> Q:
+    """Users (through ``prefix``) whose ``is_active`` is set; a custom user model without
+    the field has only active users (``AbstractBaseUser.is_active`` is a constant)."""
+    try:
+        get_user_model()._meta.get_field("is_active")
+    except FieldDoesNotExist:
+        return Q()
+    return Q(**{f"{prefix}__is_active" if prefix else "is_active": True})
 
 
 def absent_users(user: Any) -> list[Any]:

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from .exceptions import NotFound, StateConflict
 from .models import Substitution
-from .permissions import active_substitutions
+from .permissions import active_substitutions, active_users_q
 
 
 def add_substitute(
@@ -82,6 +82,6 @@ def _user(value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return None
     try:
-        return model._default_manager.filter(pk=value, is_active=True).first()
+        return model._default_manager.filter(active_users_q(), pk=value).first()
     except (ValueError, TypeError, OverflowError, ValidationError):
         return None

@@ -21,6 +21,7 @@ from django.utils.translation import gettext_lazy
 
 from ..models import Substitution
 from ..permissions import (
+    active_users_q,
     can_manage_substitution,
     is_active_user,
     manages_every_substitution,
@@ -32,7 +33,7 @@ def user_by_name_field(**kwargs: Any) -> forms.ModelChoiceField:
     """A user typed by username: no list of every user, no need to see the user admin."""
     model = get_user_model()
     return forms.ModelChoiceField(
-        queryset=model._default_manager.filter(is_active=True),
+        queryset=model._default_manager.filter(active_users_q()),
         to_field_name=model.USERNAME_FIELD,
         widget=forms.TextInput,
         error_messages={"invalid_choice": gettext_lazy("There is no active user of that name.")},
