@@ -4,6 +4,8 @@ and the substitution pages (one's own; everyone's with change_substitution)."""
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -171,3 +173,25 @@ def test_change_substitution_manages_everyones(client, deputy, other_manager):
     assert response.status_code == 302
     assert Substitution.objects.filter(user=deputy, substitute=other_manager).exists()
     assert HumanTask.objects.count() == 0  # nothing else touched
+
+
+def test_the_inbox_of_a_substitute_runs_constant_queries(client, start, other_manager, deputy):
+    add_substitute(other_manager, deputy, when(-1), when(1))
+    client.force_login(deputy)
+
+    def queries(count):
+        while HumanTask.objects.count() < count:
+            start("approval", amount=HumanTask.objects.count())
+        with CaptureQueriesContext(connection) as captured:
+            assert len(client.get(INBOX).context["tasks"]) == count
+        return len(captured)
+
+    assert queries(3) == queries(12)
+
+
+def test_the_app_index_lists_substitutions_for_any_staff(client, deputy):
+    client.force_login(deputy)
+    response = client.get(reverse("admin:index"))
+    assert LIST in response.content.decode()
+    app = client.get(reverse("admin:app_list", args=["django_workflows"]))
+    assert app.status_code == 200 and INBOX in app.content.decode()
