@@ -11,7 +11,14 @@ from typing import Any
 
 from .conditions import Condition, compile_condition
 from .exceptions import ConditionError, DefinitionError
-from .steps import BaseHumanStep, BaseStep, ExclusiveGateway, ParallelGateway, TimerStep
+from .steps import (
+    ACTION_KINDS,
+    BaseHumanStep,
+    BaseStep,
+    ExclusiveGateway,
+    ParallelGateway,
+    TimerStep,
+)
 
 
 def _step_shape(step: BaseStep) -> Any:
@@ -272,11 +279,22 @@ class WorkflowDefinition:
 
 
 def _check_human_step(where: str, step_name: str, step: BaseHumanStep) -> None:
+    try:  # again: a subclass may set them as class attributes
+        step.check_deadlines()
+    except ValueError as exc:
+        raise DefinitionError(f"{where}: human step {step_name!r}: {exc}") from None
     unknown = sorted(set(step.action_forms) - set(step.actions))
     if unknown:
         raise DefinitionError(
             f"{where}: human step {step_name!r} has action_forms for {', '.join(unknown)}, "
             f"which are not among its actions ({', '.join(step.actions) or 'none'})"
+        )
+    kinds = {name: kind for name, kind in step.action_kinds.items() if kind not in ACTION_KINDS}
+    if set(step.action_kinds) - set(step.actions) or kinds:
+        raise DefinitionError(
+            f"{where}: human step {step_name!r}: action_kinds maps actions "
+            f"({', '.join(step.actions) or 'none'}) to one of {', '.join(ACTION_KINDS)}; "
+            f"got {dict(step.action_kinds)!r}"
         )
     if step.fields is not None and (step.form_class is not None or step.form_schema is not None):
         raise DefinitionError(

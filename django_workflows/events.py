@@ -109,6 +109,29 @@ class HumanTaskReassigned(WorkflowEventBase):
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class HumanTaskReminder(WorkflowEventBase):
+    """The sweep's reminder of an open task, every ``remind_every`` of its step."""
+
+    step_name: str = ""
+    task_id: int = 0
+    due_at: str | None = None  # the task's due time (ISO 8601), if it has one
+    reminder: int = 1  # 1 for the first reminder, 2 for the second...
+
+
+@dataclass(frozen=True)
+class HumanTaskEscalated(WorkflowEventBase):
+    """The task was still open ``escalate_after`` after it opened: it moved to the step's
+    ``escalate_to`` groups (its assignee and claim cleared). Once per task."""
+
+    step_name: str = ""
+    task_id: int = 0
+    due_at: str | None = None
+    from_user_id: Any = None
+    from_groups: list[str] = field(default_factory=list)
+    to_groups: list[str] = field(default_factory=list)
+
+
 EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
     cls.__name__: cls
     for cls in (
@@ -121,6 +144,8 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         HumanTaskCreated,
         HumanTaskCompleted,
         HumanTaskReassigned,
+        HumanTaskReminder,
+        HumanTaskEscalated,
     )
 }
 

@@ -289,6 +289,24 @@ class HumanTask(models.Model):
         verbose_name=_("claimed by"),
     )
     due_at = models.DateTimeField(_("due at"), null=True, blank=True)
+    # Deadlines that act (the step's remind_every / escalate_after): the sweep reads only
+    # open tasks, so completing or canceling a task disarms them.
+    remind_at = models.DateTimeField(
+        _("next reminder at"),
+        null=True,
+        blank=True,
+        help_text=_("When the sweep sends the next reminder (the step's remind_every)."),
+    )
+    reminders_sent = models.PositiveIntegerField(
+        _("reminders sent"), default=0, help_text=_("HumanTaskReminder events so far.")
+    )
+    escalate_at = models.DateTimeField(
+        _("escalates at"),
+        null=True,
+        blank=True,
+        help_text=_("When the sweep moves the task to the escalation groups; blank once done."),
+    )
+    escalated_at = models.DateTimeField(_("escalated at"), null=True, blank=True)
     completed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -333,6 +351,11 @@ class HumanTask(models.Model):
                 fields=("due_at", "created_at", "id"),
                 condition=Q(status="open"),
                 name="dwf_task_open_due",
+            ),
+            # The sweep's queries: open tasks whose next reminder / escalation is due.
+            models.Index(fields=("remind_at",), condition=Q(status="open"), name="dwf_task_remind"),
+            models.Index(
+                fields=("escalate_at",), condition=Q(status="open"), name="dwf_task_escalate"
             ),
         ]
         constraints = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -97,6 +98,10 @@ class BaseMachineStep(BaseStep):
         raise NotImplementedError(f"{type(self).__qualname__} must implement execute(context)")
 
 
+#: The kinds of ``BaseHumanStep.action_kinds``.
+ACTION_KINDS = ("primary", "danger", "default")
+
+
 class BaseHumanStep(BaseStep):
     """A step done by a person: the engine opens a ``HumanTask`` and the instance waits.
 
@@ -111,6 +116,13 @@ class BaseHumanStep(BaseStep):
     form_schema: dict[str, Any] | None = None
     candidate_groups: Sequence[str] = ()
     due_in: timedelta | None = None
+    #: Deadlines that act (all counted from when the task opens): a
+    #: ``HumanTaskReminder`` every ``remind_every`` while the task is open, and after
+    #: ``escalate_after`` the task moves to the groups ``escalate_to`` names (a list of
+    #: group names, or a callable taking the context and returning one), once.
+    remind_every: timedelta | None = None
+    escalate_after: timedelta | None = None
+    escalate_to: Sequence[str] | Callable[[WorkflowContext], Sequence[str]] | None = None
     #: Buttons: each label maps to values merged into the submitted data,
     #: e.g. ``{"Approve": {"approved": True}, "Reject": {"approved": False}}``.
     actions: Mapping[str, Mapping[str, Any]] = {}
@@ -118,6 +130,10 @@ class BaseHumanStep(BaseStep):
     #: instead of the step's form when that button is pressed: a *Reject* that asks
     #: only for comments, e.g. ``{"Reject": RejectForm}``.
     action_forms: Mapping[str, Any] = {}
+    #: How an action's button looks on the task pages: ``"primary"``, ``"danger"`` (a
+    #: destructive action: the page asks for confirmation) or ``"default"``, e.g.
+    #: ``{"Reject": "danger"}``. An action not named: the first is primary, others default.
+    action_kinds: Mapping[str, str] = {}
     #: What identifies a task at a glance, in the inbox and the task lists: a format
     #: string over the context (``"{employee}: {amount} EUR"``; a missing key shows as
     #: nothing) or a callable taking the context. Computed when the task opens.
@@ -141,9 +157,13 @@ class BaseHumanStep(BaseStep):
         due_in: timedelta | None = None,
         actions: Mapping[str, Mapping[str, Any]] | None = None,
         action_forms: Mapping[str, Any] | None = None,
+        action_kinds: Mapping[str, str] | None = None,
         fields: Sequence[str] | None = None,
         summary: str | Callable[[WorkflowContext], str] | None = None,
         display_fields: Mapping[str, str] | Sequence[str] | None = None,
+        remind_every: timedelta | None = None,
+        escalate_after: timedelta | None = None,
+        escalate_to: Sequence[str] | Callable[[WorkflowContext], Sequence[str]] | None = None,
     ) -> None:
         super().__init__(description)
         for name, value in (
@@ -154,12 +174,47 @@ class BaseHumanStep(BaseStep):
             ("due_in", due_in),
             ("actions", actions),
             ("action_forms", action_forms),
+            ("action_kinds", action_kinds),
             ("fields", tuple(fields) if fields is not None else None),
             ("summary", summary),
             ("display_fields", display_fields),
+            ("remind_every", remind_every),
+            ("escalate_after", escalate_after),
+            ("escalate_to", escalate_to),
         ):
             if value is not None:
                 setattr(self, name, value)
+        self.check_deadlines()
+
+    def check_deadlines(self) -> None:
+        """Refuse deadlines that make no sense (``ValueError``); run again at registration,
+        for the values a subclass sets as class attributes."""
+        for name in ("due_in", "remind_every", "escalate_after"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, timedelta) or value <= timedelta(0)):
+                raise ValueError(f"{name} must be a positive timedelta, not {value!r}")
+        overridden = type(self).get_escalate_to is not BaseHumanStep.get_escalate_to
+        if (self.escalate_after is None) != (self.escalate_to is None and not overridden):
+            raise ValueError(
+                "escalate_after and escalate_to (or get_escalate_to()) go together: give "
+                "both or neither"
+            )
+        to = self.escalate_to
+        if to is not None and not callable(to) and not are_group_names(to):
+            raise ValueError(
+                f"escalate_to must be a non-empty list of group names, or a callable "
+                f"taking the context; not {to!r}"
+            )
+
+    def get_escalate_to(self, context: WorkflowContext) -> list[str]:
+        """The names of the groups the task moves to when it escalates (``escalate_to``, or
+        what it returns for the context); ``ValueError`` if that is no group names."""
+        # Unbound: a function set as a class attribute is not a method of the step.
+        to = inspect.getattr_static(self, "escalate_to")
+        names = to(context) if callable(to) else to
+        if not are_group_names(names):
+            raise ValueError(f"escalate_to gave {names!r}, not a non-empty list of group names")
+        return list(dict.fromkeys(names))
 
     def get_title(self, context: WorkflowContext) -> str:
         return self.title or self.description or context.step_name or type(self).__qualname__
@@ -186,6 +241,14 @@ class BaseHumanStep(BaseStep):
     def action_keys(self, action: str | None) -> set[str]:
         """The keys ``action``'s own values set (none without an action)."""
         return set(self.actions.get(action, {})) if action is not None else set()
+
+    def get_action_kinds(self) -> list[tuple[str, str]]:
+        """(label, kind) of each action, in order: its ``action_kinds`` entry, else
+        ``"primary"`` for the first and ``"default"`` for the others."""
+        return [
+            (label, self.action_kinds.get(label) or ("primary" if index == 0 else "default"))
+            for index, label in enumerate(self.actions)
+        ]
 
     def get_assignee(self, context: WorkflowContext) -> Any:
         """The user (or user pk) the task is assigned to; None leaves it to candidate groups."""
@@ -221,8 +284,18 @@ class BaseHumanStep(BaseStep):
             "candidate_groups": list(self.candidate_groups),
             "actions": list(self.actions),
             **({"action_forms": sorted(self.action_forms)} if self.action_forms else {}),
+            **({"action_kinds": dict(self.action_kinds)} if self.action_kinds else {}),
             **({"fields": list(self.fields)} if self.fields is not None else {}),
         }
+
+
+def are_group_names(names: Any) -> bool:
+    """``names`` is a non-empty list (or tuple) of group names."""
+    return (
+        isinstance(names, list | tuple)
+        and bool(names)
+        and all(isinstance(name, str) and 0 < len(name) <= 150 for name in names)
+    )
 
 
 class _Blank(dict):

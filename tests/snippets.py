@@ -168,6 +168,14 @@ inbox = client.get("/admin/django_workflows/humantask/inbox/")
 page = client.get(f"/admin/django_workflows/humantask/{task.pk}/complete/")
 print("inbox:", inbox.status_code, "Approve the expense claim" in inbox.text)
 print("task page:", page.status_code, 'value="Approve"' in page.text)
+mine = client.get("/workflows/")
+own_page = client.get(f"/workflows/tasks/{task.pk}/")
+print("app inbox:", mine.status_code, "Approve the expense claim" in mine.text)
+print("app task page:", own_page.status_code, 'value="Approve"' in own_page.text)
+to_login = Client(SERVER_NAME="127.0.0.1").get("/workflows/")
+print("app login:", to_login.status_code, to_login.headers.get("Location"))
+login_page = Client(SERVER_NAME="127.0.0.1").get("/accounts/login/")
+print("login page:", login_page.status_code, 'id="login-form"' in login_page.text)
 browsable = client.get("/api/workflows/tasks/", headers={"accept": "text/html"})
 print("browsable API:", browsable.status_code)
 anonymous = Client(SERVER_NAME="127.0.0.1").get("/api/workflows/tasks/")
@@ -231,6 +239,10 @@ def check_quickstart_project(python: Path | str, site: Path, env: dict[str, str]
     smoke = manage("shell", "--no-imports", "-c", QUICKSTART_SMOKE)
     assert "inbox: 200 True" in smoke
     assert "task page: 200 True" in smoke
+    assert "app inbox: 200 True" in smoke  # the app's own pages (step 4's URLs)
+    assert "app task page: 200 True" in smoke
+    assert "app login: 302 /accounts/login/?next=/workflows/" in smoke
+    assert "login page: 200 True" in smoke
     assert "browsable API: 200" in smoke  # rest_framework's templates are installed
     assert "anonymous: 401 Token" in smoke  # the authentication classes of step 2
     assert "token: 200 1" in smoke

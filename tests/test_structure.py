@@ -17,6 +17,7 @@ ENGINE_LAYERS = [
     {"human"},  # completes tasks, reads instances
     {"instances"},
     {"runs", "sweep"},
+    {"deadlines"},  # reminders and escalations of human tasks, fired by the sweep
     {"chained"},
     {"transition"},
     {"routing", "leases", "users", "protocol", "sql"},

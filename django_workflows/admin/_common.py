@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 
 from ..models import WorkflowInstance
+
+# Shared with the app's own pages: there since they are shown there too.
+from ..taskpage import compact_json, instance_label, pretty_json, safe_next, short_id
+
+__all__ = [
+    "TEMPLATE_DIR",
+    "Report",
+    "badge",
+    "compact_json",
+    "forbidden",
+    "instance_label",
+    "instance_link",
+    "lookup",
+    "pretty_json",
+    "safe_next",
+    "short_id",
+]
 
 TEMPLATE_DIR = "admin/django_workflows"
 
@@ -27,39 +41,12 @@ def badge(value: str, label: Any) -> SafeString:
     return format_html('<span class="dwf-badge dwf-badge-{}">{}</span>', value, label)
 
 
-def pretty_json(value: Any) -> str:
-    """Indented JSON text (escape it when rendering: templates and format_html do)."""
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, cls=DjangoJSONEncoder)
-
-
-def compact_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, cls=DjangoJSONEncoder)
-
-
-def short_id(instance_id: Any) -> str:
-    return str(instance_id)[:8]
-
-
-def instance_label(instance: WorkflowInstance) -> str:
-    return f"{instance.definition.name} {instance.definition.version} #{short_id(instance.pk)}"
-
-
 def instance_link(instance: WorkflowInstance, *, linked: bool = True) -> SafeString:
     label = instance_label(instance)
     if not linked:
         return format_html("{}", label)
     url = reverse("admin:django_workflows_workflowinstance_change", args=[instance.pk])
     return format_html('<a href="{}">{}</a>', url, label)
-
-
-def safe_next(request: HttpRequest, default: str) -> str:
-    """The ``next`` parameter if it points into this site, else ``default``."""
-    target = request.POST.get("next") or request.GET.get("next")
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return default
 
 
 def lookup(rows: QuerySet, object_id: str, from_field: str | None = None) -> Model | None:

@@ -217,8 +217,9 @@ class BaseExecutionEngine:
     # -- the sweep -----------------------------------------------------------------
 
     def run_due_timers(self, limit: int = 500) -> int:
-        """The sweep: fire due timers, recover runs whose lease expired, send due retries
-        and runs queued for longer than ``STALE_QUEUED_SECONDS``. Returns the runs handled.
+        """The sweep: fire due timers and the due reminders and escalations of human
+        tasks, recover runs whose lease expired, send due retries and runs queued for
+        longer than ``STALE_QUEUED_SECONDS``. Returns the runs and tasks handled.
 
         ``qcluster`` runs it by itself; otherwise ``manage.py workflow_sweep``."""
         return sweep.sweep(self, limit)

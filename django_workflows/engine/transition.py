@@ -197,6 +197,9 @@ class Transition:
             description=step.description,
             assignee_id=assignee_pk(run.step_name, step.get_assignee(ctx)),
             due_at=timezone.now() + step.due_in if step.due_in else None,
+            # Deadlines that act, on the database clock like timers (engine.deadlines).
+            remind_at=Now() + step.remind_every if step.remind_every else None,
+            escalate_at=Now() + step.escalate_after if step.escalate_after else None,
         )
         # The event gets its task id once the task is inserted (close()).
         self.event(ev.HumanTaskCreated, step_name=run.step_name, task_id=0, title=task.title)

@@ -24,6 +24,9 @@ SCREENSHOTS = DOCS / "_static" / "screenshots"
 USED_BY = {
     "task.png": ["quickstart.md", "admin.md"],
     "instance.png": ["quickstart.md", "admin.md"],
+    # Taken by tests/app/test_browser.py.
+    "app-inbox.png": ["howto/app-inbox.md"],
+    "app-task.png": ["howto/app-inbox.md"],
 }
 WIDTH = 1280
 MAX_BYTES = 250_000

@@ -33,6 +33,7 @@ class Approve(BaseHumanStep):
     form_class = ApprovalForm
     candidate_groups = ("managers",)
     actions = {"Approve": {"approved": True}, "Reject": {"approved": False}}
+    action_kinds = {"Reject": "danger"}
     due_in = timedelta(days=2)
 
 
