@@ -93,6 +93,8 @@ class HumanTaskCompleted(WorkflowEventBase):
     task_id: int = 0
     user_id: Any = None
     data: dict[str, Any] = field(default_factory=dict)
+    #: The absent user, when ``user_id`` completed the task as their substitute.
+    on_behalf_of_user_id: Any = None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -314,6 +315,15 @@ class HumanTask(models.Model):
         related_name="completed_workflow_tasks",
         verbose_name=_("completed by"),
     )
+    completed_on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="substituted_workflow_tasks",
+        verbose_name=_("completed on behalf of"),
+        help_text=_("The absent user whose substitute completed the task; empty otherwise."),
+    )
     completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
     result = models.JSONField(_("result"), default=dict, blank=True)
     slot = models.PositiveSmallIntegerField(
@@ -410,6 +420,60 @@ class HumanTaskGroup(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Substitution(models.Model):
+    """While ``user`` is away (``starts_at`` <= now < ``ends_at``), ``substitute`` may see
+    and complete the tasks the task rule gives ``user`` (not ``user``'s permissions)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="workflow_substitutions",
+        verbose_name=_("absent user"),
+        help_text=_("Whose tasks the substitute takes over."),
+    )
+    substitute = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="workflow_substitutions_taken",
+        verbose_name=_("substitute"),
+        help_text=_("Who may see and complete them meanwhile."),
+    )
+    starts_at = models.DateTimeField(_("starts at"))
+    ends_at = models.DateTimeField(_("ends at"), help_text=_("The first moment it is over."))
+    reason = models.CharField(_("reason"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("substitution")
+        verbose_name_plural = _("substitutions")
+        ordering = ("-starts_at", "-id")
+        indexes = [
+            # "Active now for substitute X" (every task filter of X) and "X's own".
+            models.Index(fields=("substitute", "ends_at"), name="dwf_subst_substitute"),
+            models.Index(fields=("user", "ends_at"), name="dwf_subst_user"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=models.F("starts_at")), name="dwf_subst_ends_after_start"
+            ),
+            models.CheckConstraint(
+                condition=~Q(substitute=models.F("user")), name="dwf_subst_not_self"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.substitute} for {self.user}"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.user_id is not None and self.user_id == self.substitute_id:
+            errors["substitute"] = _("A user cannot be their own substitute.")
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            errors["ends_at"] = _("The end must come after the start.")
+        if errors:
+            raise ValidationError(errors)
 
 
 class WorkflowEvent(models.Model):

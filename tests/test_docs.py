@@ -54,6 +54,7 @@ from django_workflows.models import (
     HumanTaskGroup,
     IdempotencyKey,
     StepRun,
+    Substitution,
     WorkflowEvent,
     WorkflowInstance,
 )
@@ -985,6 +986,7 @@ def test_models_page_lists_every_field():
         HumanTaskGroup,
         WorkflowEvent,
         IdempotencyKey,
+        Substitution,
     ):
         assert f"## `{model.__name__}`" in text
         section = text.split(f"## `{model.__name__}`")[1].split("\n## ")[0]

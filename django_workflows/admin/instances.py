@@ -40,6 +40,7 @@ from .columns import short_datetime
 from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
 from .history import annotate_history
+from .substitutes import mark_on_behalf
 
 #: States an instance can be canceled from (the engine refuses the others).
 CANCELABLE = (*ACTIVE_INSTANCE_STATUSES, WorkflowStatus.FAILED)
@@ -239,6 +240,7 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
             ((edge.get("source"), edge.get("target")) for edge in graph.get("edges") or []),
         )
         annotate_history(events)  # user names for user ids, one query for the page
+        mark_on_behalf(events)
         return {
             "graph_svg": render_svg(graph, states, taken, id_prefix=f"instance-{obj.pk}"),
             "step_runs": runs,

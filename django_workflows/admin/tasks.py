@@ -96,6 +96,7 @@ class HumanTaskAdmin(TaskColumns, admin.ModelAdmin):
         "due_display",
         "created_at",
         "completed_by",
+        "completed_on_behalf_of",
         "completed_at",
         "result_display",
     )

@@ -154,6 +154,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "claimed_by",
             "due_at",
             "completed_by",
+            "completed_on_behalf_of",
             "completed_at",
             "result",
             "slot",

@@ -26,7 +26,7 @@ from ..models import (
     TaskStatus,
     WorkflowInstance,
 )
-from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task
+from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task, on_behalf_of
 from ..steps import BaseHumanStep
 from . import nofm, runs, transition
 from .instances import get_instance
@@ -79,8 +79,11 @@ def complete(
             raise StateConflict(
                 f"instance {tx.instance.pk} is {tx.instance.status}; retry it first"
             )
-        if check_permission and not can_complete_task(task, acting_user(user)):
+        actor = acting_user(user) if check_permission or user_pk is not None else None
+        if check_permission and not can_complete_task(task, actor):
             raise PermissionDenied(f"you may not complete task {task.pk} ({task.title})")
+        # Done by a substitute for an absent user: kept on the task and in the history.
+        for_pk = on_behalf_of(task, actor) if actor is not None else None
         step = tx.graph.steps[task.step_name]
         if not isinstance(step, BaseHumanStep):
             raise StateConflict(f"step {task.step_name!r} is no longer a human step")
@@ -105,9 +108,18 @@ def complete(
         now = timezone.now()
         task.status = TaskStatus.COMPLETED
         task.completed_by_id = user_pk
+        task.completed_on_behalf_of_id = for_pk
         task.completed_at = now
         task.result = changes
-        task.save(update_fields=["status", "completed_by", "completed_at", "result"])
+        task.save(
+            update_fields=[
+                "status",
+                "completed_by",
+                "completed_on_behalf_of",
+                "completed_at",
+                "result",
+            ]
+        )
         StepRun.objects.filter(pk=task.step_run_id).update(
             status=StepRunStatus.COMPLETED, changes=changes, finished_at=now
         )
@@ -117,6 +129,7 @@ def complete(
             task_id=task.pk,
             user_id=user_pk,
             data=changes,
+            on_behalf_of_user_id=for_pk,
         )
         tx.leave(task.step_name)
         tx.advance(

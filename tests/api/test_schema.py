@@ -25,6 +25,11 @@ OPERATIONS = {
     ("post", "/tasks/{id}/unclaim/"),
     ("post", "/tasks/{id}/reassign/"),
     ("post", "/tasks/{id}/complete/"),
+    ("get", "/substitutes/"),
+    ("post", "/substitutes/"),
+    ("get", "/substitutes/{id}/"),
+    ("delete", "/substitutes/{id}/"),
+    ("post", "/substitutes/{id}/end/"),
 }
 
 
