@@ -103,7 +103,7 @@ def complete(
         changes = ctx.changes
         check_size({**tx.instance.context, **changes})  # refused: nothing changes
         if nofm.applies(step):  # one of several tasks: see engine/nofm.py
-            nofm.complete(tx, task, step, changes, action, user_pk)
+            nofm.complete(tx, task, step, changes, action, user_pk, for_pk)
             return
         now = timezone.now()
         task.status = TaskStatus.COMPLETED

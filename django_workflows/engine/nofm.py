@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Case, Count, IntegerField, QuerySet, Value, When
+from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from .. import events as ev
@@ -61,9 +61,11 @@ def complete(
     changes: dict[str, Any],
     action: str | None,
     user_pk: Any,
+    for_pk: Any = None,
 ) -> None:
     """Record ``task`` completed with ``changes`` (its cleaned data, as ``step.complete``
-    made them); decide the step if this completion is the one that does."""
+    made them) by ``user_pk`` (for ``for_pk``, when a substitute answers for an absent
+    user); decide the step if this completion is the one that does."""
     name, run_id = task.step_name, task.step_run_id
     if name in changes:
         raise ValidationError(
@@ -71,28 +73,52 @@ def complete(
         )
     counts = _counts(run_id)
     done_before = counts.get(TaskStatus.COMPLETED, 0)
+    # Each person answers once: a substitute may answer for the absent user and for
+    # themselves, not twice for either.
+    answerer = for_pk if for_pk is not None else user_pk
     if (
-        user_pk is not None
+        answerer is not None
         and done_before
-        and HumanTask.objects.filter(
-            step_run_id=run_id, status=TaskStatus.COMPLETED, completed_by_id=user_pk
-        ).exists()
+        and HumanTask.objects.filter(step_run_id=run_id, status=TaskStatus.COMPLETED)
+        .filter(
+            Q(completed_on_behalf_of_id=answerer)
+            | Q(completed_by_id=answerer, completed_on_behalf_of__isnull=True)
+        )
+        .exists()
     ):
+        whom = "you" if for_pk is None else f"user {for_pk}"
         raise PermissionDenied(
-            f"you already completed a task of step {name!r}: each assignee answers once"
+            f"{whom} already answered a task of step {name!r}: each assignee answers once"
         )
     now = timezone.now()
     earlier = tx.instance.context.get(name) if done_before else None
     results = [*earlier] if isinstance(earlier, list) else []
-    results.append(
-        {"user": _jsonable(user_pk), "action": action, "data": changes, "at": now.isoformat()}
-    )
+    result = {"user": _jsonable(user_pk), "action": action, "data": changes, "at": now.isoformat()}
+    if for_pk is not None:
+        result["on_behalf_of"] = _jsonable(for_pk)
+    results.append(result)
     task.status = TaskStatus.COMPLETED
     task.completed_by_id = user_pk
+    task.completed_on_behalf_of_id = for_pk
     task.completed_at = now
     task.result = changes
-    task.save(update_fields=["status", "completed_by", "completed_at", "result"])
-    tx.event(ev.HumanTaskCompleted, step_name=name, task_id=task.pk, user_id=user_pk, data=changes)
+    task.save(
+        update_fields=[
+            "status",
+            "completed_by",
+            "completed_on_behalf_of",
+            "completed_at",
+            "result",
+        ]
+    )
+    tx.event(
+        ev.HumanTaskCompleted,
+        step_name=name,
+        task_id=task.pk,
+        user_id=user_pk,
+        data=changes,
+        on_behalf_of_user_id=for_pk,
+    )
     try:
         vetoed = step.veto_condition is not None and step.veto_condition(
             {**changes, "action": action}

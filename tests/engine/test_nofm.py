@@ -199,7 +199,7 @@ def test_one_person_answers_once(engine, people):
     both = UserFactory(username="both", groups=[GroupFactory(name="legal")])
     instance = start(engine, assignees=[both, "legal", people[0]])
     engine.complete_human_task(instance.id, "review", both.pk, action="Approve")
-    with pytest.raises(PermissionDenied, match="already completed a task"):
+    with pytest.raises(PermissionDenied, match="already answered a task"):
         engine.complete_task(tasks_of(instance)[1].pk, both, action="Approve")
     assert len(HumanTask.objects.filter(status="open")) == 2
 
@@ -371,3 +371,31 @@ def test_task_progress_of_a_one_task_step_is_none(engine, people):
     )
     instance = engine.start_workflow("single")
     assert engine.task_progress(instance.human_tasks.get().pk) is None
+
+
+def test_a_substitute_answers_for_the_absent_assignee_and_for_themselves_once_each(engine, people):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_workflows.substitutes import add_substitute
+
+    absent, deputy, _ = people
+    deputy.groups.add(GroupFactory(name="legal"))
+    now = timezone.now()
+    add_substitute(absent, deputy, now - timedelta(days=1), now + timedelta(days=1))
+    instance = start(engine, assignees=[absent, deputy, "legal"], completion=2)
+    tasks = tasks_of(instance)
+    engine.complete_task(tasks[1].pk, deputy, action="Approve", check_permission=True)
+    with pytest.raises(PermissionDenied, match="you already answered"):
+        engine.complete_task(tasks[2].pk, deputy, action="Approve", check_permission=True)
+    engine.complete_task(tasks[0].pk, deputy, action="Approve", check_permission=True)
+    done = HumanTask.objects.get(pk=tasks[0].pk)
+    assert (done.completed_by, done.completed_on_behalf_of) == (deputy, absent)
+    answers = engine.get_instance(instance.id).context["review"]
+    assert [(a["user"], a.get("on_behalf_of")) for a in answers] == [
+        (deputy.pk, None),
+        (deputy.pk, absent.pk),
+    ]
+    completed = events(instance, "HumanTaskCompleted")
+    assert [e.payload["on_behalf_of_user_id"] for e in completed] == [None, absent.pk]
