@@ -10,7 +10,13 @@ class DjangoWorkflowsConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
         from .conf import workflow_settings
+        from .notifications import on_event
         from .registry import autodiscover
+        from .signals import workflow_event
+
+        # Mails about human tasks; it does nothing unless NOTIFY_BY_EMAIL is on (read when
+        # an event comes, so override_settings turns it on in a test).
+        workflow_event.connect(on_event, dispatch_uid="django_workflows.notifications")
 
         if workflow_settings.AUTODISCOVER:
             autodiscover()

@@ -30,6 +30,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_workflows.E001",
             )
         )
+        return errors
+    site = workflow_settings.SITE_URL
+    if not isinstance(site, str) or (site and not site.startswith(("http://", "https://"))):
+        errors.append(
+            Error(
+                f"DJANGO_WORKFLOWS['SITE_URL'] = {site!r} is not an http(s) address",
+                hint='Give the address of the site, such as "https://example.com".',
+                obj="settings.DJANGO_WORKFLOWS",
+                id="django_workflows.E003",
+            )
+        )
+    elif workflow_settings.NOTIFY_BY_EMAIL and not site:
+        errors.append(
+            CheckWarning(
+                "DJANGO_WORKFLOWS['NOTIFY_BY_EMAIL'] is on without a SITE_URL: the links "
+                "in the mails are paths without the site's address",
+                hint='Set DJANGO_WORKFLOWS["SITE_URL"], such as "https://example.com".',
+                obj="settings.DJANGO_WORKFLOWS",
+                id="django_workflows.W001",
+            )
+        )
     return errors
 
 

@@ -264,12 +264,12 @@ def _is_dunder(name: str) -> bool:
     return name.startswith("__") and name.endswith("__")
 
 
-def _is_context_get(node: ast.AST) -> bool:
+def _is_context_get(node: ast.AST, name: str = "context") -> bool:
     return (
         isinstance(node, ast.Attribute)
         and node.attr == "get"
         and isinstance(node.value, ast.Name)
-        and node.value.id == "context"
+        and node.value.id == name
     )
 
 
@@ -280,8 +280,9 @@ def _const(value: Any) -> _Evaluator:
 class _Compiler:
     """Turns a checked AST into closures; raises ConditionError for anything else."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, name: str = "context") -> None:
         self.source = source
+        self.name = name  # the one name in scope ("result" for a human step's veto)
         self._dispatch: dict[type[ast.AST], Callable[[Any], _Evaluator]] = {
             ast.Constant: self._constant,
             ast.List: self._list,
@@ -434,10 +435,10 @@ class _Compiler:
             raise self.error("keyword arguments are not allowed")
         if any(isinstance(arg, ast.Starred) for arg in node.args):
             raise self.error("argument unpacking (*args) is not allowed")
-        func = node.func
-        if _is_context_get(func):
+        func, scope = node.func, self.name
+        if _is_context_get(func, scope):
             if not 1 <= len(node.args) <= 2:
-                raise self.error("context.get() takes a key and an optional default")
+                raise self.error(f"{scope}.get() takes a key and an optional default")
             key = self.compile(node.args[0])
             if len(node.args) == 1:
                 return lambda context: context.get(key(context))
@@ -447,8 +448,8 @@ class _Compiler:
             name = func.id
             if _is_dunder(name):
                 raise self.error(f"dunder names are not allowed: {name!r}")
-            if name == "context":
-                raise self.error("'context' is not callable; use context.get('key')")
+            if name == scope:
+                raise self.error(f"{scope!r} is not callable; use {scope}.get('key')")
             function = FUNCTIONS.get(name)
             if function is None:
                 allowed = ", ".join(sorted(FUNCTIONS))
@@ -457,24 +458,25 @@ class _Compiler:
             return lambda context: _check_int(function(*[arg(context) for arg in args]))
         if isinstance(func, ast.Attribute):
             self.compile(func)  # raises the attribute-access error
-        raise self.error("only the whitelisted functions and context.get() can be called")
+        raise self.error(f"only the whitelisted functions and {scope}.get() can be called")
 
     def _name(self, node: ast.Name) -> _Evaluator:
-        name = node.id
+        name, scope = node.id, self.name
         if _is_dunder(name):
             raise self.error(f"dunder names are not allowed: {name!r}")
-        if name == "context":
-            raise self.error("'context' can only be used as context.get(key[, default])")
+        if name == scope:
+            raise self.error(f"{scope!r} can only be used as {scope}.get(key[, default])")
         if name in FUNCTIONS:
             raise self.error(f"function {name!r} must be called, e.g. {name}(...)")
-        raise self.error(f"name {name!r} is not defined; use context.get({name!r})")
+        raise self.error(f"name {name!r} is not defined; use {scope}.get({name!r})")
 
     def _attribute(self, node: ast.Attribute) -> _Evaluator:
-        if _is_context_get(node):
-            raise self.error("context.get must be called, e.g. context.get('key')")
+        scope = self.name
+        if _is_context_get(node, scope):
+            raise self.error(f"{scope}.get must be called, e.g. {scope}.get('key')")
         reason = f"attribute access is not allowed: '.{node.attr}'"
-        if isinstance(node.value, ast.Name) and node.value.id == "context":
-            reason += " (only context.get(...) is)"
+        if isinstance(node.value, ast.Name) and node.value.id == scope:
+            reason += f" (only {scope}.get(...) is)"
         else:
             # Report the innermost problem first: __import__('os').system -> '__import__'.
             self.compile(node.value)
@@ -581,20 +583,20 @@ _FOLDABLE = (
 )
 
 
-def _check_constants(tree: ast.Expression, source: str) -> None:
+def _check_constants(tree: ast.Expression, source: str, name: str = "context") -> None:
     """Evaluate the parts that do not read the context once, now: one that can only fail
     (``10 ** 10 ** 10``, ``1 / 0``) is refused at registration, not in every instance."""
     stack: list[ast.AST] = [tree.body]
     while stack:
         node = stack.pop()
-        reads_context = any(isinstance(n, ast.Name) and n.id == "context" for n in ast.walk(node))
+        reads_context = any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(node))
         if reads_context:
             stack.extend(ast.iter_child_nodes(node))
             continue
         if not isinstance(node, _FOLDABLE):
             continue
         try:
-            _Compiler(source).compile(node)(None)
+            _Compiler(source, name).compile(node)(None)
         except ConditionError:
             raise
         except _Refused as exc:
@@ -606,11 +608,12 @@ def _check_constants(tree: ast.Expression, source: str) -> None:
             ) from exc
 
 
-def compile_condition(condition: str | Callable[[Any], Any]) -> Condition:
+def compile_condition(condition: str | Callable[[Any], Any], *, name: str = "context") -> Condition:
     """Compile a condition string (or wrap a callable) into a ``Condition``.
 
-    Raises ``ConditionError`` if the string is not allowed or does not parse, or
-    if ``condition`` is neither a string nor a callable.
+    ``name``: what the string calls the mapping it reads (``name.get(key)``); a human
+    step's ``veto`` reads ``result``. Raises ``ConditionError`` if the string is not
+    allowed or does not parse, or if ``condition`` is neither a string nor a callable.
     """
     if isinstance(condition, Condition):
         return condition
@@ -618,8 +621,8 @@ def compile_condition(condition: str | Callable[[Any], Any]) -> Condition:
         try:
             tree = _parse(condition)
             _check_depth(tree, condition)
-            evaluate = _Compiler(condition).compile(tree.body)
-            _check_constants(tree, condition)
+            evaluate = _Compiler(condition, name).compile(tree.body)
+            _check_constants(tree, condition, name)
         except ConditionError:
             raise
         except (RecursionError, MemoryError) as exc:

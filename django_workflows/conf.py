@@ -57,6 +57,11 @@ DEFAULTS: dict[str, Any] = {
     "SAQ_QUEUE": "django_workflows",
     # Import ``workflows.py`` of every installed app at startup.
     "AUTODISCOVER": True,
+    # Mail (Django's email backend, after commit) the people a human task is for when it
+    # is created, reassigned, reminded or escalated.
+    "NOTIFY_BY_EMAIL": False,
+    # The site's address ("https://example.com"), put before the task's link in mails.
+    "SITE_URL": "",
 }
 
 IMPORT_STRINGS = ("ENGINE", "EVENT_BUS")

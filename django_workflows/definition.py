@@ -279,6 +279,10 @@ class WorkflowDefinition:
 
 
 def _check_human_step(where: str, step_name: str, step: BaseHumanStep) -> None:
+    try:  # again: a subclass may set them as class attributes
+        step.check_deadlines()
+    except ValueError as exc:
+        raise DefinitionError(f"{where}: human step {step_name!r}: {exc}") from None
     unknown = sorted(set(step.action_forms) - set(step.actions))
     if unknown:
         raise DefinitionError(
@@ -298,6 +302,13 @@ def _check_human_step(where: str, step_name: str, step: BaseHumanStep) -> None:
             f"{where}: human step {step_name!r}: action_kinds maps actions "
             f"({', '.join(step.actions) or 'none'}) to one of {', '.join(ACTION_KINDS)}; "
             f"got {dict(step.action_kinds)!r}"
+        )
+    if step.assignees is not None and (
+        step.candidate_groups or type(step).get_assignee is not BaseHumanStep.get_assignee
+    ):
+        raise DefinitionError(
+            f"{where}: human step {step_name!r} declares assignees and candidate_groups or "
+            "get_assignee(); with assignees, each one gets a task: list the groups there"
         )
     if step.fields is not None and (step.form_class is not None or step.form_schema is not None):
         raise DefinitionError(

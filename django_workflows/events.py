@@ -93,6 +93,8 @@ class HumanTaskCompleted(WorkflowEventBase):
     task_id: int = 0
     user_id: Any = None
     data: dict[str, Any] = field(default_factory=dict)
+    #: The absent user, when ``user_id`` completed the task as their substitute.
+    on_behalf_of_user_id: Any = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,39 @@ class HumanTaskReassigned(WorkflowEventBase):
     from_groups: list[str] = field(default_factory=list)
     to_user_id: Any = None
     to_groups: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class HumanTaskReminder(WorkflowEventBase):
+    """The sweep's reminder of an open task, every ``remind_every`` of its step."""
+
+    step_name: str = ""
+    task_id: int = 0
+    due_at: str | None = None  # the task's due time (ISO 8601), if it has one
+    reminder: int = 1  # 1 for the first reminder, 2 for the second...
+
+
+@dataclass(frozen=True)
+class HumanTaskEscalated(WorkflowEventBase):
+    """The task was still open ``escalate_after`` after it opened: it moved to the step's
+    ``escalate_to`` groups (its assignee and claim cleared). Once per task."""
+
+    step_name: str = ""
+    task_id: int = 0
+    due_at: str | None = None
+    from_user_id: Any = None
+    from_groups: list[str] = field(default_factory=list)
+    to_groups: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HumanTaskCanceled(WorkflowEventBase):
+    """An open task of a step with ``assignees`` closed unanswered: the step was decided
+    by the others ("completion reached", "vetoed") or failed ("step failed")."""
+
+    step_name: str = ""
+    task_id: int = 0
     reason: str = ""
 
 
@@ -128,6 +163,9 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         HumanTaskCreated,
         HumanTaskCompleted,
         HumanTaskReassigned,
+        HumanTaskReminder,
+        HumanTaskEscalated,
+        HumanTaskCanceled,
         CommentAdded,
     )
 }

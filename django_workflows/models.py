@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -288,6 +289,24 @@ class HumanTask(models.Model):
         verbose_name=_("claimed by"),
     )
     due_at = models.DateTimeField(_("due at"), null=True, blank=True)
+    # Deadlines that act (the step's remind_every / escalate_after): the sweep reads only
+    # open tasks, so completing or canceling a task disarms them.
+    remind_at = models.DateTimeField(
+        _("next reminder at"),
+        null=True,
+        blank=True,
+        help_text=_("When the sweep sends the next reminder (the step's remind_every)."),
+    )
+    reminders_sent = models.PositiveIntegerField(
+        _("reminders sent"), default=0, help_text=_("HumanTaskReminder events so far.")
+    )
+    escalate_at = models.DateTimeField(
+        _("escalates at"),
+        null=True,
+        blank=True,
+        help_text=_("When the sweep moves the task to the escalation groups; blank once done."),
+    )
+    escalated_at = models.DateTimeField(_("escalated at"), null=True, blank=True)
     completed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -296,8 +315,28 @@ class HumanTask(models.Model):
         related_name="completed_workflow_tasks",
         verbose_name=_("completed by"),
     )
+    completed_on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="substituted_workflow_tasks",
+        verbose_name=_("completed on behalf of"),
+        help_text=_("The absent user whose substitute completed the task; empty otherwise."),
+    )
     completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
     result = models.JSONField(_("result"), default=dict, blank=True)
+    slot = models.PositiveSmallIntegerField(
+        _("slot"),
+        default=0,
+        help_text=_("Which of its step's assignees the task is for (0 without assignees)."),
+    )
+    close_reason = models.CharField(
+        _("close reason"),
+        max_length=100,
+        blank=True,
+        help_text=_('Why it was canceled: "completion reached", "vetoed"; blank otherwise.'),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
@@ -324,16 +363,35 @@ class HumanTask(models.Model):
                 condition=Q(status="open"),
                 name="dwf_task_open_due",
             ),
+            # The sweep's queries: open tasks whose next reminder / escalation is due.
+            models.Index(fields=("remind_at",), condition=Q(status="open"), name="dwf_task_remind"),
+            models.Index(
+                fields=("escalate_at",), condition=Q(status="open"), name="dwf_task_escalate"
+            ),
         ]
         constraints = [
             _status_check("dwf_task_status_valid", TaskStatus),
+            # One open task per step run, or per assignee of a step with ``assignees``.
             models.UniqueConstraint(
-                fields=("step_run",), condition=Q(status="open"), name="dwf_task_one_open_per_run"
+                fields=("step_run", "slot"),
+                condition=Q(status="open"),
+                name="dwf_task_one_open_per_slot",
             ),
         ]
 
     def __str__(self) -> str:
         return self.title
+
+
+class MyTask(HumanTask):
+    """No table of its own: the admin's "My tasks (N)" row, a link to the inbox on the
+    admin index, the app index and the navigation sidebar. It has no permission."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = _("my task")
+        verbose_name_plural = _("my tasks")
 
 
 class HumanTaskGroup(models.Model):
@@ -362,6 +420,60 @@ class HumanTaskGroup(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Substitution(models.Model):
+    """While ``user`` is away (``starts_at`` <= now < ``ends_at``), ``substitute`` may see
+    and complete the tasks the task rule gives ``user`` (not ``user``'s permissions)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="workflow_substitutions",
+        verbose_name=_("absent user"),
+        help_text=_("Whose tasks the substitute takes over."),
+    )
+    substitute = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="workflow_substitutions_taken",
+        verbose_name=_("substitute"),
+        help_text=_("Who may see and complete them meanwhile."),
+    )
+    starts_at = models.DateTimeField(_("starts at"))
+    ends_at = models.DateTimeField(_("ends at"), help_text=_("The first moment it is over."))
+    reason = models.CharField(_("reason"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("substitution")
+        verbose_name_plural = _("substitutions")
+        ordering = ("-starts_at", "-id")
+        indexes = [
+            # "Active now for substitute X" (every task filter of X) and "X's own".
+            models.Index(fields=("substitute", "ends_at"), name="dwf_subst_substitute"),
+            models.Index(fields=("user", "ends_at"), name="dwf_subst_user"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=models.F("starts_at")), name="dwf_subst_ends_after_start"
+            ),
+            models.CheckConstraint(
+                condition=~Q(substitute=models.F("user")), name="dwf_subst_not_self"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.substitute} for {self.user}"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.user_id is not None and self.user_id == self.substitute_id:
+            errors["substitute"] = _("A user cannot be their own substitute.")
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            errors["ends_at"] = _("The end must come after the start.")
+        if errors:
+            raise ValidationError(errors)
 
 
 class WorkflowEvent(models.Model):

@@ -16,6 +16,16 @@ Tasks
     matched by name whenever the group is created. A task with neither assignee nor
     groups, or whose groups do not exist, is open to nobody else. A user with
     ``django_workflows.complete_any_task`` may complete any task.
+Substitutes
+    While a ``Substitution`` is active (``starts_at`` <= now < ``ends_at``, by the
+    application's clock, both users active), its substitute may see, claim and complete
+    every task the task rule gives the absent user (assigned to them, claimed by them,
+    open to their groups) and sees the instances those tasks are in. A substitute
+    inherits tasks, not powers: the absent user's permissions (``complete_any_task``,
+    the view permissions) are not lent, and substitutions do not chain.
+    Completing through a substitution is recorded: ``completed_on_behalf_of``.
+    A user sees and manages the substitutions they are absent in (and sees those they
+    stand in for); ``django_workflows.change_substitution`` manages everyone's.
 
 Staff status grants nothing here (the admin needs it to be entered at all: that is
 Django's). Superusers hold every permission (Django's ``has_perm``); inactive and
@@ -26,15 +36,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
 
-from .models import HumanTask, HumanTaskGroup, TaskStatus, WorkflowInstance
+from .models import HumanTask, HumanTaskGroup, Substitution, TaskStatus, WorkflowInstance
 
 VIEW_INSTANCES = "django_workflows.view_workflowinstance"
 CHANGE_INSTANCES = "django_workflows.change_workflowinstance"
 VIEW_TASKS = "django_workflows.view_humantask"
 COMPLETE_ANY_TASK = "django_workflows.complete_any_task"
 REASSIGN_ANY_TASK = "django_workflows.reassign_any_task"
+CHANGE_SUBSTITUTIONS = "django_workflows.change_substitution"
 
 
 def is_active_user(user: Any) -> bool:
@@ -57,9 +71,9 @@ def visible_instances(
     """The instances ``user`` may see.
 
     With the view permission the queryset unfiltered; else two queries (the user's group
-    names, then the rows). "Holds a task" is a scalar subquery (``[:1]``), probed only
-    for the rows a page walks; ``EXISTS`` under the ``OR`` would make PostgreSQL read
-    every task each time.
+    names and the users they stand in for, then the rows). "Holds a task" is a scalar
+    subquery (``[:1]``), probed only for the rows a page walks; ``EXISTS`` under the
+    ``OR`` would make PostgreSQL read every task each time.
     """
     instances = WorkflowInstance.objects.all() if queryset is None else queryset
     if not is_active_user(user):
@@ -67,8 +81,10 @@ def visible_instances(
     if sees_every_instance(user):
         return instances
     tasks = HumanTask.objects.filter(instance=OuterRef("pk"))
-    holds = Q(assignee=user) | Q(claimed_by=user) | Q(completed_by=user)
-    names = user_group_names(user)
+    holders = task_holders(user)
+    holds = _is_one_of("assignee", holders) | _is_one_of("claimed_by", holders)
+    holds |= Q(completed_by=user)
+    names = _all_names(holders)
     if names:
         tasks = tasks.alias(dwf_member=first_candidate_group(names))
         holds |= Q(dwf_member__isnull=False)
@@ -127,21 +143,46 @@ def can_view_task(user: Any, task: HumanTask) -> bool:
 
 
 def can_complete_task(task: HumanTask, user: Any, *, ignore_claim: bool = False) -> bool:
-    """Whether ``user`` may complete (or claim) ``task``: the task rule.
+    """Whether ``user`` may complete (or claim) ``task``: the task rule, themselves or
+    as a substitute.
 
     ``ignore_claim``: whether the user could, were the task not claimed by someone.
     """
+    return _completion(task, user, ignore_claim)[0]
+
+
+def on_behalf_of(task: HumanTask, user: Any) -> Any:
+    """The pk of the absent user for whom ``user`` completes ``task``: when only an
+    active substitution lets ``user`` complete it (their own claim aside: a substitute
+    who claimed the task still does it for the absent user). None otherwise."""
+    mine = task.claimed_by_id is not None and task.claimed_by_id == getattr(user, "pk", None)
+    allowed, absent = _completion(task, user, mine)
+    return absent if allowed else None
+
+
+def _completion(task: HumanTask, user: Any, ignore_claim: bool) -> tuple[bool, Any]:
+    """(may ``user`` complete ``task``, the absent user's pk if only as a substitute)."""
     if not is_active_user(user):
-        return False
+        return False, None
     if user.has_perm(COMPLETE_ANY_TASK):
-        return True
+        return True, None
+    owner = None
     if task.claimed_by_id is not None and not ignore_claim:
-        return task.claimed_by_id == user.pk
-    if task.assignee_id is not None:
-        return task.assignee_id == user.pk
+        owner = task.claimed_by_id
+    elif task.assignee_id is not None:
+        owner = task.assignee_id
+    if owner is not None:
+        if owner == user.pk:
+            return True, None
+        return (True, owner) if owner in absent_users(user) else (False, None)
     # Names, so a group created after the task counts and a missing one lets nobody in.
     names = {group.name for group in task.candidate_groups.all()}
-    return bool(names) and bool(names & set(user_group_names(user)))
+    if not names:
+        return False, None
+    for pk, groups in task_holders(user).items():  # the user first
+        if names & groups:
+            return True, (None if pk == user.pk else pk)
+    return False, None
 
 
 def can_reassign_task(task: HumanTask, user: Any) -> bool:
@@ -159,11 +200,12 @@ def completable_tasks(
 ) -> QuerySet[HumanTask]:
     """The open tasks ``user`` may complete (the inbox): the SQL form of ``can_complete_task``.
 
-    Two queries: the user's group names, then the tasks (plus, once per user object,
-    Django's permission cache). The group test is a scalar subquery (``[:1]``) on the
-    unique (task, name) index, not ``EXISTS`` under an ``OR``, which PostgreSQL would
-    hash by reading every candidate group on each call; a scalar subquery is probed only
-    for the rows a page walks, so a page of 50 stays fast at any number of tasks.
+    Two queries: the user's group names and the users they stand in for (one query,
+    ``task_holders``), then the tasks (plus, once per user object, Django's permission
+    cache). The group test is a scalar subquery (``[:1]``) on the unique (task, name)
+    index, not ``EXISTS`` under an ``OR``, which PostgreSQL would hash by reading every
+    candidate group on each call; a scalar subquery is probed only for the rows a page
+    walks, so a page of 50 stays fast at any number of tasks.
     """
     tasks = HumanTask.objects.all() if queryset is None else queryset
     tasks = tasks.filter(status=TaskStatus.OPEN)
@@ -171,12 +213,96 @@ def completable_tasks(
         return tasks.none()
     if user.has_perm(COMPLETE_ANY_TASK):
         return tasks
-    mine = Q(claimed_by=user) | Q(claimed_by__isnull=True, assignee=user)
-    names = user_group_names(user)
+    holders = task_holders(user)
+    mine = _is_one_of("claimed_by", holders) | (
+        Q(claimed_by__isnull=True) & _is_one_of("assignee", holders)
+    )
+    names = _all_names(holders)
     if names:
         tasks = tasks.alias(dwf_member=first_candidate_group(names))
         mine |= Q(claimed_by__isnull=True, assignee__isnull=True, dwf_member__isnull=False)
     return tasks.filter(mine)
+
+
+# -- substitutions -----------------------------------------------------------------
+
+
+def manages_every_substitution(user: Any) -> bool:
+    return is_active_user(user) and user.has_perm(CHANGE_SUBSTITUTIONS)
+
+
+def visible_substitutions(
+    user: Any, queryset: QuerySet[Substitution] | None = None
+) -> QuerySet[Substitution]:
+    """The substitutions ``user`` sees: those they are absent in or stand in for; every
+    one with ``change_substitution``."""
+    rows = Substitution.objects.all() if queryset is None else queryset
+    if not is_active_user(user):
+        return rows.none()
+    if manages_every_substitution(user):
+        return rows
+    return rows.filter(Q(user=user.pk) | Q(substitute=user.pk))
+
+
+def can_manage_substitution(user: Any, substitution: Substitution | None = None) -> bool:
+    """Whether ``user`` may add (None: their own), change and end ``substitution``: the
+    absent user themselves, or a holder of ``change_substitution``."""
+    if not is_active_user(user):
+        return False
+    if manages_every_substitution(user):
+        return True
+    return substitution is None or substitution.user_id == user.pk
+
+
+def active_substitutions() -> QuerySet[Substitution]:
+    """The substitutions in force now: both users active, ``starts_at`` <= now < ``ends_at``."""
+    now = timezone.now()
+    return Substitution.objects.filter(
+        active_users_q("user"), active_users_q("substitute"), starts_at__lte=now, ends_at__gt=now
+    )
+
+
+def active_users_q(prefix: str = "") -> Q:
+    """Users (through ``prefix``) whose ``is_active`` is set; a custom user model without
+    the field has only active users (``AbstractBaseUser.is_active`` is a constant)."""
+    try:
+        get_user_model()._meta.get_field("is_active")
+    except FieldDoesNotExist:
+        return Q()
+    return Q(**{f"{prefix}__is_active" if prefix else "is_active": True})
+
+
+def absent_users(user: Any) -> list[Any]:
+    """The pks of the users ``user`` stands in for now (one query)."""
+    rows = active_substitutions().filter(substitute=user.pk)
+    return list(rows.values_list("user_id", flat=True).distinct())
+
+
+def task_holders(user: Any) -> dict[Any, set[str]]:
+    """Whose tasks ``user`` may take, each with their group names: ``user`` first, then
+    the users they stand in for now. One query (a user without substitutions gets only
+    their own row: the query that reads their group names anyway)."""
+    absent = active_substitutions().filter(substitute=user.pk).values("user_id")
+    rows = (
+        get_user_model()
+        ._default_manager.filter(Q(pk=user.pk) | Q(pk__in=absent))
+        .values_list("pk", "groups__name")
+    )
+    holders: dict[Any, set[str]] = {user.pk: set()}
+    for pk, name in rows:
+        names = holders.setdefault(pk, set())
+        if name is not None:
+            names.add(name)
+    return holders
+
+
+def _is_one_of(field: str, holders: dict[Any, set[str]]) -> Q:
+    pks = list(holders)
+    return Q(**{field: pks[0]}) if len(pks) == 1 else Q(**{f"{field}__in": pks})
+
+
+def _all_names(holders: dict[Any, set[str]]) -> list[str]:
+    return sorted(set().union(*holders.values()))
 
 
 def user_group_names(user: Any) -> list[str]:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import enum
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .conditions import Condition, compile_condition
+from .exceptions import ConditionError, DefinitionError
+
 if TYPE_CHECKING:
     from django import forms
 
     from .context import WorkflowContext
+
+#: How many completions end a step with ``assignees``: everyone, one, or a number.
+Completion = str | int
 
 
 class StepType(enum.StrEnum):
@@ -115,6 +122,13 @@ class BaseHumanStep(BaseStep):
     form_schema: dict[str, Any] | None = None
     candidate_groups: Sequence[str] = ()
     due_in: timedelta | None = None
+    #: Deadlines that act (all counted from when the task opens): a
+    #: ``HumanTaskReminder`` every ``remind_every`` while the task is open, and after
+    #: ``escalate_after`` the task moves to the groups ``escalate_to`` names (a list of
+    #: group names, or a callable taking the context and returning one), once.
+    remind_every: timedelta | None = None
+    escalate_after: timedelta | None = None
+    escalate_to: Sequence[str] | Callable[[WorkflowContext], Sequence[str]] | None = None
     #: Buttons: each label maps to values merged into the submitted data,
     #: e.g. ``{"Approve": {"approved": True}, "Reject": {"approved": False}}``.
     actions: Mapping[str, Mapping[str, Any]] = {}
@@ -137,6 +151,17 @@ class BaseHumanStep(BaseStep):
     #: not yet in the context (keys already there are protected, except those this
     #: step set itself at an earlier completion, as in a rework loop).
     fields: Sequence[str] | None = None
+    #: One task per assignee (N-of-M approvals): users (objects or pks; a task assigned
+    #: to each) and group names (a task for each group's members), or a callable taking
+    #: the context and returning such a list. None: one task (``candidate_groups``,
+    #: ``get_assignee``). See docs/howto/n-of-m-approvals.md.
+    assignees: Sequence[Any] | Callable[[WorkflowContext], Sequence[Any]] | None = None
+    #: With ``assignees``: the completions that end the step, ``"all"``, ``"any"`` or a
+    #: number N; the other tasks are then canceled ("completion reached").
+    completion: Completion = "all"
+    #: With ``assignees``: a condition on each completion's ``result`` (its data and
+    #: ``action``), e.g. ``"result.get('approved') == False"``, that ends the step at once.
+    veto: str | Callable[[Mapping[str, Any]], Any] | None = None
     #: The actions whose completion needs a comment (``["Reject"]``), or True for
     #: every completion: without one, the engine refuses it.
     comment_required: bool | Sequence[str] = ()
@@ -156,6 +181,12 @@ class BaseHumanStep(BaseStep):
         fields: Sequence[str] | None = None,
         summary: str | Callable[[WorkflowContext], str] | None = None,
         display_fields: Mapping[str, str] | Sequence[str] | None = None,
+        remind_every: timedelta | None = None,
+        escalate_after: timedelta | None = None,
+        escalate_to: Sequence[str] | Callable[[WorkflowContext], Sequence[str]] | None = None,
+        assignees: Sequence[Any] | Callable[[WorkflowContext], Sequence[Any]] | None = None,
+        completion: Completion | None = None,
+        veto: str | Callable[[Mapping[str, Any]], Any] | None = None,
         comment_required: bool | Sequence[str] | None = None,
     ) -> None:
         super().__init__(description)
@@ -171,10 +202,95 @@ class BaseHumanStep(BaseStep):
             ("fields", tuple(fields) if fields is not None else None),
             ("summary", summary),
             ("display_fields", display_fields),
+            ("remind_every", remind_every),
+            ("escalate_after", escalate_after),
+            ("escalate_to", escalate_to),
+            ("assignees", assignees),
+            ("completion", completion),
+            ("veto", veto),
             ("comment_required", comment_required),
         ):
             if value is not None:
                 setattr(self, name, value)
+        self.check_deadlines()
+        self.veto_condition = self._check_assignees()
+
+    def check_deadlines(self) -> None:
+        """Refuse deadlines that make no sense (``ValueError``); run again at registration,
+        for the values a subclass sets as class attributes."""
+        for name in ("due_in", "remind_every", "escalate_after"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, timedelta) or value <= timedelta(0)):
+                raise ValueError(f"{name} must be a positive timedelta, not {value!r}")
+        overridden = type(self).get_escalate_to is not BaseHumanStep.get_escalate_to
+        if (self.escalate_after is None) != (self.escalate_to is None and not overridden):
+            raise ValueError(
+                "escalate_after and escalate_to (or get_escalate_to()) go together: give "
+                "both or neither"
+            )
+        to = self.escalate_to
+        if to is not None and not callable(to) and not are_group_names(to):
+            raise ValueError(
+                f"escalate_to must be a non-empty list of group names, or a callable "
+                f"taking the context; not {to!r}"
+            )
+
+    def get_escalate_to(self, context: WorkflowContext) -> list[str]:
+        """The names of the groups the task moves to when it escalates (``escalate_to``, or
+        what it returns for the context); ``ValueError`` if that is no group names."""
+        # Unbound: a function set as a class attribute is not a method of the step.
+        to = inspect.getattr_static(self, "escalate_to")
+        names = to(context) if callable(to) else to
+        if not are_group_names(names):
+            raise ValueError(f"escalate_to gave {names!r}, not a non-empty list of group names")
+        return list(dict.fromkeys(names))
+
+    def _check_assignees(self) -> Condition | None:
+        """``assignees``, ``completion`` and ``veto`` checked, as declared (class
+        attributes too); the veto compiled once. A typo fails here, not in a running
+        instance. Returns the compiled veto."""
+        where = f"human step {type(self).__qualname__}"
+        completion = self.completion
+        if isinstance(completion, bool) or not (
+            completion in ("all", "any") or (isinstance(completion, int) and completion >= 1)
+        ):
+            raise DefinitionError(
+                f'{where}: completion must be "all", "any" or a number >= 1, not {completion!r}'
+            )
+        if self.assignees is None:
+            if self.veto is not None or completion != "all":
+                raise DefinitionError(f"{where}: completion and veto need assignees")
+            return None
+        if not callable(self.assignees):
+            if isinstance(self.assignees, str) or not isinstance(self.assignees, Sequence):
+                raise DefinitionError(
+                    f"{where}: assignees must be a list (users, group names) or a callable"
+                )
+            if not self.assignees:
+                raise DefinitionError(f"{where}: assignees is empty")
+            if isinstance(completion, int) and completion > len(self.assignees):
+                raise DefinitionError(
+                    f"{where}: completion={completion} but only {len(self.assignees)} assignees"
+                )
+        if self.veto is None:
+            return None
+        try:
+            return compile_condition(_unbound(self, self.veto), name="result")
+        except ConditionError as exc:
+            raise ConditionError(f"{where}: veto: {exc}") from None
+
+    def get_assignees(self, context: WorkflowContext) -> list[Any]:
+        """The assignees of this activation (``assignees``, the callable called), or []
+        for a step without them."""
+        if self.assignees is None:
+            return []
+        assignees = _unbound(self, self.assignees)
+        found = assignees(context) if callable(assignees) else assignees
+        if isinstance(found, str) or not isinstance(found, Sequence | set | frozenset):
+            raise TypeError(
+                f"assignees() must return a list of users and group names, not {found!r:.80}"
+            )
+        return list(found)
 
     def get_title(self, context: WorkflowContext) -> str:
         return self.title or self.description or context.step_name or type(self).__qualname__
@@ -247,11 +363,40 @@ class BaseHumanStep(BaseStep):
             **({"action_kinds": dict(self.action_kinds)} if self.action_kinds else {}),
             **({"fields": list(self.fields)} if self.fields is not None else {}),
             **(
+                {
+                    "completion": self.completion,
+                    "veto": _source(getattr(self, "veto_condition", None)),
+                }
+                if self.assignees is not None
+                else {}
+            ),
+            **(
                 {"comment_required": c if c is True else list(c)}
                 if (c := self.comment_required)
                 else {}
             ),
         }
+
+
+def are_group_names(names: Any) -> bool:
+    """``names`` is a non-empty list (or tuple) of group names."""
+    return (
+        isinstance(names, list | tuple)
+        and bool(names)
+        and all(isinstance(name, str) and 0 < len(name) <= 150 for name in names)
+    )
+
+
+def _unbound(step: BaseStep, value: Any) -> Any:
+    """A function given as a class attribute (``assignees = approvers``) is bound to the
+    step by Python: called with the context only, as when given to ``__init__``."""
+    if inspect.ismethod(value) and value.__self__ is step:
+        return value.__func__
+    return value
+
+
+def _source(condition: Condition | None) -> str | None:
+    return condition.source if condition is not None else None
 
 
 class _Blank(dict):

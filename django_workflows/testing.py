@@ -19,22 +19,31 @@ from typing import Any
 from django.db.models import F
 
 from .engine import BaseExecutionEngine, get_engine
-from .models import StepRun, StepRunStatus
+from .models import HumanTask, StepRun, StepRunStatus, TaskStatus
 
 
 def advance_time(
     delta: timedelta, engine: BaseExecutionEngine | None = None, *, instance: Any = None
 ) -> int:
-    """Move the workflows' clock ``delta`` forward, then sweep: every timer and backoff
-    retry due within ``delta`` from now is due now (their due times move back by
-    ``delta``; nothing else changes). ``instance`` limits it to one instance. Returns
-    how many runs the sweep handled."""
+    """Move the workflows' clock ``delta`` forward, then sweep: every timer, backoff
+    retry, task reminder and escalation due within ``delta`` from now is due now (their
+    due times, and open tasks' ``due_at``, move back by ``delta``; nothing else changes).
+    ``instance`` limits it to one instance. Returns how many runs and tasks the sweep
+    handled."""
     runs = StepRun.objects.filter(
         status__in=(StepRunStatus.SCHEDULED, StepRunStatus.QUEUED), due_at__isnull=False
     )
+    tasks = HumanTask.objects.filter(status=TaskStatus.OPEN)
     if instance is not None:
         runs = runs.filter(instance=instance)
+        tasks = tasks.filter(instance=instance)
     runs.update(due_at=F("due_at") - delta)
+    # F() - delta on a NULL stays NULL: a deadline the task has not moves nowhere.
+    tasks.update(
+        due_at=F("due_at") - delta,
+        remind_at=F("remind_at") - delta,
+        escalate_at=F("escalate_at") - delta,
+    )
     return (engine or get_engine()).run_due_timers()
 
 

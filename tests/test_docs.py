@@ -55,6 +55,7 @@ from django_workflows.models import (
     HumanTaskGroup,
     IdempotencyKey,
     StepRun,
+    Substitution,
     WorkflowEvent,
     WorkflowInstance,
 )
@@ -222,6 +223,12 @@ PAGE_NAMES = {
     "howto/timeouts.md": lambda engine: _names(rates_api=FakeRates()),
     "howto/monitor-events.md": lambda engine: _names(metrics=FakeMetrics()),
     "howto/testing.md": _testing_page,
+    "howto/deadlines-and-notifications.md": lambda engine: _names(chat=FakeChat()),
+    "howto/n-of-m-approvals.md": lambda engine: _names(
+        alice=UserFactory(username="alice"),
+        bob=UserFactory(username="bob"),
+        carol=UserFactory(username="carol"),
+    ),
     "howto/comments-and-bulk-approval.md": _comments_page,
 }
 # Pages about an optional backend: their blocks import its extra.
@@ -716,6 +723,46 @@ def test_howto_new_version_a_changed_graph_under_the_same_version_is_refused(eng
     assert engine.cancel_workflow(waiting.id).status == WorkflowStatus.CANCELED
 
 
+class FakeChat:
+    def __init__(self):
+        self.posts = []
+
+    def post(self, channel, text):
+        self.posts.append((channel, text))
+
+
+@pytest.mark.django_db(transaction=True)  # each transition's events delivered at its commit
+def test_howto_deadlines_and_notifications(settings, mailoutbox):
+    """The page's workflow reminds twice and escalates on day 3; the channel hears of
+    each, and with the page's settings the people are mailed."""
+    settings.DJANGO_WORKFLOWS = {
+        **settings.DJANGO_WORKFLOWS,
+        "NOTIFY_BY_EMAIL": True,
+        "SITE_URL": "https://intranet.example.com",
+    }
+    manager = UserFactory(groups=[GroupFactory(name="managers")])
+    director = UserFactory(groups=[GroupFactory(name="finance-directors")])
+    chat = FakeChat()
+    with isolated_engine(event_bus=InMemoryEventBus()), receivers_restored():
+        ns = run_page("howto/deadlines-and-notifications.md", chat=chat)
+    task = ns["task"]
+    link = f"https://intranet.example.com/workflows/tasks/{task.pk}/"  # the app's page, routed
+    assert chat.posts == [
+        ("#approvals", f"Reminder 1: Approve the expense {link}"),
+        ("#approvals", f"Reminder 2: Approve the expense {link}"),
+        ("#approvals", f"Escalated to finance-directors: Approve the expense {link}"),
+    ]
+    assert [(m.to, m.subject) for m in mailoutbox] == [
+        ([manager.email], "New task: Approve the expense (Ann: 120 EUR)"),
+        ([manager.email], "Reminder: Approve the expense (Ann: 120 EUR)"),
+        ([manager.email], "Reminder: Approve the expense (Ann: 120 EUR)"),
+        ([director.email], "Escalated to you: Approve the expense (Ann: 120 EUR)"),
+    ]
+    step = ns["ApproveByDepartment"]()
+    context = types.SimpleNamespace(get=lambda key, default=None: "sales")
+    assert step.get_escalate_to(context) == ["sales-heads"]
+
+
 class FakeMetrics:
     def __init__(self):
         self.counts = {}
@@ -903,6 +950,8 @@ def test_checks_page_lists_every_check_id():
     assert ids == {
         "django_workflows.E001",
         "django_workflows.E002",
+        "django_workflows.E003",
+        "django_workflows.W001",
         "django_workflows.W101",
         "django_workflows.W102",
     }
@@ -953,6 +1002,7 @@ def test_models_page_lists_every_field():
         HumanTaskGroup,
         WorkflowEvent,
         IdempotencyKey,
+        Substitution,
         Comment,
     ):
         assert f"## `{model.__name__}`" in text

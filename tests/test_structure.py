@@ -16,8 +16,10 @@ ENGINE_LAYERS = [
     {"base"},  # the public API: delegates to the modules below
     {"bulk"},  # completes many tasks, one at a time
     {"human"},  # completes tasks, reads instances
-    {"instances", "comments"},
+    {"nofm", "comments"},  # N-of-M human steps; comments
+    {"instances"},
     {"runs", "sweep"},
+    {"deadlines"},  # reminders and escalations of human tasks, fired by the sweep
     {"chained"},
     {"transition"},
     {"routing", "leases", "users", "protocol", "sql"},

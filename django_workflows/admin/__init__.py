@@ -4,12 +4,25 @@
   the history and the open tasks; cancel and retry (``change_workflowinstance``).
 - Human tasks: the list, "My tasks" (the inbox), a page to complete a task with its form.
 - Definitions: the stored versions with their graph and their instances by status.
+- "My tasks (N)": a row of the admin index, the app index and the navigation sidebar
+  that leads to the inbox, with the count of the user's open tasks.
+- Substitutions: out-of-office substitutes, each user's own (``change_substitution``:
+  everyone's).
 
-Every page is read-only: state changes go through the engine (``get_engine()``).
+Every workflow page is read-only: state changes go through the engine (``get_engine()``).
+Substitutions are a user's settings, edited with a form validated by the model.
 """
 
 from .definitions import DefinitionVersionAdmin
 from .instances import WorkflowInstanceAdmin
+from .mytasks import MyTaskAdmin
+from .substitutes import SubstitutionAdmin
 from .tasks import HumanTaskAdmin
 
-__all__ = ["DefinitionVersionAdmin", "HumanTaskAdmin", "WorkflowInstanceAdmin"]
+__all__ = [
+    "DefinitionVersionAdmin",
+    "HumanTaskAdmin",
+    "MyTaskAdmin",
+    "SubstitutionAdmin",
+    "WorkflowInstanceAdmin",
+]

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy
 
 from ..models import DefinitionVersion, WorkflowStatus
 from ._common import badge
+from .columns import short_datetime
 from .diagram import render_svg
 
 
@@ -29,14 +30,14 @@ class DefinitionVersionAdmin(admin.ModelAdmin):
         "version",
         "instance_total",
         "instances_by_status",
-        "created_at",
+        "created_display",
         "graph_thumbnail",
     )
     list_display_links = ("name", "version")
     list_filter = ("name",)
     search_fields = ("name",)
     ordering = ("name", "version")
-    sortable_by = ("name", "version", "instance_total", "created_at")
+    sortable_by = ("name", "version", "instance_total", "created_display")
     show_full_result_count = False
     fields = (
         "name",
@@ -94,6 +95,10 @@ class DefinitionVersionAdmin(admin.ModelAdmin):
             '<span class="dwf-counts">{}</span>',
             format_html_join(" ", '<a href="{}">{} {}</a>', parts),
         )
+
+    @admin.display(description=gettext_lazy("created"), ordering="created_at")
+    def created_display(self, obj: DefinitionVersion) -> SafeString:
+        return short_datetime(obj.created_at)
 
     @admin.display(description=gettext_lazy("graph"))
     def graph_thumbnail(self, obj: DefinitionVersion) -> SafeString:

@@ -18,7 +18,6 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
@@ -47,6 +46,7 @@ from ._common import (
     safe_next,
 )
 from .bulk import BulkCompleteMixin
+from .columns import TaskColumns, short_datetime
 
 __all__ = ["BoundedPaginator", "HumanTaskAdmin"]
 
@@ -61,18 +61,17 @@ ADMIN_URLS = {
 
 
 @admin.register(HumanTask)
-class HumanTaskAdmin(BulkCompleteMixin, admin.ModelAdmin):
+class HumanTaskAdmin(BulkCompleteMixin, TaskColumns, admin.ModelAdmin):
+    # Short cells (see columns.py): every column fits 1280 px with the nav sidebar open.
     list_display = (
         "title",
         "summary",
         "status_display",
-        "step_name",
         "instance_display",
-        "assignee",
-        "claimed_by",
+        "for_display",
         "due_display",
-        "created_at",
-        "completed_by",
+        "completed_by_display",
+        "result_short",
     )
     list_filter = (
         "status",
@@ -84,11 +83,12 @@ class HumanTaskAdmin(BulkCompleteMixin, admin.ModelAdmin):
     show_full_result_count = False
     search_fields = ("title",)
     ordering = ("-created_at",)
-    sortable_by = ("title", "status_display", "due_display", "created_at")
+    sortable_by = ("title", "status_display", "due_display")
     fields = (
         "title",
         "description",
         "status_display",
+        "close_reason",
         "instance_display",
         "step_name",
         "assignee",
@@ -97,6 +97,7 @@ class HumanTaskAdmin(BulkCompleteMixin, admin.ModelAdmin):
         "due_display",
         "created_at",
         "completed_by",
+        "completed_on_behalf_of",
         "completed_at",
         "result_display",
     )
@@ -138,7 +139,8 @@ class HumanTaskAdmin(BulkCompleteMixin, admin.ModelAdmin):
         )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HumanTask]:
-        return visible_tasks(request.user, self._all_rows(request))
+        rows = self._all_rows(request).prefetch_related("candidate_groups")  # the "for" column
+        return visible_tasks(request.user, rows)
 
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None
@@ -195,7 +197,7 @@ class HumanTaskAdmin(BulkCompleteMixin, admin.ModelAdmin):
     def due_display(self, obj: HumanTask) -> SafeString:
         if obj.due_at is None:
             return mark_safe("-")
-        due = timezone.localtime(obj.due_at).strftime("%Y-%m-%d %H:%M")
+        due = short_datetime(obj.due_at)
         if is_overdue(obj):
             return format_html(
                 '{} <span class="dwf-badge dwf-badge-overdue">{}</span>', due, _("overdue")

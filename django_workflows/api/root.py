@@ -24,6 +24,7 @@ ROOT_ENDPOINTS = (
     ("definitions", "definition-list"),
     ("instances", "instance-list"),
     ("tasks", "task-list"),
+    ("substitutes", "substitution-list"),
     ("schema", "schema"),
 )
 

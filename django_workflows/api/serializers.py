@@ -156,11 +156,24 @@ class TaskSerializer(serializers.ModelSerializer):
             "claimed_by",
             "due_at",
             "completed_by",
+            "completed_on_behalf_of",
             "completed_at",
             "result",
+            "slot",
+            "close_reason",
             "created_at",
         )
         read_only_fields = fields
+
+
+class CompletionSerializer(serializers.Serializer):
+    rule = serializers.JSONField(help_text='The step\'s `completion`: "all", "any" or a number.')
+    needed = serializers.IntegerField(help_text="The completions that decide the step.")
+    completed = serializers.IntegerField(help_text="Its tasks completed so far.")
+    open = serializers.IntegerField(help_text="Its tasks still open.")
+    canceled = serializers.IntegerField(
+        help_text="Its tasks canceled once the step was decided (see `close_reason`)."
+    )
 
 
 class DisplayFieldSerializer(serializers.Serializer):
@@ -201,6 +214,12 @@ class TaskDetailSerializer(TaskSerializer):
     can_complete = serializers.BooleanField(
         read_only=True, help_text="Whether you may complete (or claim) the task."
     )
+    completion = CompletionSerializer(
+        read_only=True,
+        allow_null=True,
+        help_text="For a step with `assignees` (one task each): how far the step is, e.g. 2 "
+        "of 3 needed answers in; null for a one-task step.",
+    )
 
     class Meta(TaskSerializer.Meta):
         fields = (
@@ -211,6 +230,7 @@ class TaskDetailSerializer(TaskSerializer):
             "action_schemas",
             "display",
             "can_complete",
+            "completion",
         )
         read_only_fields = fields
 

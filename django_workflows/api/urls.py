@@ -6,7 +6,7 @@ path("api/workflows/", include("django_workflows.api.urls")),
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import comments, root, views
+from . import comments, root, substitutes, views
 
 app_name = "django_workflows_api"
 
@@ -14,6 +14,7 @@ router = SimpleRouter()
 router.register("definitions", views.DefinitionViewSet, basename="definition")
 router.register("instances", views.InstanceViewSet, basename="instance")
 router.register("tasks", views.TaskViewSet, basename="task")
+router.register("substitutes", substitutes.SubstitutionViewSet, basename="substitution")
 
 urlpatterns = [
     path("", root.RootView.as_view(), name="root"),

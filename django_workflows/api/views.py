@@ -461,6 +461,7 @@ class TaskViewSet(
     def retrieve(self, request: Request, pk: str) -> Response:
         task = self.get_object()
         task.form_schema, task.actions, task.action_schemas, task.display = None, [], {}, []
+        task.completion = None
         try:
             definition = get_engine().registry.get_definition(
                 task.instance.definition.name, task.instance.definition.version
@@ -475,6 +476,8 @@ class TaskViewSet(
                 {"key": key, "label": label, "value": value}
                 for key, label, value in step.get_display(task.instance.context)
             ]
+            if step.assignees is not None:  # one task per assignee: how far the step is
+                task.completion = get_engine().task_progress(task.pk)
         task.can_complete = task.status == TaskStatus.OPEN and can_complete_task(task, request.user)
         return Response(TaskDetailSerializer(task).data)
 

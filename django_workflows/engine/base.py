@@ -20,7 +20,7 @@ from ..models import Comment, HumanTask, WorkflowInstance
 from ..registry import WorkflowRegistry
 from ..registry import registry as default_registry
 from ..steps import BaseMachineStep, RetryPolicy
-from . import bulk, comments, human, instances, runs, sweep
+from . import bulk, comments, human, instances, nofm, runs, sweep
 from .bulk import TaskCompletion
 from .runs import Outcome
 from .transition import ClaimedRun
@@ -222,6 +222,12 @@ class BaseExecutionEngine:
         claimer or hold ``reassign_any_task``. Records ``HumanTaskReassigned``."""
         return human.reassign_task(self, task_id, to, by=by, reason=reason)
 
+    def task_progress(self, task_id: Any) -> dict[str, Any] | None:
+        """For a task of a step with ``assignees`` (one task each): its step's ``rule``
+        (``completion``), the completions ``needed``, and its tasks ``completed``,
+        ``open`` and ``canceled``; None for a one-task step or an unregistered one."""
+        return nofm.progress(self, human.task_by_id(task_id))
+
     # -- the worker protocol -------------------------------------------------------
 
     def process_run(self, run_id: int) -> list[int]:
@@ -266,8 +272,9 @@ class BaseExecutionEngine:
     # -- the sweep -----------------------------------------------------------------
 
     def run_due_timers(self, limit: int = 500) -> int:
-        """The sweep: fire due timers, recover runs whose lease expired, send due retries
-        and runs queued for longer than ``STALE_QUEUED_SECONDS``. Returns the runs handled.
+        """The sweep: fire due timers and the due reminders and escalations of human
+        tasks, recover runs whose lease expired, send due retries and runs queued for
+        longer than ``STALE_QUEUED_SECONDS``. Returns the runs and tasks handled.
 
         ``qcluster`` runs it by itself; otherwise ``manage.py workflow_sweep``."""
         return sweep.sweep(self, limit)
@@ -309,6 +316,9 @@ class BaseExecutionEngine:
 
     async def areassign_task(self, *args: Any, **kwargs: Any) -> HumanTask:
         return await sync_to_async(self.reassign_task)(*args, **kwargs)
+
+    async def atask_progress(self, task_id: Any) -> dict[str, Any] | None:
+        return await sync_to_async(self.task_progress)(task_id)
 
     async def acancel_workflow(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
         return await sync_to_async(self.cancel_workflow)(*args, **kwargs)

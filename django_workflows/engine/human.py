@@ -26,9 +26,9 @@ from ..models import (
     TaskStatus,
     WorkflowInstance,
 )
-from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task
+from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task, on_behalf_of
 from ..steps import BaseHumanStep
-from . import comments, runs, transition
+from . import comments, nofm, runs, transition
 from .instances import get_instance
 from .protocol import Engine
 from .transition import Transition
@@ -69,7 +69,11 @@ def complete(
             if step_name not in tx.graph.steps:
                 raise StepNotFound(f"workflow {tx.graph} has no step {step_name!r}")
             tasks = tasks.filter(step_name=step_name)
-        task = tasks.filter(status=TaskStatus.OPEN).select_related("step_run").first()
+        open_tasks = tasks.filter(status=TaskStatus.OPEN).select_related("step_run")
+        if task_id is None and step_name is not None and nofm.applies(tx.graph.steps[step_name]):
+            task = nofm.pick(open_tasks, user)  # one task per assignee: the user's
+        else:
+            task = open_tasks.first()
         if task is None:
             what = f"task {task_id}" if task_id is not None else f"step {step_name!r}"
             raise TaskNotOpen(f"{what} of instance {tx.instance.pk} has no open human task")
@@ -77,8 +81,11 @@ def complete(
             raise StateConflict(
                 f"instance {tx.instance.pk} is {tx.instance.status}; retry it first"
             )
-        if check_permission and not can_complete_task(task, acting_user(user)):
+        actor = acting_user(user) if check_permission or user_pk is not None else None
+        if check_permission and not can_complete_task(task, actor):
             raise PermissionDenied(f"you may not complete task {task.pk} ({task.title})")
+        # Done by a substitute for an absent user: kept on the task and in the history.
+        for_pk = on_behalf_of(task, actor) if actor is not None else None
         step = tx.graph.steps[task.step_name]
         if not isinstance(step, BaseHumanStep):
             raise StateConflict(f"step {task.step_name!r} is no longer a human step")
@@ -98,12 +105,26 @@ def complete(
         step.complete(ctx, cleaned)
         changes = ctx.changes
         check_size({**tx.instance.context, **changes})  # refused: nothing changes
+        if nofm.applies(step):  # one of several tasks: see engine/nofm.py
+            nofm.complete(tx, task, step, changes, action, user_pk, for_pk)
+            if comment:
+                tx.events.append(comments.write(tx.instance, comment, user_pk, task=task)[1])
+            return
         now = timezone.now()
         task.status = TaskStatus.COMPLETED
         task.completed_by_id = user_pk
+        task.completed_on_behalf_of_id = for_pk
         task.completed_at = now
         task.result = changes
-        task.save(update_fields=["status", "completed_by", "completed_at", "result"])
+        task.save(
+            update_fields=[
+                "status",
+                "completed_by",
+                "completed_on_behalf_of",
+                "completed_at",
+                "result",
+            ]
+        )
         StepRun.objects.filter(pk=task.step_run_id).update(
             status=StepRunStatus.COMPLETED, changes=changes, finished_at=now
         )
@@ -113,6 +134,7 @@ def complete(
             task_id=task.pk,
             user_id=user_pk,
             data=changes,
+            on_behalf_of_user_id=for_pk,
         )
         if comment:  # in the completion's transaction: refused, it leaves no comment
             tx.events.append(comments.write(tx.instance, comment, user_pk, task=task)[1])

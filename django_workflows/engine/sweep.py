@@ -1,10 +1,10 @@
 """The sweep: everything that happens because time passed, in one ``sweep()``.
 
-It fires due timers, recovers runs whose lease expired (their worker died: a crash,
-re-run up to ``CRASH_LIMIT`` times), and sends due retries and runs queued too long
-(a lost message). Each run is handled in its own transition; one that fails is logged
-and the sweep goes on. ``qcluster`` runs it by itself (``sweeper``); otherwise
-``manage.py workflow_sweep``.
+It fires due timers and the deadlines of human tasks (``deadlines``), recovers runs
+whose lease expired (their worker died: a crash, re-run up to ``CRASH_LIMIT`` times),
+and sends due retries and runs queued too long (a lost message). Each run (and task)
+is handled in its own transition; one that fails is logged and the sweep goes on.
+``qcluster`` runs it by itself (``sweeper``); otherwise ``manage.py workflow_sweep``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from django.db.models.functions import Now
 
 from ..conf import workflow_settings
 from ..models import ACTIVE_INSTANCE_STATUSES, StepRun, StepRunStatus, WorkflowStatus
-from . import transition
+from . import deadlines, transition
 from .leases import fenced
 from .protocol import Engine
 from .transition import Transition
@@ -28,11 +28,12 @@ logger = logging.getLogger("django_workflows.engine")
 
 
 def sweep(engine: Engine, limit: int = 500) -> int:
-    """The sweep: fire due timers, recover runs whose lease expired, send due retries
-    and runs queued for longer than ``STALE_QUEUED_SECONDS``.
+    """The sweep: fire due timers and the due reminders and escalations of human tasks,
+    recover runs whose lease expired, send due retries and runs queued for longer than
+    ``STALE_QUEUED_SECONDS``.
 
     ``qcluster`` runs it by itself; otherwise ``manage.py workflow_sweep`` (cron,
-    a loop, tests). Returns how many runs it handled.
+    a loop, tests). Returns how many runs and tasks it handled.
     """
     handled = 0
     due_timers = StepRun.objects.filter(
@@ -46,6 +47,7 @@ def sweep(engine: Engine, limit: int = 500) -> int:
             handled += 1
         except Exception:
             logger.exception("firing timer run %s failed", run_id)
+    handled += deadlines.sweep(engine, limit)  # human tasks' reminders and escalations
     handled += recover_expired_leases(engine, limit)
     # Due retries, and runs committed but never sent (a lost message, a crash after
     # commit): sending one twice is harmless, the claim takes it once.

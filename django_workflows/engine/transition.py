@@ -52,7 +52,7 @@ from . import routing
 from .leases import fenced, lost_lease, new_lease
 from .protocol import Engine
 from .sql import concrete_field, fastpath, lock
-from .users import assignee_pk
+from .users import assignee_pk, seats
 
 logger = logging.getLogger("django_workflows.engine")
 
@@ -188,19 +188,37 @@ class Transition:
         self.instance.current_steps.append(step_name)
 
     def _plan_task(self, run: StepRun, step: BaseHumanStep) -> None:
+        """One task; with ``assignees``, one per assignee (its ``slot``)."""
         ctx = self.context(run.step_name)
-        task = HumanTask(
-            instance=self.instance,
-            step_name=run.step_name,
-            title=step.get_title(ctx)[:300],
-            summary=step.get_summary(ctx)[:300],
-            description=step.description,
-            assignee_id=assignee_pk(run.step_name, step.get_assignee(ctx)),
-            due_at=timezone.now() + step.due_in if step.due_in else None,
-        )
-        # The event gets its task id once the task is inserted (close()).
-        self.event(ev.HumanTaskCreated, step_name=run.step_name, task_id=0, title=task.title)
-        self.new_tasks.append((run, task, len(self.events) - 1, tuple(step.candidate_groups)))
+        to: list[tuple[Any, Sequence[str]]]
+        if step.assignees is None:
+            to = [(assignee_pk(run.step_name, step.get_assignee(ctx)), step.candidate_groups)]
+        else:
+            to = seats(run.step_name, step.get_assignees(ctx))
+            if isinstance(step.completion, int) and step.completion > len(to):
+                raise ValueError(
+                    f"human step {run.step_name!r}: completion={step.completion} but only "
+                    f"{len(to)} assignees"
+                )
+        title, summary = step.get_title(ctx)[:300], step.get_summary(ctx)[:300]
+        due_at = timezone.now() + step.due_in if step.due_in else None
+        for slot, (user, groups) in enumerate(to):
+            task = HumanTask(
+                instance=self.instance,
+                step_name=run.step_name,
+                slot=slot,
+                title=title,
+                summary=summary,
+                description=step.description,
+                assignee_id=user,
+                due_at=due_at,
+                # Deadlines that act, on the database clock like timers (engine.deadlines).
+                remind_at=Now() + step.remind_every if step.remind_every else None,
+                escalate_at=Now() + step.escalate_after if step.escalate_after else None,
+            )
+            # The event gets its task id once the task is inserted (close()).
+            self.event(ev.HumanTaskCreated, step_name=run.step_name, task_id=0, title=task.title)
+            self.new_tasks.append((run, task, len(self.events) - 1, tuple(groups)))
 
     def route(self, step_name: str) -> None:
         """Send a token down every outgoing edge of a finished step: live if taken, else dead."""

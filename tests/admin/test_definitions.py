@@ -101,14 +101,3 @@ def test_view_permission_is_enough_to_see_definitions(client, accountant, start)
     client.force_login(accountant)
 
     assert client.get(CHANGELIST).status_code == 200
-
-
-def test_the_app_index_links_my_tasks(client, approver):
-    client.force_login(approver)
-
-    response = client.get(reverse("admin:app_list", args=["django_workflows"]))
-
-    assert response.status_code == 200
-    assert (
-        f'href="{reverse("admin:django_workflows_humantask_inbox")}"' in response.content.decode()
-    )

@@ -1,13 +1,17 @@
 """One permission rule: what the API allows by model permission, not by staff status,
 and the admin and the API giving the same answers for every kind of user."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from django_workflows import BaseHumanStep, Edge, WorkflowDefinition, WorkflowStatus
 from django_workflows.models import WorkflowInstance
+from django_workflows.substitutes import add_substitute
 
 from .. import workflows
 from ..factories import GroupFactory, StaffFactory, UserFactory
@@ -128,6 +132,8 @@ TABLE = [
     ("superuser", True, True, True),
     ("starter", True, True, False),
     ("task holder", True, False, True),
+    ("substitute", True, False, True),  # of a task holder, now
+    ("past substitute", False, False, False),  # of a task holder, last week
 ]
 
 
@@ -146,6 +152,14 @@ def make_user(who, starter, managers):
         starter.is_staff = True  # to enter the admin at all
         starter.save(update_fields=["is_staff"])
         return starter
+    if who in ("substitute", "past substitute"):
+        holder, deputy = StaffFactory(groups=[managers]), StaffFactory()
+        days = 0 if who == "substitute" else -7
+        now = timezone.now()
+        add_substitute(
+            holder, deputy, now + timedelta(days=days - 1), now + timedelta(days=days + 1)
+        )
+        return deputy
     return StaffFactory(groups=[managers])  # a member of the task's candidate group
 
 

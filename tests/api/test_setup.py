@@ -96,6 +96,7 @@ def test_the_root_lists_the_endpoints_with_absolute_urls(client_for, starter):
         "definitions": f"http://testserver{API}/definitions/",
         "instances": f"http://testserver{API}/instances/",
         "tasks": f"http://testserver{API}/tasks/",
+        "substitutes": f"http://testserver{API}/substitutes/",
         "schema": f"http://testserver{API}/schema/",
     }
 

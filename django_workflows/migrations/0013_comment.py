@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_workflows', '0008_reassign_any_task'),
+        ('django_workflows', '0012_substitutions'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
