@@ -18,7 +18,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py setup_demo
-	@echo "Open http://127.0.0.1:8000/admin/ and log in as demo / demo"
+	@echo "Open http://127.0.0.1:8000/admin/ and log in as demo / demo (the inbox of ann and bob: http://127.0.0.1:8000/workflows/, password demo)"
 	$(PY) manage.py runserver 127.0.0.1:8000
 
 test: $(STAMP)

@@ -152,19 +152,24 @@ def can_complete_task(task: HumanTask, user: Any, *, ignore_claim: bool = False)
 
 
 def on_behalf_of(task: HumanTask, user: Any) -> Any:
-    """The pk of the absent user for whom ``user`` completes ``task``: when only an
-    active substitution lets ``user`` complete it (their own claim aside: a substitute
-    who claimed the task still does it for the absent user). None otherwise."""
+    """The pk of the absent user for whom ``user`` completes ``task``: when the task is
+    not ``user``'s own by the task rule but an active substitution gives it to them
+    (their own claim aside: a substitute who claimed the task still does it for the
+    absent user). A substitute holding ``complete_any_task`` still completes the absent
+    user's task on their behalf. None otherwise."""
     mine = task.claimed_by_id is not None and task.claimed_by_id == getattr(user, "pk", None)
-    allowed, absent = _completion(task, user, mine)
+    allowed, absent = _completion(task, user, mine, powers=False)
     return absent if allowed else None
 
 
-def _completion(task: HumanTask, user: Any, ignore_claim: bool) -> tuple[bool, Any]:
-    """(may ``user`` complete ``task``, the absent user's pk if only as a substitute)."""
+def _completion(
+    task: HumanTask, user: Any, ignore_claim: bool, *, powers: bool = True
+) -> tuple[bool, Any]:
+    """(may ``user`` complete ``task``, the absent user's pk if only as a substitute);
+    ``powers=False`` leaves ``complete_any_task`` out, to tell whose task it is."""
     if not is_active_user(user):
         return False, None
-    if user.has_perm(COMPLETE_ANY_TASK):
+    if powers and user.has_perm(COMPLETE_ANY_TASK):
         return True, None
     owner = None
     if task.claimed_by_id is not None and not ignore_claim:

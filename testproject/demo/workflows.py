@@ -1,6 +1,9 @@
 """The demo's workflows, registered on the project registry by autodiscovery."""
 
+from datetime import timedelta
+
 from django import forms
+from django.contrib.auth import get_user_model
 
 from django_workflows import (
     BaseHumanStep,
@@ -32,8 +35,11 @@ class ManagerApproval(BaseHumanStep):
     description = "A manager approves or rejects the claim."
     form_class = ApprovalForm
     candidate_groups = ("managers",)
-    # The admin's task page shows one button per action.
+    summary = "{employee}: {amount} EUR"
+    display_fields = {"employee": "Employee", "amount": "Amount (EUR)"}
+    # The task page shows one button per action; Reject asks for confirmation.
     actions = {"Approve": {"approved": True}, "Reject": {"approved": False}}
+    action_kinds = {"Reject": "danger"}
 
 
 class PayExpense(BaseMachineStep):
@@ -116,5 +122,73 @@ order_fulfillment = WorkflowDefinition(
     ],
 )
 
+
+class CheckPurchase(BaseMachineStep):
+    description = "Check the purchase request."
+
+    def execute(self, context):
+        if not context.get("item") or not context.get("amount"):
+            raise ValueError("a purchase needs an item and an amount")
+        context.set("checked", True)
+
+
+def the_board(context):
+    """Ann, Bob and the demo user each get a task of their own."""
+    names = context.get("board", ["ann", "bob", "demo"])
+    users = get_user_model().objects.filter(username__in=names)
+    return list(users.order_by("username").values_list("pk", flat=True))
+
+
+class BoardApproval(BaseHumanStep):
+    title = "Approve the purchase"
+    description = "Two of the three board members approve; one rejection decides."
+    summary = "{item}: {amount} EUR ({requester})"
+    display_fields = {"item": "Item", "amount": "Amount (EUR)", "requester": "Requested by"}
+    actions = {"Approve": {"approved": True}, "Reject": {"approved": False}}
+    action_kinds = {"Reject": "danger"}
+    fields = ("comments",)
+    assignees = the_board
+    completion = 2
+    veto = "result.get('approved') == False"
+    # Due in two days, a reminder every day, and after three days the managers take over.
+    due_in = timedelta(days=2)
+    remind_every = timedelta(days=1)
+    escalate_after = timedelta(days=3)
+    escalate_to = ["managers"]
+
+
+class PlaceOrder(BaseMachineStep):
+    description = "Order the item."
+
+    def execute(self, context):
+        context.set("ordered", True)
+
+
+class DeclineOrder(BaseMachineStep):
+    description = "Tell the requester the board said no."
+
+    def execute(self, context):
+        context.set("ordered", False)
+
+
+purchase_approval = WorkflowDefinition(
+    name="purchase_approval",
+    version="1.0.0",
+    description="A purchase two of three board members approve, with a deadline that acts.",
+    initial_step="check",
+    steps={
+        "check": CheckPurchase(),
+        "board": BoardApproval(),
+        "order": PlaceOrder(),
+        "decline": DeclineOrder(),
+    },
+    edges=[
+        Edge("check", "board"),
+        Edge("board", "order", condition="context.get('approved') == True"),
+        Edge("board", "decline", condition="context.get('approved') != True"),
+    ],
+)
+
 registry.register_definition(expense_approval)
 registry.register_definition(order_fulfillment)
+registry.register_definition(purchase_approval)

@@ -1,23 +1,31 @@
+from datetime import timedelta
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
 from django_workflows.engine import get_engine
-from django_workflows.models import WorkflowInstance
+from django_workflows.models import Substitution, WorkflowInstance
+from django_workflows.substitutes import add_substitute
 
 
 class Command(BaseCommand):
-    help = "Create the demo user (demo / demo, a manager) and one instance of each demo workflow."
+    help = (
+        "Create the demo users (demo / demo, a manager; ann and bob / demo, board members "
+        "who are not staff; ann is away and demo stands in for her) and one instance of "
+        "each demo workflow."
+    )
 
     def handle(self, *args, **options) -> None:
         managers, _ = Group.objects.get_or_create(name="managers")
-        user, created = get_user_model().objects.get_or_create(
-            username="demo", defaults={"is_staff": True, "is_superuser": True}
-        )
-        if created:
-            user.set_password("demo")
-            user.save()
-        user.groups.add(managers)
+        demo = self.user("demo", is_staff=True, is_superuser=True, first_name="Dee")
+        demo.groups.add(managers)
+        ann = self.user("ann", first_name="Ann")
+        self.user("bob", first_name="Bob")
+        if not Substitution.objects.filter(user=ann, substitute=demo).exists():
+            now = timezone.now()
+            add_substitute(ann, demo, now, now + timedelta(days=14), reason="on holiday")
         if WorkflowInstance.objects.exists():
             self.stdout.write("demo instances exist already")
             return
@@ -25,6 +33,18 @@ class Command(BaseCommand):
         for name, data in (
             ("expense_approval", {"amount": 120, "employee": "Ada"}),
             ("order_fulfillment", {"order": "A-1001"}),
+            (
+                "purchase_approval",
+                {"item": "3D printer", "amount": 2400, "requester": "Ada"},
+            ),
         ):
-            instance = engine.start_workflow(name, initial_data=data, started_by=user)
+            instance = engine.start_workflow(name, initial_data=data, started_by=demo)
             self.stdout.write(f"{name}: {instance.pk} {instance.status}")
+
+    @staticmethod
+    def user(username: str, **fields):
+        user, created = get_user_model().objects.get_or_create(username=username, defaults=fields)
+        if created:
+            user.set_password("demo")
+            user.save()
+        return user
