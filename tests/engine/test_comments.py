@@ -292,3 +292,31 @@ async def test_async_twins(wf_registry, bus):
     [result] = await engine.acomplete_tasks([task.pk], manager, action="Approve")
     assert result.completed and await Comment.objects.filter(pk=comment.pk).aexists()
     await sync_to_async(connections.close_all)()
+
+
+def test_an_n_of_m_answer_keeps_its_comment_and_its_requirement(engine):
+    voters = [UserFactory(username=f"voter{i}") for i in range(2)]
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="vote",
+            version="1",
+            initial_step="vote",
+            steps={
+                "vote": BaseHumanStep(
+                    actions={"Yes": {"ok": True}, "No": {"ok": False}},
+                    assignees=[voter.pk for voter in voters],
+                    comment_required=["No"],
+                )
+            },
+        )
+    )
+    instance = engine.start_workflow("vote")
+    first, second = HumanTask.objects.filter(instance=instance).order_by("pk")
+    with pytest.raises(ValidationError, match="a comment is required to No"):
+        engine.complete_task(first.pk, first.assignee, action="No")
+    engine.complete_task(first.pk, first.assignee, action="No", comment="too early")
+    engine.complete_task(second.pk, second.assignee, action="Yes", comment="fine")
+    assert list(Comment.objects.order_by("pk").values_list("task_id", "text")) == [
+        (first.pk, "too early"),
+        (second.pk, "fine"),
+    ]
