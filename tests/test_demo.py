@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
 from django_workflows.engine import get_engine
@@ -57,3 +58,19 @@ def test_an_unanswered_purchase_goes_to_the_managers_after_three_days():
         assert task.assignee_id is None
         assert [g.name for g in task.candidate_groups.all()] == ["managers"]
     assert purchase.events.filter(type="HumanTaskEscalated").count() == 3
+
+
+def test_a_board_rejection_needs_a_comment_and_decides_at_once():
+    call_command("setup_demo")
+    _demo, _ann, bob = users()
+    purchase = WorkflowInstance.objects.get(definition__name="purchase_approval")
+    task = HumanTask.objects.get(instance=purchase, assignee=bob)
+    engine = get_engine()
+    with pytest.raises(ValidationError, match="comment is required"):
+        engine.complete_task(task.pk, bob, action="Reject", check_permission=True)
+    engine.complete_task(
+        task.pk, bob, action="Reject", check_permission=True, comment="Too expensive."
+    )
+    purchase = engine.get_instance(purchase.pk)
+    assert purchase.status == "completed" and purchase.context["ordered"] is False
+    assert purchase.comments.get().text == "Too expensive."

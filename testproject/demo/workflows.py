@@ -146,6 +146,7 @@ class BoardApproval(BaseHumanStep):
     display_fields = {"item": "Item", "amount": "Amount (EUR)", "requester": "Requested by"}
     actions = {"Approve": {"approved": True}, "Reject": {"approved": False}}
     action_kinds = {"Reject": "danger"}
+    comment_required = ["Reject"]  # say why
     fields = ("comments",)
     assignees = the_board
     completion = 2
