@@ -20,6 +20,7 @@ _EXPORTS = {
     "ExclusiveGateway": "steps",
     "ParallelGateway": "steps",
     "TimerStep": "steps",
+    "SubWorkflowStep": "steps",
     "StepType": "steps",
     "RetryPolicy": "steps",
     "WorkflowContext": "context",
@@ -116,5 +117,6 @@ if TYPE_CHECKING:  # pragma: no cover
         ParallelGateway,
         RetryPolicy,
         StepType,
+        SubWorkflowStep,
         TimerStep,
     )

@@ -19,9 +19,11 @@ ENGINE_LAYERS = [
     {"nofm", "comments"},  # N-of-M human steps; comments
     {"instances"},
     {"runs", "sweep"},
+    {"subflow_join"},  # sub-workflows joined and canceled in the parent's transitions
     {"deadlines"},  # reminders and escalations of human tasks, fired by the sweep
     {"chained"},
     {"transition"},
+    {"subflows"},  # sub-workflows started with the parent's transition
     {"routing", "leases", "users", "protocol", "sql"},
 ]
 

@@ -47,8 +47,8 @@ from ..models import (
     WorkflowStatus,
 )
 from ..registry import WorkflowRegistry
-from ..steps import BaseHumanStep, BaseMachineStep, StepType, TimerStep
-from . import routing
+from ..steps import BaseHumanStep, BaseMachineStep, StepType, SubWorkflowStep, TimerStep
+from . import routing, subflows
 from .leases import fenced, lost_lease, new_lease
 from .protocol import Engine
 from .sql import concrete_field, fastpath, lock
@@ -169,18 +169,20 @@ class Transition:
         elif isinstance(step, BaseHumanStep):
             run.status = StepRunStatus.WAITING
             self._plan_task(run, step)
+        elif isinstance(step, SubWorkflowStep) and subflows.plan(self, run, step):
+            pass  # waits for its children (created in close())
         elif isinstance(step, TimerStep):
             due_at = step.get_due_at(self.context(step_name))
             if due_at is not None and timezone.is_naive(due_at):
                 raise DefinitionError(f"timer {step_name!r} returned a naive datetime; use UTC")
             run.status = StepRunStatus.SCHEDULED
             run.due_at = due_at if due_at is not None else Now() + step.duration
-        else:  # a gateway routes at once
+        else:  # a gateway (or a sub-workflow step with nothing to wait for) routes at once
             run.status = StepRunStatus.COMPLETED
             run.started_at = run.finished_at = Now()
             self.new_runs.append(run)
             self.event(
-                ev.StepExecuted, step_name=step_name, step_type="gateway", status="completed"
+                ev.StepExecuted, step_name=step_name, step_type=run.step_type, status="completed"
             )
             self.route(step_name)
             return
@@ -318,7 +320,7 @@ class Transition:
         self.event(
             ev.StepExecuted,
             step_name=run.step_name,
-            step_type="machine",
+            step_type=run.step_type or "machine",
             status=status,
             attempt=run.attempt,
             error=error,
@@ -384,6 +386,7 @@ class Transition:
             )
         if self.new_tasks:
             self._write_tasks()
+        subflows.write(self)
         self._settle_status()
         instance.save(update_fields=list(fastpath.INSTANCE_FIELDS))
         WorkflowEvent.objects.bulk_create(
@@ -417,6 +420,7 @@ class Transition:
             WorkflowStatus.CANCELED,
         ):
             instance.finished_at = timezone.now()
+            subflows.notify_parent(self)
 
     def _close_fenced(self, fenced: tuple[StepRun, uuid.UUID, dict[str, Any]], last: bool) -> None:
         """The fast path's close: the run's fenced update, the new runs, the events and
