@@ -137,7 +137,8 @@ def get_instance(instance_id: Any) -> WorkflowInstance:
 def cancel(engine: Engine, instance_id: Any, reason: str = "") -> WorkflowInstance:
     """Cancel the instance, its open tasks, pending runs and unfinished children.
     Finished instances conflict."""
-    instance = subflow_join.cancel(engine, instance_id, reason)
+    instance, runnable = subflow_join.cancel(engine, instance_id, reason)
+    engine.dispatch(runnable)  # a canceled child: its parent's step fails
     return get_instance(instance.pk)
 
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.db.models import Exists, OuterRef
 from django.db.models.functions import Now
 
 from .. import events as ev
@@ -108,6 +109,22 @@ def join(
     return runnable, claimed
 
 
+def joinable(limit: int) -> list[int]:
+    """Waiting sub-workflow runs of live instances none of whose children still runs."""
+    running = WorkflowInstance.objects.filter(
+        parent_step_run=OuterRef("pk"), status__in=ACTIVE_INSTANCE_STATUSES
+    )
+    return list(
+        StepRun.objects.filter(
+            status=StepRunStatus.WAITING,
+            step_type=StepTypeChoices.SUBWORKFLOW,
+            instance__status__in=ACTIVE_INSTANCE_STATUSES,
+        )
+        .exclude(Exists(running))
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
 def _finished_events(tx: Transition, run: StepRun, children: list[WorkflowInstance]) -> None:
     for child in children:
         tx.event(
@@ -131,13 +148,14 @@ def _fail(tx: Transition, run: StepRun, children: list[WorkflowInstance], messag
     tx.attempt_ended(run, "failed", message)
 
 
-def cancel_children(tx: Transition, *, run: StepRun | None = None, reason: str = "") -> int:
-    """Cancel the unfinished children of ``tx.instance`` (of ``run`` only, if given),
-    each in a nested transition taken while the parent is locked (parent first).
-    Returns how many were canceled."""
-    children = WorkflowInstance.objects.filter(
-        parent=tx.instance, status__in=(*ACTIVE_INSTANCE_STATUSES, WorkflowStatus.FAILED)
-    )
+def cancel_children(
+    tx: Transition, *, run: StepRun | None = None, reason: str = "", failed: bool = False
+) -> int:
+    """Cancel the running children of ``tx.instance`` (of ``run`` only, if given; and the
+    failed ones with ``failed``), each in a nested transition taken while the parent is
+    locked (parent first). Returns how many were canceled."""
+    statuses = [*ACTIVE_INSTANCE_STATUSES, *([WorkflowStatus.FAILED] if failed else [])]
+    children = WorkflowInstance.objects.filter(parent=tx.instance, status__in=statuses)
     if run is not None:
         children = children.filter(parent_step_run=run)
     canceled = 0
@@ -157,7 +175,7 @@ def canceler(reason: str) -> Callable[[Transition], None]:
         instance = tx.instance
         if instance.status not in (*ACTIVE_INSTANCE_STATUSES, WorkflowStatus.FAILED):
             raise StateConflict(f"instance {instance.pk} is already {instance.status}")
-        cancel_children(tx, reason=f"parent {instance.pk} canceled")
+        cancel_children(tx, reason=f"parent {instance.pk} canceled", failed=True)
         StepRun.objects.filter(instance=instance, status__in=ACTIVE_RUN_STATUSES).update(
             status=StepRunStatus.CANCELED, lease_token=None, finished_at=Now()
         )
@@ -172,8 +190,13 @@ def canceler(reason: str) -> Callable[[Transition], None]:
     return body
 
 
-def cancel(engine: Engine, instance_id: Any, reason: str = "") -> WorkflowInstance:
-    """Cancel one instance and, first, its unfinished children (a transition each)."""
+def cancel(
+    engine: Engine, instance_id: Any, reason: str = ""
+) -> tuple[WorkflowInstance, list[int]]:
+    """Cancel one instance and, first, its unfinished children (a transition each).
+    Returns it and its parent's waiting run, if it is a child (to join: it failed)."""
     # Canceling needs no step code: it works even when the definition is gone or changed.
-    instance, _, _ = transition.run(engine, instance_id, canceler(reason), needs_definition=False)
-    return instance
+    instance, runnable, _ = transition.run(
+        engine, instance_id, canceler(reason), needs_definition=False
+    )
+    return instance, runnable
