@@ -34,6 +34,10 @@ from ..steps import SubWorkflowStep
 if TYPE_CHECKING:
     from .transition import Transition
 
+#: How deep sub-workflows may nest: a workflow that (indirectly) starts itself stops
+#: there, its step failed, instead of starting instances without end.
+MAX_DEPTH = 20
+
 #: The statuses an instance does not leave by itself (a failed one waits for a retry).
 FINISHED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELED)
 
@@ -63,6 +67,7 @@ def results_key(step_name: str, step: SubWorkflowStep) -> str:
 def plan(tx: Transition, run: StepRun, step: SubWorkflowStep) -> bool:
     """Plan the children of ``run`` (written by ``write``). Returns False when there is
     nothing to wait for (``for_each`` gave no item): the step is completed at once."""
+    _check_depth(tx.instance)
     ctx = tx.context(run.step_name)
     # Resolved now: an unknown workflow fails the parent's step, not the transaction.
     definition = tx.engine.registry.get_definition(step.workflow, step.version)
@@ -85,6 +90,17 @@ def plan(tx: Transition, run: StepRun, step: SubWorkflowStep) -> bool:
     run.started_at = Now()
     run._subflow = (definition, data)  # type: ignore[attr-defined]
     return True
+
+
+def _check_depth(instance: WorkflowInstance) -> None:
+    depth, parent = 0, instance.parent_id
+    while parent is not None:
+        depth += 1
+        if depth >= MAX_DEPTH:
+            raise DefinitionError(
+                f"sub-workflows nest {MAX_DEPTH} deep here: does a workflow start itself?"
+            )
+        parent = WorkflowInstance.objects.filter(pk=parent).values_list("parent_id").get()[0]
 
 
 def write(tx: Transition) -> None:

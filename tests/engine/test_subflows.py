@@ -320,3 +320,29 @@ def test_two_children_finishing_at_once_advance_the_parent_once(engine):
         assert StepRun.objects.filter(instance=parent, step_name="done").count() == 1
         assert len(events(parent, "SubWorkflowFinished")) == 2
         assert len(events(parent, "WorkflowCompleted")) == 1
+
+
+def test_a_workflow_that_starts_itself_stops_at_the_depth_limit(registry, engine, db):
+    from django_workflows.engine.subflows import MAX_DEPTH
+
+    registry.register_definition(
+        WorkflowDefinition(
+            name="forever",
+            version="1",
+            initial_step="again",
+            steps={"again": SubWorkflowStep("forever")},
+            edges=[],
+        )
+    )
+    top = engine.start_workflow("forever")
+    chain = [top]
+    while kids := children(chain[-1]):
+        chain.append(kids[0])
+    assert len(chain) == MAX_DEPTH + 1  # the top, and MAX_DEPTH levels below it
+    deepest = chain[-1]
+    assert deepest.status == WorkflowStatus.FAILED
+    assert "nest" in deepest.error
+    # The failure travels up: each parent's step fails in turn.
+    top.refresh_from_db()
+    assert top.status == WorkflowStatus.FAILED
+    assert all(WorkflowInstance.objects.get(pk=i.pk).status == WorkflowStatus.FAILED for i in chain)
