@@ -346,3 +346,25 @@ def test_a_workflow_that_starts_itself_stops_at_the_depth_limit(registry, engine
     top.refresh_from_db()
     assert top.status == WorkflowStatus.FAILED
     assert all(WorkflowInstance.objects.get(pk=i.pk).status == WorkflowStatus.FAILED for i in chain)
+
+
+def test_cancel_waiting_cancels_the_runs_children_only(engine, db):
+    from django_workflows.engine import transition
+
+    parent = engine.start_workflow("sub_approval", initial_data={"lines": ["x", "y"]})
+    run = StepRun.objects.get(instance=parent, step_name="approve_lines")
+    step = engine.registry.get_definition("sub_approval").steps["approve_lines"]
+    assert step.waits is True
+    counted = []
+
+    def body(tx):
+        counted.append(step.cancel_waiting(tx, run))
+
+    _, runnable, _ = transition.run(engine, parent.pk, body)
+
+    assert counted == [2]
+    assert [c.status for c in children(parent)] == ["canceled", "canceled"]
+    # The children's notices went nowhere: what becomes of the step is the caller's.
+    assert runnable == []
+    run.refresh_from_db()
+    assert run.status == "waiting"
