@@ -394,7 +394,7 @@ def test_canceling_the_parent_while_its_child_completes_never_deadlocks(engine):
                 connections.close_all()
 
         calls = [
-            lambda: engine.cancel_workflow(parent.pk, reason="withdrawn"),
+            lambda parent=parent: engine.cancel_workflow(parent.pk, reason="withdrawn"),
             lambda first=first: engine.complete_human_task(first.pk, "approve", None, {"ok": True}),
         ]
         threads = [threading.Thread(target=act, args=(c,)) for c in calls]
