@@ -100,7 +100,7 @@ class BulkCompleteMixin:
             "buttons": action_buttons(step if shared else None),
             "comment": request.POST.get("_comment", ""),
             "comment_hint": comment_hint(step if shared else None),
-            "media": form.media if form is not None else None,
+            "media": self.media + form.media if form is not None else self.media,  # type: ignore[attr-defined]
         }
         return TemplateResponse(request, f"{TEMPLATE_DIR}/humantask/bulk_complete.html", context)
 
