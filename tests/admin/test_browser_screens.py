@@ -163,6 +163,8 @@ def test_my_tasks_count_leads_to_the_inbox_and_two_orders_are_approved_at_once(
     expect(page.locator(".messagelist .success")).to_contain_text("2 tasks completed")
     expect(rows).to_have_count(1)
     expect(page.locator("#nav-sidebar .model-mytask")).to_contain_text("My tasks (1)")
+    page.goto("/admin/django_workflows/")  # the app's index page says it too
+    expect(page.locator("#content-main .model-mytask")).to_contain_text("My tasks (1)")
     done = HumanTask.objects.filter(status=TaskStatus.COMPLETED)
     assert sorted(done.values_list("pk", flat=True)) == sorted(t.pk for t in orders[1:])
     assert {t.result["approved"] for t in done} == {True}
