@@ -8,6 +8,7 @@ substitutes and the history's "on behalf of", comments, an N-of-M step.
 """
 
 import os
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -39,6 +40,7 @@ def purchase_order() -> WorkflowDefinition:
                 actions={"Approve": {"approved": True}, "Reject": {"approved": False}},
                 action_kinds={"Reject": "danger"},
                 comment_required=("Reject",),
+                due_in=timedelta(days=3),
                 summary="{requester}: {item}, {amount} EUR",
                 display_fields={
                     "requester": "Requested by",
@@ -87,6 +89,8 @@ def orders(admin_engine):
             business_key=key,
         )
         tasks.append(HumanTask.objects.get(instance=instance))
+    # Ada's order has waited too long: its due date passed yesterday.
+    HumanTask.objects.filter(pk=tasks[0].pk).update(due_at=timezone.now() - timedelta(days=1))
     return tasks
 
 
@@ -139,6 +143,10 @@ def test_my_tasks_count_leads_to_the_inbox_and_two_orders_are_approved_at_once(
         "Ada Lovelace: Standing desk, 640 EUR"
     )
     expect(page.locator(f'tr[data-task="{orders[1].pk}"]')).to_contain_text("PO-2026-0142")
+    late = page.locator("tr.dwf-overdue")  # the overdue order is marked, and first
+    expect(late).to_have_count(1)
+    expect(late.locator(".dwf-badge-overdue")).to_have_text("overdue")
+    expect(rows.first).to_have_attribute("data-task", str(orders[0].pk))
     # The sidebar says the same, and marks where the user is.
     expect(page.locator("#nav-sidebar .model-mytask")).to_contain_text("My tasks (3)")
     for task in orders[1:]:
@@ -267,9 +275,7 @@ def test_a_substitute_approves_for_an_absent_manager_and_the_history_says_so(
     page.goto("/admin/django_workflows/substitution/add/")
     expect(page.locator("input[name=user]")).to_have_count(0)  # the absent user: herself
     page.fill("input[name=substitute]", "tom")
-    page.fill(
-        "input[name=ends_at_0]", (timezone.localdate() + timezone.timedelta(days=14)).isoformat()
-    )
+    page.fill("input[name=ends_at_0]", (timezone.localdate() + timedelta(days=14)).isoformat())
     page.fill("input[name=ends_at_1]", "18:00:00")
     page.fill("input[name=reason]", "Holiday in Lisbon")
     shoot(page, "admin-substitution-add.png")
