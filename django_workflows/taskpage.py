@@ -153,6 +153,14 @@ def inbox_page(user: Any, asked: Any, per_page: int = INBOX_PAGE_SIZE) -> Page:
 BUTTON_CLASSES = {"primary": "button default", "danger": "button dwf-danger", "default": "button"}
 
 
+def action_buttons(step: BaseHumanStep | None) -> list[dict[str, str]]:
+    """The step's action buttons, styled by their kind (a "danger" one asks to confirm)."""
+    return [
+        {"label": label, "kind": kind, "css": BUTTON_CLASSES.get(kind, "button")}
+        for label, kind in (step.get_action_kinds() if step is not None else [])
+    ]
+
+
 @dataclass
 class Outcome:
     """What a request on a task came to.
@@ -214,10 +222,7 @@ def page_context(
         "problem": problem,
         "form": form,
         "errors": completing.errors if completing else [],
-        "buttons": [
-            {"label": label, "kind": kind, "css": BUTTON_CLASSES.get(kind, "button")}
-            for label, kind in (step.get_action_kinds() if step is not None else [])
-        ],
+        "buttons": action_buttons(step),
         "can_complete": allowed and task_open and step is not None,
         "may_complete": allowed,
         "overdue": is_overdue(task),
