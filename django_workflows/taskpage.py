@@ -44,6 +44,7 @@ from .permissions import (
     completable_tasks,
 )
 from .steps import BaseHumanStep
+from .taskcomments import comments_context
 
 INBOX_PAGE_SIZE = 50
 
@@ -239,6 +240,7 @@ def page_context(
         "next": safe_next(request, ""),
         "comment": request.POST.get("_comment", ""),
         "comment_hint": comment_hint(step),
+        **comments_context(user, task),
     }
 
 
