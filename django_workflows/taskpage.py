@@ -470,6 +470,12 @@ class ReassignForm(forms.Form):
 
 def reassign(request: HttpRequest, task: HumanTask) -> Outcome:
     """Hand ``task`` to the user or groups of the posted ``ReassignForm``."""
+    # Refused before the form is read: the page shows the form's errors only to who
+    # may reassign, so a refused user with bad input would see nothing happen.
+    if task.status != TaskStatus.OPEN:
+        return _stale(task)
+    if not can_reassign_task(task, request.user):
+        return _refusal(PermissionDenied(f"you may not reassign task {task.pk} ({task.title})"))
     form = ReassignForm(data=request.POST)
     if not form.is_valid():
         return Outcome("invalid", form=form)

@@ -339,3 +339,23 @@ def test_the_task_page_stores_a_comment_and_the_inbox_has_no_bulk_selection(
     comment = task.comments.get()
     assert (comment.author, comment.text) == (employee, "Team offsite that week")
     assert HumanTask.objects.get(pk=task.pk).status == TaskStatus.COMPLETED
+
+
+def test_a_refused_reassignment_is_a_403_whatever_the_input(client, leave, employee):
+    """The form's errors are shown only to who may reassign: bad input from anyone else
+    re-rendered the page with no word of what happened."""
+    task = leave()
+    client.force_login(employee)  # a candidate, neither assignee nor claimer
+    url = reverse("django_workflows:reassign", args=[task.pk])
+    for data in ({"username": "x" * 500}, {"username": "erin\x00"}, {}):
+        assert client.post(url, data).status_code == 403
+    assert HumanTask.objects.get(pk=task.pk).assignee is None
+
+
+def test_reassigning_a_closed_task_says_so(client, leave, employee, admin_engine):
+    task = leave()
+    admin_engine.complete_task(task.pk, employee, {}, action="Approve")
+    client.force_login(employee)
+    url = reverse("django_workflows:reassign", args=[task.pk])
+    response = client.post(url, {"username": "x" * 500}, follow=True)
+    assert "already completed by erin; nothing was changed" in response.content.decode()
