@@ -14,6 +14,8 @@ from ._common import compact_json
 
 #: Payload keys naming a user: ``user_id``, ``from_user_id``, ``on_behalf_of_user_id``...
 USER_KEY_SUFFIX = "user_id"
+#: User keys whose None says nothing (no substitute stood in): not shown.
+OMITTED_WHEN_NONE = frozenset({"on_behalf_of_user_id"})
 
 
 def _user_ids(payload: Any) -> dict[str, Any]:
@@ -71,7 +73,12 @@ def annotate_history(events: Sequence[WorkflowEvent]) -> None:
     for event in events:
         payload = event.payload
         users = _user_ids(payload)
-        event.payload_users = [(_label(key), *names[str(value)]) for key, value in users.items()]
+        # "on behalf of: -" on every completion nobody stood in for is noise: left out.
+        event.payload_users = [
+            (_label(key), *names[str(value)])
+            for key, value in users.items()
+            if value is not None or key not in OMITTED_WHEN_NONE
+        ]
         if isinstance(payload, dict):
             payload = {key: value for key, value in payload.items() if key not in users}
         event.payload_text = compact_json(payload) if payload else ""

@@ -106,3 +106,16 @@ def test_the_task_page_shows_names(admin_client, admin_engine, waiting, approver
 
     assert "<dd>approver</dd>" in html
     assert HumanTask.objects.get(pk=task.pk).claimed_by == approver
+
+
+def test_no_substitute_is_not_shown_as_on_behalf_of_a_dash():
+    """Every completion said "user: ann on behalf of user: -" when nobody stood in."""
+    events = [
+        WorkflowEvent(
+            type="HumanTaskCompleted",
+            payload={"user_id": None, "on_behalf_of_user_id": None, "task_id": 3},
+        ),
+    ]
+    annotate_history(events)
+    assert events[0].payload_users == [("user", "-", "")]
+    assert events[0].payload_text == '{"task_id": 3}'
