@@ -44,6 +44,7 @@ from .permissions import (
     completable_tasks,
 )
 from .steps import BaseHumanStep
+from .taskcomments import comments_context
 
 INBOX_PAGE_SIZE = 50
 
@@ -153,6 +154,14 @@ def inbox_page(user: Any, asked: Any, per_page: int = INBOX_PAGE_SIZE) -> Page:
 BUTTON_CLASSES = {"primary": "button default", "danger": "button dwf-danger", "default": "button"}
 
 
+def action_buttons(step: BaseHumanStep | None) -> list[dict[str, str]]:
+    """The step's action buttons, styled by their kind (a "danger" one asks to confirm)."""
+    return [
+        {"label": label, "kind": kind, "css": BUTTON_CLASSES.get(kind, "button")}
+        for label, kind in (step.get_action_kinds() if step is not None else [])
+    ]
+
+
 @dataclass
 class Outcome:
     """What a request on a task came to.
@@ -231,15 +240,8 @@ def page_context(
         "next": safe_next(request, ""),
         "comment": request.POST.get("_comment", ""),
         "comment_hint": comment_hint(step),
+        **comments_context(user, task),
     }
-
-
-def action_buttons(step: BaseHumanStep | None) -> list[dict[str, str]]:
-    """The step's action buttons, styled by kind (``includes/action_buttons.html``)."""
-    return [
-        {"label": label, "kind": kind, "css": BUTTON_CLASSES.get(kind, "button")}
-        for label, kind in (step.get_action_kinds() if step is not None else [])
-    ]
 
 
 def comment_hint(step: BaseHumanStep | None) -> str:
@@ -468,6 +470,12 @@ class ReassignForm(forms.Form):
 
 def reassign(request: HttpRequest, task: HumanTask) -> Outcome:
     """Hand ``task`` to the user or groups of the posted ``ReassignForm``."""
+    # Refused before the form is read: the page shows the form's errors only to who
+    # may reassign, so a refused user with bad input would see nothing happen.
+    if task.status != TaskStatus.OPEN:
+        return _stale(task)
+    if not can_reassign_task(task, request.user):
+        return _refusal(PermissionDenied(f"you may not reassign task {task.pk} ({task.title})"))
     form = ReassignForm(data=request.POST)
     if not form.is_valid():
         return Outcome("invalid", form=form)

@@ -17,4 +17,5 @@ urlpatterns = [
     path("tasks/<int:pk>/claim/", views.claim, name="claim"),
     path("tasks/<int:pk>/unclaim/", views.unclaim, name="unclaim"),
     path("tasks/<int:pk>/reassign/", views.reassign, name="reassign"),
+    path("tasks/<int:pk>/comment/", views.comment, name="comment"),
 ]

@@ -13,14 +13,14 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from . import taskpage
+from . import taskcomments, taskpage
 from .models import HumanTask
 from .permissions import can_complete_task, can_reassign_task, can_view_task
 from .steps import BaseHumanStep
@@ -32,6 +32,7 @@ APP_URLS = {
     "claim": "django_workflows:claim",
     "unclaim": "django_workflows:unclaim",
     "reassign": "django_workflows:reassign",
+    "comment": "django_workflows:comment",
 }
 
 
@@ -99,6 +100,15 @@ def reassign(request: HttpRequest, pk: int) -> HttpResponse:
         return _respond(request, task.pk, outcome, done=_task_url(task.pk))
     step, problem = taskpage.task_step(task)
     return _task_page(request, task, step, problem, None, outcome)
+
+
+@require_POST
+@login_required
+def comment(request: HttpRequest, pk: int) -> HttpResponse:
+    """Add a comment to the task (and so to its instance); back to its comments."""
+    task = _visible_task(request, pk)
+    taskcomments.add_comment(request, task)
+    return HttpResponseRedirect(_task_url(task.pk) + "#dwf-comments")
 
 
 @require_POST

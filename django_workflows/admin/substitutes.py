@@ -92,13 +92,15 @@ class SubstitutionAdmin(admin.ModelAdmin):
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         return {"starts_at": timezone.now(), **super().get_changeform_initial_data(request)}
 
-    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        # Here rather than in formfield_for_foreignkey: the admin would wrap the box in its
+        # add/change/view user icons, whose popup writes a user's id into a username box.
         if db_field.name in ("user", "substitute"):
             return user_by_name_field(
                 label=db_field.verbose_name.capitalize(),
                 help_text=gettext_lazy("Their username. %(help)s") % {"help": db_field.help_text},
             )
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
         form = super().get_form(request, obj, change, **kwargs)

@@ -33,7 +33,8 @@ def test_a_manager_rejects_two_tasks_at_once_with_a_comment(
 
     expect(page.locator("#dwf-bulk-tasks tbody tr")).to_have_count(2)
     expect(page.locator("label[for=dwf-comment]")).to_contain_text("required to Reject")
-    page.on("dialog", lambda dialog: dialog.accept())  # Reject asks first
+    asked = []  # Reject is a "danger" action: the browser asks before sending
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.get_by_role("button", name="Reject").click()  # no comment: refused, nothing done
     expect(page.locator(".errorlist")).to_contain_text("a comment is required to Reject")
     assert not HumanTask.objects.filter(status=TaskStatus.COMPLETED).exists()
@@ -41,6 +42,7 @@ def test_a_manager_rejects_two_tasks_at_once_with_a_comment(
     page.fill("#dwf-comment", "Not in this budget")
     page.get_by_role("button", name="Reject").click()
     expect(page.locator(".messagelist .success")).to_contain_text("2 tasks completed")
+    assert asked == ["Reject: are you sure?"] * 2
     expect(page.locator("tr.dwf-task")).to_have_count(1)
     assert sorted(
         HumanTask.objects.filter(status=TaskStatus.COMPLETED).values_list("pk", flat=True)

@@ -1,6 +1,8 @@
 """Comments in the admin (the task page's comment, the instance page's list and form)
 and bulk approval from "My tasks"."""
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -162,3 +164,24 @@ def test_the_bulk_page_of_a_step_without_a_form_shows_no_stray_text(client, admi
     text = page.content.decode()
     assert "None" not in text.split("<body", 1)[0]
     assert 'name="_complete"' in text
+
+
+def test_the_bulk_page_styles_its_buttons_and_renders_no_stray_none(client, approver, start):
+    """A step without a form put ``None`` in <head>, shown as text atop the page; the
+    buttons ignored ``action_kinds``, so a bulk Reject went without "are you sure?"."""
+    approvals = [
+        HumanTask.objects.get(instance=start("approval", amount=n), step_name="approve").pk
+        for n in (1, 2)
+    ]
+    checks = [HumanTask.objects.get(instance=start("check"), step_name="check").pk for _ in "ab"]
+    approver.is_superuser = True  # the check tasks are for superusers only
+    approver.save()
+    client.force_login(approver)
+    for ids in (approvals, checks):
+        page = client.get(BULK, {"task": ids})
+        head = page.content.decode().split("</head>")[0]
+        assert page.status_code == 200 and "None" not in re.sub(r"<[^>]*>", "", head)
+    page = client.get(BULK, {"task": approvals}).content.decode()
+    reject = re.search(r'<button[^>]*value="Reject"[^>]*>', page).group(0)
+    assert "dwf-danger" in reject and "confirm(" in reject
+    assert "confirm(" not in re.search(r'<button[^>]*value="Approve"[^>]*>', page).group(0)

@@ -120,3 +120,16 @@ def test_an_empty_optional_user_is_left_out(admin_client, waiting, approver):
     assert f'user: <strong title="approver #{approver.pk}">approver</strong>' in history
     assert "on behalf of" not in history
     assert "user: <strong>-</strong>" in history  # started by code: said so
+
+
+def test_no_substitute_is_not_shown_as_on_behalf_of_a_dash():
+    """Every completion said "user: ann on behalf of user: -" when nobody stood in."""
+    events = [
+        WorkflowEvent(
+            type="HumanTaskCompleted",
+            payload={"user_id": None, "on_behalf_of_user_id": None, "task_id": 3},
+        ),
+    ]
+    annotate_history(events)
+    assert events[0].payload_users == [("user", "-", "")]
+    assert events[0].payload_text == '{"task_id": 3}'

@@ -157,8 +157,11 @@ def test_change_substitution_manages_everyones(client, deputy, other_manager):
     row = add_substitute(other_manager, deputy, when(-1), when(1))
     client.force_login(boss)
     assert {r.pk for r in client.get(LIST).context["cl"].result_list} == {row.pk}
-    form = client.get(ADD).context["adminform"].form
+    page = client.get(ADD)
+    form = page.context["adminform"].form
     assert "user" in form.fields
+    # Plain username boxes: the admin's "add user" popup would write an id into them.
+    assert "related-widget-wrapper" not in page.content.decode()
     response = client.post(
         ADD,
         {

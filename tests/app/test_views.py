@@ -2,6 +2,8 @@
 client: login required, the task rule of ``permissions.py``, staff status granting
 nothing, CSRF, the danger buttons and reassignment; the admin's reassign form too."""
 
+import re
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -339,3 +341,40 @@ def test_the_task_page_stores_a_comment_and_the_inbox_has_no_bulk_selection(
     comment = task.comments.get()
     assert (comment.author, comment.text) == (employee, "Team offsite that week")
     assert HumanTask.objects.get(pk=task.pk).status == TaskStatus.COMPLETED
+
+
+def test_a_refused_reassignment_is_a_403_whatever_the_input(client, leave, employee):
+    """The form's errors are shown only to who may reassign: bad input from anyone else
+    re-rendered the page with no word of what happened."""
+    task = leave()
+    client.force_login(employee)  # a candidate, neither assignee nor claimer
+    url = reverse("django_workflows:reassign", args=[task.pk])
+    for data in ({"username": "x" * 500}, {"username": "erin\x00"}, {}):
+        assert client.post(url, data).status_code == 403
+    assert HumanTask.objects.get(pk=task.pk).assignee is None
+
+
+def test_reassigning_a_closed_task_says_so(client, leave, employee, admin_engine):
+    task = leave()
+    admin_engine.complete_task(task.pk, employee, {}, action="Approve")
+    client.force_login(employee)
+    url = reverse("django_workflows:reassign", args=[task.pk])
+    response = client.post(url, {"username": "x" * 500}, follow=True)
+    assert "already completed by erin; nothing was changed" in response.content.decode()
+
+
+def test_login_without_next_and_logout_stay_in_the_apps_pages(client, employee):
+    """A login page opened without ``?next=`` went on to LOGIN_REDIRECT_URL, Django's
+    /accounts/profile/ (a 404); the Log out button ended on the admin's "Log in again",
+    a login that refuses who is not staff."""
+    page = client.get("/accounts/login/").content.decode()
+    assert f'name="next" value="{INBOX}"' in page
+    response = client.post(
+        "/accounts/login/", {"username": "erin", "password": "pw", "next": INBOX}
+    )
+    assert response["Location"] == INBOX  # what the page's form sends
+    form = re.search(r'<form id="logout-form".*?</form>', client.get(INBOX).content.decode(), re.S)
+    assert f'name="next" value="{INBOX}"' in form.group(0)
+    response = client.post(form.group(0).split('action="')[1].split('"')[0], {"next": INBOX})
+    assert response.status_code == 302 and response["Location"] == INBOX
+    assert client.get(INBOX)["Location"] == f"/accounts/login/?next={INBOX}"
