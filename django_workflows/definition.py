@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
@@ -82,15 +83,26 @@ class Edge:
     source: str
     target: str
     condition: str | Callable[[Any], Any] | None = None
+    #: A boundary edge: "error" (taken when the source fails for good) or "timeout"
+    #: (taken ``after`` the source started waiting); None: an ordinary edge.
+    on: str | None = field(default=None, kw_only=True)
+    after: timedelta | None = field(default=None, kw_only=True)
 
     def __str__(self) -> str:
-        return f"{self.source} -> {self.target}"
+        kind = f" (on {self.on})" if self.on else ""
+        return f"{self.source} -> {self.target}{kind}"
 
     def describe(self) -> dict[str, Any]:
         condition = self.condition
         if callable(condition):
             condition = f"<callable {getattr(condition, '__qualname__', repr(condition))}>"
-        return {"source": self.source, "target": self.target, "condition": condition}
+        described = {"source": self.source, "target": self.target, "condition": condition}
+        # Only on boundary edges: an ordinary edge keeps the checksum it always had.
+        if self.on is not None:
+            described["on"] = self.on
+        if self.after is not None:
+            described["after_seconds"] = self.after.total_seconds()
+        return described
 
 
 @dataclass
@@ -145,14 +157,15 @@ class WorkflowDefinition:
                 _check_human_step(where, step_name, step)
         if self.initial_step not in self.steps:
             raise DefinitionError(f"{where}: initial step {self.initial_step!r} does not exist")
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str, str | None]] = set()
         for edge in self.edges:
             for end in (edge.source, edge.target):
                 if end not in self.steps:
                     raise DefinitionError(f"{where}: edge {edge} names unknown step {end!r}")
-            if (edge.source, edge.target) in seen:
+            if (edge.source, edge.target, edge.on) in seen:
                 raise DefinitionError(f"{where}: edge {edge} is declared twice")
-            seen.add((edge.source, edge.target))
+            seen.add((edge.source, edge.target, edge.on))
+            _check_boundary(where, edge, self.steps[edge.source])
             if edge.condition is not None and isinstance(self.steps[edge.source], ParallelGateway):
                 raise DefinitionError(
                     f"{where}: edge {edge} leaves a ParallelGateway, which takes every edge; "
@@ -175,14 +188,28 @@ class WorkflowDefinition:
                     f"{where}: default {step.default!r} of gateway {step_name!r} "
                     "is not the target of one of its edges"
                 )
-        reachable = self._reach(self.initial_step, self._outgoing)
+        kinds = [(edge.source, edge.on) for edge in self.edges if edge.on]
+        for source, on in set(kinds):
+            if kinds.count((source, on)) > 1:
+                raise DefinitionError(f"{where}: step {source!r} has more than one {on} edge")
+        for edge in self.edges:
+            if edge.on and len(self.forward_sources[edge.target]) > 1:
+                raise DefinitionError(
+                    f"{where}: {edge.on} edge {edge} leads into a join (a step with several "
+                    "incoming edges), which would wait for tokens a failure never sends: "
+                    "lead it to a step of its own"
+                )
+        everywhere: dict[str, list[str]] = {name: [] for name in self.steps}
+        for edge in self.edges:
+            everywhere[edge.source].append(edge.target)
+        reachable = self._reach(self.initial_step, everywhere)
         for step_name in self.steps:
             if step_name not in reachable:
                 raise DefinitionError(
                     f"{where}: step {step_name!r} is unreachable from {self.initial_step!r}"
                 )
         incoming: dict[str, list[str]] = {name: [] for name in self.steps}
-        for edge in self.edges:
+        for edge in self.edges:  # a boundary edge is a path to an end too
             incoming[edge.target].append(edge.source)
         can_end: set[str] = set()
         for end in (name for name in self.steps if not self._outgoing[name]):
@@ -206,10 +233,19 @@ class WorkflowDefinition:
 
     @cached_property
     def _outgoing(self) -> dict[str, list[str]]:
+        """Ordinary edges only: a step routes on success by these, joins count these."""
         out: dict[str, list[str]] = {name: [] for name in self.steps}
         for edge in self.edges:
-            out[edge.source].append(edge.target)
+            if edge.on is None:
+                out[edge.source].append(edge.target)
         return out
+
+    def boundary(self, step_name: str, on: str) -> Edge | None:
+        """The step's ``on="error"`` or ``on="timeout"`` edge, if it has one."""
+        for edge in self.edges:
+            if edge.source == step_name and edge.on == on:
+                return edge
+        return None
 
     def targets_of(self, step_name: str) -> list[str]:
         return self._outgoing[step_name]
@@ -225,7 +261,8 @@ class WorkflowDefinition:
         conditions = self._conditions or {}
         out: dict[str, list[tuple[Edge, Condition | None]]] = {name: [] for name in self.steps}
         for index, edge in enumerate(self.edges):
-            out[edge.source].append((edge, conditions.get(index)))
+            if edge.on is None:
+                out[edge.source].append((edge, conditions.get(index)))
         return out
 
     @cached_property
@@ -235,14 +272,16 @@ class WorkflowDefinition:
         A token on a back edge starts its target on its own: joins wait only for
         forward edges, else a loop's entry step would wait for itself.
         """
-        return frozenset(find_back_edges([self.initial_step], self._outgoing))
+        # The steps a boundary edge leads to are roots too: their loops close there.
+        roots = [self.initial_step, *(edge.target for edge in self.edges if edge.on)]
+        return frozenset(find_back_edges(roots, self._outgoing))
 
     @cached_property
     def forward_sources(self) -> dict[str, tuple[str, ...]]:
         """For each step, the sources of its incoming forward edges; more than one makes a join."""
         sources: dict[str, list[str]] = {name: [] for name in self.steps}
         for edge in self.edges:
-            if (edge.source, edge.target) not in self.back_edges:
+            if edge.on is None and (edge.source, edge.target) not in self.back_edges:
                 sources[edge.target].append(edge.source)
         return {name: tuple(found) for name, found in sources.items()}
 
@@ -276,6 +315,45 @@ class WorkflowDefinition:
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
+
+
+#: The kinds of boundary edge (``Edge.on``).
+BOUNDARY_KINDS = ("error", "timeout")
+
+
+def _check_boundary(where: str, edge: Edge, source: BaseStep) -> None:
+    """A boundary edge leaves a step that can fail (error) or waits (timeout): the step
+    classes say which (``BaseStep.can_fail``, ``BaseStep.waits``)."""
+    if edge.on is None:
+        if edge.after is not None:
+            raise DefinitionError(f"{where}: edge {edge} has after= but is no timeout edge")
+        return
+    if edge.on not in BOUNDARY_KINDS:
+        raise DefinitionError(
+            f"{where}: edge {edge}: on must be one of {', '.join(BOUNDARY_KINDS)}, "
+            f"not {edge.on!r}"
+        )
+    if edge.condition is not None:
+        raise DefinitionError(f"{where}: {edge.on} edge {edge} cannot have a condition")
+    name = type(source).__name__
+    if edge.on == "error":
+        if edge.after is not None:
+            raise DefinitionError(f"{where}: error edge {edge} takes no after=")
+        if not source.can_fail:
+            raise DefinitionError(
+                f"{where}: error edge {edge} leaves {name} {edge.source!r}, which cannot fail "
+                "(error edges leave machine steps)"
+            )
+        return
+    if not isinstance(edge.after, timedelta) or edge.after <= timedelta(0):
+        raise DefinitionError(
+            f"{where}: timeout edge {edge} needs after= a positive timedelta, got {edge.after!r}"
+        )
+    if not source.waits:
+        raise DefinitionError(
+            f"{where}: timeout edge {edge} leaves {name} {edge.source!r}, which does not wait "
+            "(timeout edges leave human, timer and other waiting steps)"
+        )
 
 
 def _check_human_step(where: str, step_name: str, step: BaseHumanStep) -> None:

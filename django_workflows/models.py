@@ -187,6 +187,12 @@ class StepRun(models.Model):
     due_at = models.DateTimeField(
         _("due at"), null=True, blank=True, help_text=_("Timer due time, or the next retry.")
     )
+    timeout_at = models.DateTimeField(
+        _("timeout at"),
+        null=True,
+        blank=True,
+        help_text=_("When the step's timeout edge fires if it still waits (database clock)."),
+    )
     queued_at = models.DateTimeField(
         _("queued at"),
         null=True,
@@ -223,6 +229,12 @@ class StepRun(models.Model):
             ),
             models.Index(
                 fields=("due_at",), condition=Q(status="scheduled"), name="dwf_run_timer_due"
+            ),
+            # The sweep's timeout-edge query: only runs that wait and have a timeout.
+            models.Index(
+                fields=("timeout_at",),
+                condition=Q(timeout_at__isnull=False, status__in=("waiting", "scheduled")),
+                name="dwf_run_timeout",
             ),
         ]
         constraints = [

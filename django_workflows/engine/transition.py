@@ -184,6 +184,8 @@ class Transition:
             )
             self.route(step_name)
             return
+        if boundary := self.graph.boundary(step_name, "timeout"):  # armed (engine.boundary)
+            run.timeout_at = Now() + boundary.after
         self.new_runs.append(run)
         self.instance.current_steps.append(step_name)
 
