@@ -330,8 +330,7 @@ def _check_boundary(where: str, edge: Edge, source: BaseStep) -> None:
         return
     if edge.on not in BOUNDARY_KINDS:
         raise DefinitionError(
-            f"{where}: edge {edge}: on must be one of {', '.join(BOUNDARY_KINDS)}, "
-            f"not {edge.on!r}"
+            f"{where}: edge {edge}: on must be one of {', '.join(BOUNDARY_KINDS)}, not {edge.on!r}"
         )
     if edge.condition is not None:
         raise DefinitionError(f"{where}: {edge.on} edge {edge} cannot have a condition")

@@ -50,6 +50,7 @@ ACTIVE_RUN_STATUSES = (
     StepRunStatus.WAITING,
     StepRunStatus.SCHEDULED,
 )
+TIMEOUT_ARMED = Q(timeout_at__isnull=False, status__in=("waiting", "scheduled"))  # waits, timed
 
 
 def _status_check(name: str, choices: type[models.TextChoices]) -> models.CheckConstraint:
@@ -187,12 +188,7 @@ class StepRun(models.Model):
     due_at = models.DateTimeField(
         _("due at"), null=True, blank=True, help_text=_("Timer due time, or the next retry.")
     )
-    timeout_at = models.DateTimeField(
-        _("timeout at"),
-        null=True,
-        blank=True,
-        help_text=_("When the step's timeout edge fires if it still waits (database clock)."),
-    )
+    timeout_at = models.DateTimeField(_("timeout at"), null=True, blank=True)  # timeout edge
     queued_at = models.DateTimeField(
         _("queued at"),
         null=True,
@@ -230,12 +226,7 @@ class StepRun(models.Model):
             models.Index(
                 fields=("due_at",), condition=Q(status="scheduled"), name="dwf_run_timer_due"
             ),
-            # The sweep's timeout-edge query: only runs that wait and have a timeout.
-            models.Index(
-                fields=("timeout_at",),
-                condition=Q(timeout_at__isnull=False, status__in=("waiting", "scheduled")),
-                name="dwf_run_timeout",
-            ),
+            models.Index(fields=("timeout_at",), condition=TIMEOUT_ARMED, name="dwf_run_timeout"),
         ]
         constraints = [
             _status_check("dwf_run_status_valid", StepRunStatus),

@@ -19,7 +19,7 @@ ENGINE_LAYERS = [
     {"nofm", "comments"},  # N-of-M human steps; comments
     {"instances"},
     {"runs", "sweep"},
-    {"deadlines"},  # reminders and escalations of human tasks, fired by the sweep
+    {"deadlines", "boundary"},  # deadlines of tasks; hooks, error and timeout edges
     {"chained"},
     {"transition"},
     {"routing", "leases", "users", "protocol", "sql"},

@@ -160,9 +160,7 @@ def fire(engine: Engine, run_id: int, instance_id: Any) -> list[int]:
         edge = tx.graph.boundary(run.step_name, "timeout")
         if edge is None or edge.after is None:
             return
-        StepRun.objects.filter(pk=run.pk).update(
-            status=StepRunStatus.CANCELED, finished_at=Now()
-        )
+        StepRun.objects.filter(pk=run.pk).update(status=StepRunStatus.CANCELED, finished_at=Now())
         tasks = HumanTask.objects.filter(step_run_id=run.pk, status=TaskStatus.OPEN)
         ids = list(tasks.order_by("slot").values_list("pk", flat=True))
         tasks.filter(pk__in=ids).update(status=TaskStatus.CANCELED, close_reason=TIMED_OUT)
