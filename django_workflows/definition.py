@@ -157,14 +157,14 @@ class WorkflowDefinition:
                 _check_human_step(where, step_name, step)
         if self.initial_step not in self.steps:
             raise DefinitionError(f"{where}: initial step {self.initial_step!r} does not exist")
-        seen: set[tuple[str, str, str | None]] = set()
+        seen: set[tuple[str, str]] = set()
         for edge in self.edges:
             for end in (edge.source, edge.target):
                 if end not in self.steps:
                     raise DefinitionError(f"{where}: edge {edge} names unknown step {end!r}")
-            if (edge.source, edge.target, edge.on) in seen:
+            if (edge.source, edge.target) in seen:  # whatever its kind: one token per pair
                 raise DefinitionError(f"{where}: edge {edge} is declared twice")
-            seen.add((edge.source, edge.target, edge.on))
+            seen.add((edge.source, edge.target))
             _check_boundary(where, edge, self.steps[edge.source])
             if edge.condition is not None and isinstance(self.steps[edge.source], ParallelGateway):
                 raise DefinitionError(
@@ -192,17 +192,7 @@ class WorkflowDefinition:
         for source, on in set(kinds):
             if kinds.count((source, on)) > 1:
                 raise DefinitionError(f"{where}: step {source!r} has more than one {on} edge")
-        for edge in self.edges:
-            if edge.on and len(self.forward_sources[edge.target]) > 1:
-                raise DefinitionError(
-                    f"{where}: {edge.on} edge {edge} leads into a join (a step with several "
-                    "incoming edges), which would wait for tokens a failure never sends: "
-                    "lead it to a step of its own"
-                )
-        everywhere: dict[str, list[str]] = {name: [] for name in self.steps}
-        for edge in self.edges:
-            everywhere[edge.source].append(edge.target)
-        reachable = self._reach(self.initial_step, everywhere)
+        reachable = self._reach(self.initial_step, self._outgoing)
         for step_name in self.steps:
             if step_name not in reachable:
                 raise DefinitionError(
@@ -212,7 +202,7 @@ class WorkflowDefinition:
         for edge in self.edges:  # a boundary edge is a path to an end too
             incoming[edge.target].append(edge.source)
         can_end: set[str] = set()
-        for end in (name for name in self.steps if not self._outgoing[name]):
+        for end in (name for name in self.steps if not self.targets_of(name)):
             can_end |= self._reach(end, incoming)
         for step_name in self.steps:
             if step_name not in can_end:
@@ -233,11 +223,22 @@ class WorkflowDefinition:
 
     @cached_property
     def _outgoing(self) -> dict[str, list[str]]:
-        """Ordinary edges only: a step routes on success by these, joins count these."""
+        """Every edge, boundary edges included: tokens go down all of them (a boundary
+        edge gets a dead token when its step succeeds), so joins and loops count them."""
         out: dict[str, list[str]] = {name: [] for name in self.steps}
         for edge in self.edges:
-            if edge.on is None:
-                out[edge.source].append(edge.target)
+            out[edge.source].append(edge.target)
+        return out
+
+    def edges_from(self, step_name: str) -> list[Edge]:
+        """Every edge leaving the step, boundary edges included, in definition order."""
+        return self._edges_from[step_name]
+
+    @cached_property
+    def _edges_from(self) -> dict[str, list[Edge]]:
+        out: dict[str, list[Edge]] = {name: [] for name in self.steps}
+        for edge in self.edges:
+            out[edge.source].append(edge)
         return out
 
     def boundary(self, step_name: str, on: str) -> Edge | None:
@@ -248,7 +249,8 @@ class WorkflowDefinition:
         return None
 
     def targets_of(self, step_name: str) -> list[str]:
-        return self._outgoing[step_name]
+        """The targets of the step's ordinary edges (what success routes by)."""
+        return [edge.target for edge in self._edges_from[step_name] if edge.on is None]
 
     def outgoing(self, step_name: str) -> list[tuple[Edge, Condition | None]]:
         """The step's edges in definition order, each with its compiled condition."""
@@ -272,16 +274,14 @@ class WorkflowDefinition:
         A token on a back edge starts its target on its own: joins wait only for
         forward edges, else a loop's entry step would wait for itself.
         """
-        # The steps a boundary edge leads to are roots too: their loops close there.
-        roots = [self.initial_step, *(edge.target for edge in self.edges if edge.on)]
-        return frozenset(find_back_edges(roots, self._outgoing))
+        return frozenset(find_back_edges([self.initial_step], self._outgoing))
 
     @cached_property
     def forward_sources(self) -> dict[str, tuple[str, ...]]:
         """For each step, the sources of its incoming forward edges; more than one makes a join."""
         sources: dict[str, list[str]] = {name: [] for name in self.steps}
         for edge in self.edges:
-            if edge.on is None and (edge.source, edge.target) not in self.back_edges:
+            if (edge.source, edge.target) not in self.back_edges:
                 sources[edge.target].append(edge.source)
         return {name: tuple(found) for name, found in sources.items()}
 

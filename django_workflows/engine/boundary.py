@@ -20,7 +20,6 @@ from django.db.models.functions import Now
 
 from .. import events as ev
 from ..context import WorkflowContext
-from ..exceptions import LoopLimitExceeded
 from ..models import (
     ACTIVE_INSTANCE_STATUSES,
     HumanTask,
@@ -98,17 +97,11 @@ def failed(
     else fail the instance. ``on_failure``'s changes are kept in the context either way."""
     hook_changes = hook_changes or {}
     edge = tx.definition.boundary(run.step_name, "error") if tx.definition else None
-    if edge is not None:
-        try:
-            tx._check_loop(run.step_name, edge.target)
-        except LoopLimitExceeded as exc:
-            message, trace = transition.error_text(exc)
-            edge = None
     if edge is None:
         tx.instance.context.update(hook_changes)
         tx.attempt_ended(run, "failed", message, trace)
         return
-    tx.event(
+    failed_event = tx.make_event(
         ev.StepExecuted,
         step_name=run.step_name,
         step_type="machine",
@@ -116,13 +109,35 @@ def failed(
         attempt=run.attempt,
         error=message,
     )
+    tx.events.append(failed_event)
     details = {
         "step": run.step_name,
         "type": type(error).__name__ if error is not None else "",
         "message": str(error) if error is not None else message,
         "attempt": run.attempt,
     }
-    tx.advance(edge.target, changes={**hook_changes, ERROR_KEY: details}, activate=True)
+    changes = {**hook_changes, ERROR_KEY: details}
+    if not take(tx, run.step_name, "error", step_type="machine", changes=changes):
+        # Routing on failed (advance() failed the instance with its own event).
+        tx.events.remove(failed_event)
+
+
+def take(
+    tx: Transition,
+    step_name: str,
+    on: str,
+    *,
+    step_type: str,
+    changes: dict[str, Any] | None = None,
+) -> bool:
+    """Route on from ``step_name`` down its ``on`` edge (live) and every other edge (dead
+    tokens, so joins do not wait for them); the step's changes merged first. Returns
+    whether it went on (else ``advance`` failed the instance)."""
+    tx.taking = on
+    try:
+        return tx.advance(step_name, step_type=step_type, changes=changes, emit_done=False)
+    finally:
+        tx.taking = None
 
 
 # -- timeouts ---------------------------------------------------------------------
@@ -175,6 +190,6 @@ def fire(engine: Engine, run_id: int, instance_id: Any) -> list[int]:
             after_seconds=edge.after.total_seconds(),
             target=edge.target,
         )
-        tx.advance(edge.target, activate=True)
+        take(tx, run.step_name, "timeout", step_type=run.step_type)
 
     return transition.run(engine, instance_id, body)[1]

@@ -11,6 +11,7 @@ from django_workflows import (
     DefinitionError,
     Edge,
     LocalExecutionEngine,
+    ParallelGateway,
     RetryPolicy,
     TaskNotOpen,
     TimerStep,
@@ -213,6 +214,103 @@ def test_a_canceled_instance_times_out_nothing(engine):
     assert HumanTask.objects.get(instance=instance).status == TaskStatus.CANCELED
 
 
+# -- paths that merge again: boundary edges carry dead tokens ---------------------------
+
+
+class Done(BaseMachineStep):
+    def execute(self, context):
+        context.set("done", True)
+
+
+@pytest.fixture
+def merging(engine):
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="merge",
+            version="1",
+            initial_step="charge",
+            steps={"charge": Charge(), "ship": Ship(), "notify": Notify(), "done": Done()},
+            edges=[
+                Edge("charge", "ship"),
+                Edge("charge", "notify", on="error"),
+                Edge("ship", "done"),
+                Edge("notify", "done"),
+            ],
+        )
+    )
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="merge_timeout",
+            version="1",
+            initial_step="approval",
+            steps={"approval": Approval(), "ship": Ship(), "auto": AutoReject(), "done": Done()},
+            edges=[
+                Edge("approval", "ship"),
+                Edge("approval", "auto", on="timeout", after=DAY),
+                Edge("ship", "done"),
+                Edge("auto", "done"),
+            ],
+        )
+    )
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="branches",
+            version="1",
+            initial_step="start",
+            steps={
+                "start": ParallelGateway(),
+                "charge": Charge(),
+                "pack": Ship(),
+                "join": Done(),
+                "notify": Notify(),
+            },
+            edges=[
+                Edge("start", "charge"),
+                Edge("start", "pack"),
+                Edge("charge", "join"),
+                Edge("pack", "join"),
+                Edge("charge", "notify", on="error"),
+            ],
+        )
+    )
+    return engine
+
+
+@pytest.mark.parametrize("declined", [False, True])
+def test_a_join_after_an_error_edge_runs_either_way(merging, declined):
+    instance = run(merging, "merge", declined=declined)
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert instance.context["done"] is True
+    assert ("notified" in instance.context) is declined
+    assert ("shipped" in instance.context) is not declined
+    assert instance.step_runs.filter(step_name="done").count() == 1
+
+
+@pytest.mark.parametrize("times_out", [False, True])
+def test_a_join_after_a_timeout_edge_runs_either_way(merging, times_out):
+    instance = run(merging, "merge_timeout")
+    if times_out:
+        advance_time(2 * DAY, merging)
+    else:
+        task = instance.human_tasks.get()
+        merging.complete_task(task.pk, UserFactory(is_superuser=True).pk, {"approved": True})
+    if isinstance(merging, InProcessWorker):
+        merging.run()
+    instance = merging.get_instance(instance.id)
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert instance.context["done"] is True
+    assert instance.context["approved"] is not times_out
+
+
+def test_a_failed_branch_with_an_error_edge_is_a_dead_branch_for_the_join(merging):
+    instance = run(merging, "branches", declined=True)
+    assert instance.status == WorkflowStatus.COMPLETED
+    # The join ran on the live branch (pack); the error path ended on its own.
+    assert instance.context["done"] is True
+    assert instance.context["shipped"] is True
+    assert instance.context["notified"]["step"] == "charge"
+
+
 # -- validation ------------------------------------------------------------------------
 
 
@@ -248,9 +346,9 @@ def test_bad_boundary_edges_are_refused(edge, message):
         check(edge, Edge("gate", "b"))
 
 
-def test_a_boundary_edge_into_a_join_is_refused():
-    with pytest.raises(DefinitionError, match="leads into a join"):
-        check(Edge("charge", "gate"), Edge("approval", "gate", on="timeout", after=DAY))
+def test_an_ordinary_and_a_boundary_edge_between_the_same_steps_are_refused():
+    with pytest.raises(DefinitionError, match="declared twice"):
+        check(Edge("charge", "approval", on="error"))
 
 
 def test_one_edge_of_each_kind_per_step():
