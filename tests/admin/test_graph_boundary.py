@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from django_workflows.admin.diagram import duration_label, layout, render_svg
-from django_workflows.models import DefinitionVersion
+from django_workflows.models import DefinitionVersion, StepRun
 
 from ..engine.test_boundary import definitions
 
@@ -86,3 +86,5 @@ def test_the_admin_pages_draw_and_list_boundary_edges(admin_client, admin_engine
     html = page.content.decode()
     assert page.status_code == 200
     assert 'data-on="timeout"' in html and "\u23f1 3d" in html
+    timeout_at = StepRun.objects.get(instance=instance).timeout_at
+    assert f"&#x23f1; times out {timeout_at:%Y-%m-%d %H:%M}</small>" in html
