@@ -372,3 +372,34 @@ def test_describe_and_checksum():
     # An ordinary edge describes itself as before (stored checksums stay valid).
     assert Edge("a", "b").describe() == {"source": "a", "target": "b", "condition": None}
     assert str(Edge("charge", "b", on="error")) == "charge -> b (on error)"
+
+
+def test_a_timeout_edge_may_loop_back_and_rearm(engine):
+    engine.registry.register_definition(
+        WorkflowDefinition(
+            name="nag",
+            version="1",
+            initial_step="approval",
+            steps={"approval": Approval(), "nag": Notify(), "ship": Ship()},
+            edges=[
+                Edge("approval", "ship"),
+                Edge("approval", "nag", on="timeout", after=DAY),
+                Edge("nag", "approval"),
+            ],
+        )
+    )
+    instance = run(engine, "nag")
+    for _ in range(2):
+        advance_time(DAY + timedelta(minutes=1), engine)
+        if isinstance(engine, InProcessWorker):
+            engine.run()
+    runs = list(instance.step_runs.filter(step_name="approval").values_list("status", flat=True))
+    assert runs == ["canceled", "canceled", "waiting"]
+    task = HumanTask.objects.get(instance=instance, status=TaskStatus.OPEN)
+    engine.complete_task(task.pk, UserFactory(is_superuser=True).pk, {"approved": True})
+    if isinstance(engine, InProcessWorker):
+        engine.run()
+    instance = engine.get_instance(instance.id)
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert instance.context["shipped"] is True
+    assert instance.events.filter(type="StepTimedOut").count() == 2
