@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
@@ -82,15 +83,26 @@ class Edge:
     source: str
     target: str
     condition: str | Callable[[Any], Any] | None = None
+    #: A boundary edge: "error" (taken when the source fails for good) or "timeout"
+    #: (taken ``after`` the source started waiting); None: an ordinary edge.
+    on: str | None = field(default=None, kw_only=True)
+    after: timedelta | None = field(default=None, kw_only=True)
 
     def __str__(self) -> str:
-        return f"{self.source} -> {self.target}"
+        kind = f" (on {self.on})" if self.on else ""
+        return f"{self.source} -> {self.target}{kind}"
 
     def describe(self) -> dict[str, Any]:
         condition = self.condition
         if callable(condition):
             condition = f"<callable {getattr(condition, '__qualname__', repr(condition))}>"
-        return {"source": self.source, "target": self.target, "condition": condition}
+        described = {"source": self.source, "target": self.target, "condition": condition}
+        # Only on boundary edges: an ordinary edge keeps the checksum it always had.
+        if self.on is not None:
+            described["on"] = self.on
+        if self.after is not None:
+            described["after_seconds"] = self.after.total_seconds()
+        return described
 
 
 @dataclass
@@ -150,9 +162,10 @@ class WorkflowDefinition:
             for end in (edge.source, edge.target):
                 if end not in self.steps:
                     raise DefinitionError(f"{where}: edge {edge} names unknown step {end!r}")
-            if (edge.source, edge.target) in seen:
+            if (edge.source, edge.target) in seen:  # whatever its kind: one token per pair
                 raise DefinitionError(f"{where}: edge {edge} is declared twice")
             seen.add((edge.source, edge.target))
+            _check_boundary(where, edge, self.steps[edge.source])
             if edge.condition is not None and isinstance(self.steps[edge.source], ParallelGateway):
                 raise DefinitionError(
                     f"{where}: edge {edge} leaves a ParallelGateway, which takes every edge; "
@@ -175,6 +188,10 @@ class WorkflowDefinition:
                     f"{where}: default {step.default!r} of gateway {step_name!r} "
                     "is not the target of one of its edges"
                 )
+        kinds = [(edge.source, edge.on) for edge in self.edges if edge.on]
+        for source, on in set(kinds):
+            if kinds.count((source, on)) > 1:
+                raise DefinitionError(f"{where}: step {source!r} has more than one {on} edge")
         reachable = self._reach(self.initial_step, self._outgoing)
         for step_name in self.steps:
             if step_name not in reachable:
@@ -182,10 +199,10 @@ class WorkflowDefinition:
                     f"{where}: step {step_name!r} is unreachable from {self.initial_step!r}"
                 )
         incoming: dict[str, list[str]] = {name: [] for name in self.steps}
-        for edge in self.edges:
+        for edge in self.edges:  # a boundary edge is a path to an end too
             incoming[edge.target].append(edge.source)
         can_end: set[str] = set()
-        for end in (name for name in self.steps if not self._outgoing[name]):
+        for end in (name for name in self.steps if not self.targets_of(name)):
             can_end |= self._reach(end, incoming)
         for step_name in self.steps:
             if step_name not in can_end:
@@ -206,13 +223,34 @@ class WorkflowDefinition:
 
     @cached_property
     def _outgoing(self) -> dict[str, list[str]]:
+        """Every edge, boundary edges included: tokens go down all of them (a boundary
+        edge gets a dead token when its step succeeds), so joins and loops count them."""
         out: dict[str, list[str]] = {name: [] for name in self.steps}
         for edge in self.edges:
             out[edge.source].append(edge.target)
         return out
 
+    def edges_from(self, step_name: str) -> list[Edge]:
+        """Every edge leaving the step, boundary edges included, in definition order."""
+        return self._edges_from[step_name]
+
+    @cached_property
+    def _edges_from(self) -> dict[str, list[Edge]]:
+        out: dict[str, list[Edge]] = {name: [] for name in self.steps}
+        for edge in self.edges:
+            out[edge.source].append(edge)
+        return out
+
+    def boundary(self, step_name: str, on: str) -> Edge | None:
+        """The step's ``on="error"`` or ``on="timeout"`` edge, if it has one."""
+        for edge in self.edges:
+            if edge.source == step_name and edge.on == on:
+                return edge
+        return None
+
     def targets_of(self, step_name: str) -> list[str]:
-        return self._outgoing[step_name]
+        """The targets of the step's ordinary edges (what success routes by)."""
+        return [edge.target for edge in self._edges_from[step_name] if edge.on is None]
 
     def outgoing(self, step_name: str) -> list[tuple[Edge, Condition | None]]:
         """The step's edges in definition order, each with its compiled condition."""
@@ -225,7 +263,8 @@ class WorkflowDefinition:
         conditions = self._conditions or {}
         out: dict[str, list[tuple[Edge, Condition | None]]] = {name: [] for name in self.steps}
         for index, edge in enumerate(self.edges):
-            out[edge.source].append((edge, conditions.get(index)))
+            if edge.on is None:
+                out[edge.source].append((edge, conditions.get(index)))
         return out
 
     @cached_property
@@ -276,6 +315,44 @@ class WorkflowDefinition:
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
+
+
+#: The kinds of boundary edge (``Edge.on``).
+BOUNDARY_KINDS = ("error", "timeout")
+
+
+def _check_boundary(where: str, edge: Edge, source: BaseStep) -> None:
+    """A boundary edge leaves a step that can fail (error) or waits (timeout): the step
+    classes say which (``BaseStep.can_fail``, ``BaseStep.waits``)."""
+    if edge.on is None:
+        if edge.after is not None:
+            raise DefinitionError(f"{where}: edge {edge} has after= but is no timeout edge")
+        return
+    if edge.on not in BOUNDARY_KINDS:
+        raise DefinitionError(
+            f"{where}: edge {edge}: on must be one of {', '.join(BOUNDARY_KINDS)}, not {edge.on!r}"
+        )
+    if edge.condition is not None:
+        raise DefinitionError(f"{where}: {edge.on} edge {edge} cannot have a condition")
+    name = type(source).__name__
+    if edge.on == "error":
+        if edge.after is not None:
+            raise DefinitionError(f"{where}: error edge {edge} takes no after=")
+        if not source.can_fail:
+            raise DefinitionError(
+                f"{where}: error edge {edge} leaves {name} {edge.source!r}, which cannot fail "
+                "(error edges leave machine steps)"
+            )
+        return
+    if not isinstance(edge.after, timedelta) or edge.after <= timedelta(0):
+        raise DefinitionError(
+            f"{where}: timeout edge {edge} needs after= a positive timedelta, got {edge.after!r}"
+        )
+    if not source.waits:
+        raise DefinitionError(
+            f"{where}: timeout edge {edge} leaves {name} {edge.source!r}, which does not wait "
+            "(timeout edges leave human, timer and other waiting steps)"
+        )
 
 
 def _check_human_step(where: str, step_name: str, step: BaseHumanStep) -> None:

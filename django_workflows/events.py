@@ -143,6 +143,17 @@ class HumanTaskCanceled(WorkflowEventBase):
 
 
 @dataclass(frozen=True)
+class StepTimedOut(WorkflowEventBase):
+    """A waiting step's timeout edge fired ``after_seconds`` after the step started
+    waiting: its waiting work was canceled and the instance went on to ``target``."""
+
+    step_name: str = ""
+    step_type: str = ""
+    after_seconds: float = 0.0
+    target: str = ""
+
+
+@dataclass(frozen=True)
 class CommentAdded(WorkflowEventBase):
     step_name: str = ""  # the task's step; "" for a comment on the instance
     comment_id: int = 0
@@ -186,6 +197,7 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         HumanTaskReminder,
         HumanTaskEscalated,
         HumanTaskCanceled,
+        StepTimedOut,
         CommentAdded,
         SubWorkflowStarted,
         SubWorkflowFinished,

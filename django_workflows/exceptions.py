@@ -72,3 +72,8 @@ class InvalidAssignee(WorkflowError, ValueError):
 
 class LoopLimitExceeded(WorkflowError):
     """An instance took a loop's back edge past ``MAX_STEP_RUNS`` step runs."""
+
+
+class StepCrashed(WorkflowError):
+    """The error a machine step's ``on_failure`` gets (and an error edge records) when
+    the step failed for good because its worker kept dying (``CRASH_LIMIT``)."""

@@ -52,6 +52,7 @@ ACTIVE_RUN_STATUSES = (
     StepRunStatus.WAITING,
     StepRunStatus.SCHEDULED,
 )
+TIMEOUT_ARMED = Q(timeout_at__isnull=False, status__in=("waiting", "scheduled"))  # waits, timed
 
 
 def _status_check(name: str, choices: type[models.TextChoices]) -> models.CheckConstraint:
@@ -204,6 +205,7 @@ class StepRun(models.Model):
     due_at = models.DateTimeField(
         _("due at"), null=True, blank=True, help_text=_("Timer due time, or the next retry.")
     )
+    timeout_at = models.DateTimeField(_("timeout at"), null=True, blank=True)  # timeout edge
     queued_at = models.DateTimeField(
         _("queued at"),
         null=True,
@@ -241,6 +243,7 @@ class StepRun(models.Model):
             models.Index(
                 fields=("due_at",), condition=Q(status="scheduled"), name="dwf_run_timer_due"
             ),
+            models.Index(fields=("timeout_at",), condition=TIMEOUT_ARMED, name="dwf_run_timeout"),
         ]
         constraints = [
             _status_check("dwf_run_status_valid", StepRunStatus),

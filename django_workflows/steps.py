@@ -58,6 +58,15 @@ class BaseStep:
 
     step_type: StepType
     description: str = ""
+    #: May have an error edge (``Edge(..., on="error")``): the step can fail for good.
+    can_fail: bool = False
+    #: May have a timeout edge (``Edge(..., on="timeout", after=...)``): it waits.
+    waits: bool = False
+
+    def cancel_waiting(self, tx: Any, run: Any) -> None:
+        """A timeout edge fired while this step waited (``run``, in transition ``tx``):
+        stop what it waits for. Open human tasks are canceled by the engine; a step type
+        that waits on something else (a child instance, a signal) overrides this."""
 
     def __init__(self, description: str | None = None) -> None:
         if description is not None:
@@ -85,6 +94,7 @@ class BaseMachineStep(BaseStep):
     """
 
     step_type = StepType.MACHINE
+    can_fail = True
     retry: RetryPolicy | None = None  # None: the DJANGO_WORKFLOWS default
     timeout: float | None = None  # seconds; None: the DJANGO_WORKFLOWS default
 
@@ -104,6 +114,17 @@ class BaseMachineStep(BaseStep):
     def execute(self, context: WorkflowContext) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must implement execute(context)")
 
+    def on_success(self, context: WorkflowContext, result: Any) -> None:
+        """After ``execute()`` returned ``result``, in the worker, before the outcome is
+        committed; its context changes are committed with the step's. Raising fails this
+        attempt (the retry policy applies). May be ``async def``."""
+
+    def on_failure(self, context: WorkflowContext, error: BaseException) -> None:
+        """Once, after the step failed for good (retries or the crash limit exhausted),
+        before the instance fails or takes an error edge; its context changes are kept in
+        the instance's context. Raising is logged; ``error`` stays the step's error. May be
+        ``async def``."""
+
 
 #: The kinds of ``BaseHumanStep.action_kinds``.
 ACTION_KINDS = ("primary", "danger", "default")
@@ -118,6 +139,7 @@ class BaseHumanStep(BaseStep):
     """
 
     step_type = StepType.HUMAN
+    waits = True
     title: str = ""
     form_class: type[forms.Form] | None = None
     form_schema: dict[str, Any] | None = None
@@ -436,6 +458,7 @@ class TimerStep(BaseStep):
     """
 
     step_type = StepType.TIMER
+    waits = True
     duration: timedelta | None = None
 
     def __init__(self, duration: timedelta | None = None, description: str | None = None) -> None:
@@ -475,6 +498,8 @@ class SubWorkflowStep(BaseStep):
     step_type = StepType.SUBWORKFLOW
     #: The step waits for outside work (its children): a timeout edge cancels it.
     waits = True
+    #: A failed child fails the step: an error edge (``on="error"``) catches it.
+    can_fail = True
 
     def __init__(
         self,

@@ -26,8 +26,9 @@ def advance_time(
     delta: timedelta, engine: BaseExecutionEngine | None = None, *, instance: Any = None
 ) -> int:
     """Move the workflows' clock ``delta`` forward, then sweep: every timer, backoff
-    retry, task reminder and escalation due within ``delta`` from now is due now (their
-    due times, and open tasks' ``due_at``, move back by ``delta``; nothing else changes).
+    retry, timeout edge, task reminder and escalation due within ``delta`` from now is
+    due now (their due times, and open tasks' ``due_at``, move back by ``delta``; nothing
+    else changes).
     ``instance`` limits it to one instance. Returns how many runs and tasks the sweep
     handled."""
     runs = StepRun.objects.filter(
@@ -38,6 +39,13 @@ def advance_time(
         runs = runs.filter(instance=instance)
         tasks = tasks.filter(instance=instance)
     runs.update(due_at=F("due_at") - delta)
+    # Timeout edges of the steps that wait.
+    waiting = StepRun.objects.filter(
+        status__in=(StepRunStatus.WAITING, StepRunStatus.SCHEDULED), timeout_at__isnull=False
+    )
+    if instance is not None:
+        waiting = waiting.filter(instance=instance)
+    waiting.update(timeout_at=F("timeout_at") - delta)
     # F() - delta on a NULL stays NULL: a deadline the task has not moves nowhere.
     tasks.update(
         due_at=F("due_at") - delta,

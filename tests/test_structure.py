@@ -20,7 +20,7 @@ ENGINE_LAYERS = [
     {"instances"},
     {"runs", "sweep"},
     {"subflow_join"},  # sub-workflows joined and canceled in the parent's transitions
-    {"deadlines"},  # reminders and escalations of human tasks, fired by the sweep
+    {"deadlines", "boundary"},  # deadlines of tasks; hooks, error and timeout edges
     {"chained"},
     {"transition"},
     {"subflows"},  # sub-workflows started with the parent's transition

@@ -95,6 +95,7 @@ class _Edge:
     label: str
     back: bool = False
     path: list[str] = field(default_factory=list)  # node keys, bend points included
+    on: str = ""  # "error" or "timeout" for a boundary edge
 
 
 @dataclass
@@ -125,6 +126,35 @@ def condition_label(condition: Any) -> str:
     if len(text) > _LABEL_MAX_CHARS:
         text = text[: _LABEL_MAX_CHARS - 1] + "\u2026"
     return text
+
+
+#: How a boundary edge is drawn: color, dash pattern.
+BOUNDARY_STYLES: dict[str, tuple[str, str]] = {
+    "error": ("#c62828", "6 3"),
+    "timeout": ("#b45f00", "2 3"),
+}
+
+
+def duration_label(seconds: Any) -> str:
+    """A timeout edge's duration, short: ``3d``, ``1d 12h``, ``90m`` is ``1h 30m``."""
+    try:
+        left = int(float(seconds))
+    except (TypeError, ValueError):
+        return ""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size and len(parts) < 2:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts) or "0s"
+
+
+def boundary_label(raw: Mapping[str, Any]) -> str:
+    """The label of a boundary edge: a warning sign for error, a clock and the duration
+    for timeout."""
+    if raw.get("on") == "error":
+        return "\u26a0 error"
+    return f"\u23f1 {duration_label(raw.get('after_seconds'))}"
 
 
 def _caption(spec: Mapping[str, Any]) -> tuple[str, str]:
@@ -166,7 +196,12 @@ def layout(graph: Mapping[str, Any]) -> Layout:
         label = condition_label(condition)
         if not label and defaults.get(source) == target:
             label = "default"
-        edges.append(_Edge(source, target, condition, label))
+        on = str(raw.get("on") or "")
+        if on in BOUNDARY_STYLES:
+            label = boundary_label(raw)
+        edges.append(
+            _Edge(source, target, condition, label, on=on if on in BOUNDARY_STYLES else "")
+        )
 
     outgoing: dict[str, list[str]] = {name: [] for name in names}
     for edge in edges:
@@ -419,7 +454,9 @@ def render_svg(
         f'<title id="{prefix}-title">{escape(caption.strip())}</title>',
         "<defs>",
     ]
-    for name, color in (("arrow", "#8c8c8c"), ("arrow-taken", "#2e7d32")):
+    arrows = [("arrow", "#8c8c8c"), ("arrow-taken", "#2e7d32")]
+    arrows += [(f"arrow-{on}", color) for on, (color, _) in BOUNDARY_STYLES.items()]
+    for name, color in arrows:
         out.append(
             f'<marker id="{prefix}-{name}" viewBox="0 0 10 10" refX="9" refY="5" '
             f'markerWidth="9" markerHeight="9" markerUnits="userSpaceOnUse" '
@@ -437,6 +474,8 @@ def render_svg(
     for edge in plan.edges:
         is_taken = (edge.source, edge.target) in taken
         color, marker = ("#2e7d32", "arrow-taken") if is_taken else ("#8c8c8c", "arrow")
+        if edge.on:  # a boundary edge: its own color, dashed, whether taken or not
+            color, marker = BOUNDARY_STYLES[edge.on][0], f"arrow-{edge.on}"
         stroke = f'stroke="{color}" stroke-width="{2.2 if is_taken else 1.4}"'
         source, target = plan.nodes[edge.source], plan.nodes[edge.target]
         if edge.back:
@@ -458,12 +497,18 @@ def render_svg(
             points.append((target.x, target.y - _NODE_H / 2))
             d, label_at = _bezier(points)
             dash = ""
+        if edge.on:
+            dash = f' stroke-dasharray="{BOUNDARY_STYLES[edge.on][1]}"'
+        kind = f' data-on="{edge.on}"' if edge.on else ""
         out.append(
-            f'<path class="dwf-edge" data-source="{escape(edge.source)}" '
+            f'<path class="dwf-edge{" dwf-edge-" + edge.on if edge.on else ""}"{kind} '
+            f'data-source="{escape(edge.source)}" '
             f'data-target="{escape(edge.target)}" data-taken="{str(is_taken).lower()}" '
             f'd="{d}" fill="none" {stroke}{dash} marker-end="url(#{prefix}-{marker})">'
             f"<title>{escape(edge.source)} \u2192 {escape(edge.target)}"
-            f"{escape(': ' + str(edge.condition)) if edge.condition else ''}</title></path>"
+            f"{escape(': ' + str(edge.condition)) if edge.condition else ''}"
+            f"{escape(' (on ' + edge.on + ': ' + edge.label + ')') if edge.on else ''}"
+            "</title></path>"
         )
         if edge.label:
             full = str(edge.condition) if edge.condition else edge.label

@@ -116,6 +116,7 @@ class StepRunSerializer(serializers.ModelSerializer):
             "max_attempts",
             "error",
             "due_at",
+            "timeout_at",
             "created_at",
             "started_at",
             "finished_at",

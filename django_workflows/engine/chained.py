@@ -28,7 +28,10 @@ from .transition import ClaimedRun, Transition, definition_for
 def chains_on(definition: WorkflowDefinition, step_name: str) -> bool:
     """Whether routing on from ``step_name`` can only start machine steps (or end the
     workflow) and runs no user code: every outgoing edge is unconditional and leads to a
-    machine step that is not a join. The fast path's plan then holds no surprise."""
+    machine step that is not a join, and no boundary edge sends dead tokens on. The fast
+    path's plan then holds no surprise."""
+    if any(edge.on for edge in definition.edges_from(step_name)):
+        return False
     for edge, condition in definition.outgoing(step_name):
         if condition is not None or not isinstance(definition.steps[edge.target], BaseMachineStep):
             return False

@@ -76,7 +76,9 @@ def complete(
             task = open_tasks.first()
         if task is None:
             what = f"task {task_id}" if task_id is not None else f"step {step_name!r}"
-            raise TaskNotOpen(f"{what} of instance {tx.instance.pk} has no open human task")
+            closed = tasks.values_list("status", "close_reason").first() if task_id else None
+            why = f" (it is {', '.join(filter(None, closed))})" if closed else ""
+            raise TaskNotOpen(f"{what} of instance {tx.instance.pk} has no open human task{why}")
         if tx.instance.status not in ACTIVE_INSTANCE_STATUSES:
             raise StateConflict(
                 f"instance {tx.instance.pk} is {tx.instance.status}; retry it first"

@@ -20,10 +20,22 @@ from ..exceptions import RoutingError
 from ..steps import ExclusiveGateway, ParallelGateway
 
 
-def taken(definition: WorkflowDefinition, step_name: str, context: Any) -> list[tuple[str, bool]]:
+def taken(
+    definition: WorkflowDefinition, step_name: str, context: Any, boundary: str | None = None
+) -> list[tuple[str, bool]]:
     """For each outgoing edge of a finished step, in order: (target, live).
 
+    A boundary edge (``Edge.on``) is a path taken only when its step fails or times out:
+    when the step succeeds it gets a dead token; when ``boundary`` ("error", "timeout")
+    is what happened, only that edge is live and every other edge gets a dead token.
     Raises ``RoutingError`` when no edge can be taken (or a condition's error)."""
+    if boundary is not None:
+        return [(edge.target, edge.on == boundary) for edge in definition.edges_from(step_name)]
+    dead = [(edge.target, False) for edge in definition.edges_from(step_name) if edge.on]
+    return _taken(definition, step_name, context) + dead
+
+
+def _taken(definition: WorkflowDefinition, step_name: str, context: Any) -> list[tuple[str, bool]]:
     step = definition.steps[step_name]
     edges = definition.outgoing(step_name)
     if not edges:
@@ -81,5 +93,5 @@ def deliver(
     if live:
         yield target, False
     else:  # dead-path elimination: the skipped step passes dead tokens on
-        for edge, _ in definition.outgoing(target):
+        for edge in definition.edges_from(target):  # boundary edges too
             yield from deliver(definition, tokens, edge.source, edge.target, False)

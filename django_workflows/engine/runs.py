@@ -33,7 +33,7 @@ from ..context import WorkflowContext
 from ..exceptions import ContextError, DefinitionError
 from ..models import StepRun, StepRunStatus, WorkflowInstance, WorkflowStatus
 from ..steps import BaseMachineStep, BaseStep
-from . import chained, subflow_join, transition
+from . import boundary, chained, subflow_join, transition
 from .leases import Heartbeat, fenced, lost_lease, new_lease
 from .protocol import Engine
 from .transition import ClaimedRun, Transition, error_text, fenced_update
@@ -144,10 +144,28 @@ def execute(engine: Engine, claimed: ClaimedRun, *, claim_next: bool = False) ->
     timeout = step.timeout if step.timeout is not None else workflow_settings.DEFAULT_STEP_TIMEOUT
     try:
         with Heartbeat(run.pk, token):
-            call_step(step, ctx, timeout)
+            result = call_step(step, ctx, timeout)
+            # Before the outcome is committed: its changes go with the step's, and if
+            # it raises, this attempt failed (the retry policy applies).
+            boundary.call_hook(step.on_success, ctx, result)
         changes = ctx.changes
     except Exception as exc:
-        return Outcome(fail(engine, claimed, exc, changes=safe_changes(ctx)))
+        hook_changes = None
+        if boundary.failed_for_good(engine, step, run):  # on_failure, once, in the worker
+            hook_changes = boundary.on_failure(
+                step,
+                WorkflowContext(
+                    run.input,
+                    instance_id=instance.pk,
+                    step_name=run.step_name,
+                    attempt=run.attempt,
+                    user_id=instance.started_by_id,
+                ),
+                exc,
+            )
+        return Outcome(
+            fail(engine, claimed, exc, changes=safe_changes(ctx), hook_changes=hook_changes)
+        )
     return finish(engine, claimed, changes, claim_next=claim_next)
 
 
@@ -211,9 +229,12 @@ def fail(
     *,
     changes: dict[str, Any] | None = None,
     retryable: bool = True,
+    hook_changes: dict[str, Any] | None = None,
 ) -> list[int]:
     """The step raised: retry it under its policy (read from the definition by this
-    worker), or fail the run and the instance. Returns the runs made runnable."""
+    worker), or fail the run and then take its error edge or fail the instance
+    (``boundary.failed``, with ``on_failure``'s ``hook_changes``). Returns the runs made
+    runnable."""
     run, token = claimed
     message, trace = error_text(exc)
 
@@ -241,13 +262,17 @@ def fail(
                 tx.runnable.append(run.pk)
             status = "retrying"
         else:
+            common["changes"] = {**common["changes"], **(hook_changes or {})}
             if not runs.update(
                 status=StepRunStatus.FAILED, lease_token=None, finished_at=Now(), **common
             ):
                 return
             tx.leave(run.step_name)
             status = "failed"
-        tx.attempt_ended(run, status, message, trace)
+        if status == "failed":
+            boundary.failed(tx, run, message, trace, error=exc, hook_changes=hook_changes)
+        else:
+            tx.attempt_ended(run, status, message, trace)
         # In the worker's log too, not only on the instance (once committed).
         log = logger.error if status == "failed" else logger.warning
         transaction.on_commit(
@@ -271,28 +296,26 @@ def safe_changes(ctx: WorkflowContext) -> dict[str, Any]:
         return {}
 
 
-def call_step(step: BaseStep, ctx: WorkflowContext, timeout: float | None) -> None:
-    """Run ``step.execute(ctx)``, sync or async, within ``timeout`` seconds if given."""
+def call_step(step: BaseStep, ctx: WorkflowContext, timeout: float | None) -> Any:
+    """Run ``step.execute(ctx)``, sync or async, within ``timeout`` seconds if given;
+    returns what it returned."""
     execute = step.execute  # type: ignore[attr-defined]
     if inspect.iscoroutinefunction(execute):
 
-        async def run() -> None:
+        async def run() -> Any:
             if timeout is None:
-                await execute(ctx)
-            else:
-                await asyncio.wait_for(execute(ctx), timeout)
+                return await execute(ctx)
+            return await asyncio.wait_for(execute(ctx), timeout)
 
-        async_to_sync(run)()
-        return
+        return async_to_sync(run)()
     if timeout is None:
-        execute(ctx)
-        return
+        return execute(ctx)
     # A sync step cannot be interrupted: run it in a thread and stop waiting for it.
-    outcome: dict[str, BaseException | None] = {}
+    outcome: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            execute(ctx)
+            outcome["result"] = execute(ctx)
             outcome["error"] = None
         except BaseException as exc:
             outcome["error"] = exc
@@ -305,4 +328,5 @@ def call_step(step: BaseStep, ctx: WorkflowContext, timeout: float | None) -> No
     if thread.is_alive():
         raise TimeoutError(f"step {ctx.step_name!r} did not finish within {timeout} seconds")
     if outcome.get("error") is not None:
-        raise outcome["error"]  # type: ignore[misc]
+        raise outcome["error"]
+    return outcome.get("result")

@@ -24,7 +24,7 @@ from django.db.models.functions import Now
 
 from .. import events as ev
 from ..context import check_json
-from ..exceptions import StateConflict
+from ..exceptions import StateConflict, WorkflowError
 from ..models import (
     ACTIVE_INSTANCE_STATUSES,
     ACTIVE_RUN_STATUSES,
@@ -37,7 +37,7 @@ from ..models import (
     WorkflowStatus,
 )
 from ..steps import SubWorkflowStep
-from . import transition
+from . import boundary, transition
 from .protocol import Engine
 from .subflows import results_key
 from .transition import ClaimedRun, Transition, error_text
@@ -145,7 +145,8 @@ def _fail(tx: Transition, run: StepRun, children: list[WorkflowInstance], messag
     )
     tx.leave(run.step_name)
     run.attempt = max(run.attempt, 1)
-    tx.attempt_ended(run, "failed", message)
+    # As a machine step out of attempts: its error edge if it has one, else the instance fails.
+    boundary.failed(tx, run, message, "", error=WorkflowError(message))
 
 
 def cancel_children(

@@ -18,8 +18,9 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from ..conf import workflow_settings
+from ..exceptions import StepCrashed
 from ..models import ACTIVE_INSTANCE_STATUSES, StepRun, StepRunStatus, WorkflowStatus
-from . import deadlines, subflow_join, transition
+from . import boundary, deadlines, subflow_join, transition
 from .leases import fenced
 from .protocol import Engine
 from .transition import Transition
@@ -48,6 +49,7 @@ def sweep(engine: Engine, limit: int = 500) -> int:
         except Exception:
             logger.exception("firing timer run %s failed", run_id)
     handled += deadlines.sweep(engine, limit)  # human tasks' reminders and escalations
+    handled += boundary.sweep(engine, limit)  # timeout edges
     handled += recover_expired_leases(engine, limit)
     # Sub-workflow steps whose children all finished but whose join was lost (a crash
     # between the child's commit and its parent's join): joining twice is harmless.
@@ -145,7 +147,15 @@ def recover(engine: Engine, run_id: int, instance_id: Any) -> list[int]:
                 return
             tx.leave(run.step_name)
             status = "failed"
-        tx.attempt_ended(run, status, error)
+        if status == "failed":
+            # The crash limit is failing for good: on_failure (here, in the sweep), then
+            # an error edge or the instance fails.
+            crashed = StepCrashed(error)
+            step = tx.definition.steps.get(run.step_name) if tx.definition else None
+            changes = boundary.on_failure(step, tx.context(run.step_name), crashed) if step else {}
+            boundary.failed(tx, run, error, "", error=crashed, hook_changes=changes)
+        else:
+            tx.attempt_ended(run, status, error)
         text = error if status == "failed" else f"re-queued (re-run {crashes} of {limit})"
         transaction.on_commit(
             lambda: logger.warning(

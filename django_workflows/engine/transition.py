@@ -107,6 +107,7 @@ class Transition:
         # ``changed`` (nothing written).
         self.expect: list[Any] | None = None
         self.changed = False
+        self.taking: str | None = None  # "error"/"timeout" while routing a boundary edge
 
     # -- events ----------------------------------------------------------------
 
@@ -186,6 +187,8 @@ class Transition:
             )
             self.route(step_name)
             return
+        if boundary := self.graph.boundary(step_name, "timeout"):  # armed (engine.boundary)
+            run.timeout_at = Now() + boundary.after
         self.new_runs.append(run)
         self.instance.current_steps.append(step_name)
 
@@ -224,7 +227,8 @@ class Transition:
 
     def route(self, step_name: str) -> None:
         """Send a token down every outgoing edge of a finished step: live if taken, else dead."""
-        for target, live in routing.taken(self.graph, step_name, self.context(step_name)):
+        ctx, on = self.context(step_name), self.taking  # on: a boundary edge is taken
+        for target, live in routing.taken(self.graph, step_name, ctx, on):
             self.deliver(step_name, target, live)
 
     def deliver(self, source: str, target: str, live: bool) -> None:

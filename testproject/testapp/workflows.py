@@ -81,7 +81,46 @@ class Approve(BaseHumanStep):
     fields = ("ok",)
 
 
+class Decline(BaseMachineStep):
+    """Always fails; its ``on_failure`` records the worker it ran on (error edges)."""
+
+    retry = RetryPolicy(max_attempts=2, backoff=0)
+
+    def execute(self, context):
+        mark(context, "started")
+        raise RuntimeError("card declined")
+
+    def on_failure(self, context, error):
+        context.set("on_failure", {"pid": os.getpid(), "error": str(error)})
+
+
+def _register_boundary():
+    registry.register_definition(
+        WorkflowDefinition(
+            name="worker_error_edge",
+            version="1",
+            initial_step="charge",
+            steps={"charge": Decline(), "ship": Mark(), "notify": Mark()},
+            edges=[Edge("charge", "ship"), Edge("charge", "notify", on="error")],
+        )
+    )
+    registry.register_definition(
+        WorkflowDefinition(
+            name="worker_timeout_edge",
+            version="1",
+            initial_step="start",
+            steps={"start": Mark(), "approve": Approve(), "end": Mark(), "expired": Mark()},
+            edges=[
+                Edge("start", "approve"),
+                Edge("approve", "end"),
+                Edge("approve", "expired", on="timeout", after=timedelta(seconds=2)),
+            ],
+        )
+    )
+
+
 def _register():
+    _register_boundary()
     join = ("left", "middle", "right")
     registry.register_definition(
         WorkflowDefinition(

@@ -415,3 +415,58 @@ def test_canceling_the_parent_while_its_child_completes_never_deadlocks(engine):
         else:
             assert parent.status == WorkflowStatus.COMPLETED
             assert first.status == WorkflowStatus.COMPLETED
+
+
+# -- with the boundary edges ----------------------------------------------------------
+
+
+def _with_boundary(registry, on, **edge):
+    registry.register_definition(
+        WorkflowDefinition(
+            name=f"sub_{on}",
+            version="1",
+            initial_step="lines",
+            steps={
+                "lines": SubWorkflowStep(
+                    "sub_approve" if on == "timeout" else "sub_price",
+                    for_each="lines",
+                    item_key="line",
+                ),
+                "done": sw.Done(),
+                "handle": sw.Done(),
+            },
+            edges=[Edge("lines", "done"), Edge("lines", "handle", on=on, **edge)],
+        )
+    )
+
+
+def test_a_failed_child_takes_the_steps_error_edge(engine, registry, db):
+    _with_boundary(registry, "error")
+    lines = [LINES[0], {"sku": "x", "qty": 1, "price": 1, "fail": True}]
+    parent = engine.start_workflow("sub_error", initial_data={"lines": lines})
+
+    assert parent.status == WorkflowStatus.COMPLETED
+    assert parent.context["error"]["step"] == "lines"
+    assert "cannot price x" in parent.context["error"]["message"]
+    assert [e.step_name for e in events(parent, "StepExecuted")][-1] == "handle"
+    assert not events(parent, "WorkflowFailed")
+
+
+def test_a_timeout_edge_cancels_the_waiting_children_and_goes_on(engine, registry, db):
+    from datetime import timedelta
+
+    from django_workflows.testing import advance_time
+
+    _with_boundary(registry, "timeout", after=timedelta(hours=1))
+    parent = engine.start_workflow("sub_timeout", initial_data={"lines": LINES})
+    assert parent.status == WorkflowStatus.WAITING
+    assert len(children(parent)) == 2
+
+    advance_time(timedelta(hours=2), engine)
+
+    parent.refresh_from_db()
+    assert parent.status == WorkflowStatus.COMPLETED
+    assert parent.context.get("done") is True  # the "handle" step ran (a Done)
+    assert [c.status for c in children(parent)] == [WorkflowStatus.CANCELED] * 2
+    assert len(events(parent, "StepTimedOut")) == 1
+    assert not HumanTask.objects.filter(instance__parent=parent, status="open").exists()
