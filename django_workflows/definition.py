@@ -18,6 +18,7 @@ from .steps import (
     ExclusiveGateway,
     ParallelGateway,
     TimerStep,
+    WaitForSignal,
 )
 
 
@@ -27,6 +28,8 @@ def _step_shape(step: BaseStep) -> Any:
         return "gateway:parallel"
     if isinstance(step, ExclusiveGateway):
         return {"type": "gateway:exclusive", "default": step.default}
+    if isinstance(step, WaitForSignal):  # what it waits for, and where its data goes
+        return {"type": "signal", "signal": step.signal_name, "key": step.key}
     return str(step.step_type)
 
 

@@ -151,6 +151,27 @@ class CommentAdded(WorkflowEventBase):
     excerpt: str = ""  # the text's first 200 characters, for the history
 
 
+@dataclass(frozen=True)
+class SignalReceived(WorkflowEventBase):
+    """An external signal arrived (``engine.send_signal``): ``consumed`` by the waiting
+    step ``step_name`` at once, or buffered (kept for a later wait; ``step_name`` "").
+    A buffered signal consumed later records a second event, ``consumed`` True."""
+
+    step_name: str = ""
+    signal: str = ""  # the signal's name
+    signal_id: int = 0
+    consumed: bool = False
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class SignalDiscarded(WorkflowEventBase):
+    """The instance finished with this signal unconsumed: it is kept, marked discarded."""
+
+    signal: str = ""
+    signal_id: int = 0
+
+
 EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
     cls.__name__: cls
     for cls in (
@@ -167,6 +188,8 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         HumanTaskEscalated,
         HumanTaskCanceled,
         CommentAdded,
+        SignalReceived,
+        SignalDiscarded,
     )
 }
 

@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from .signal_models import WorkflowSignal  # noqa: F401 (this app's model, kept apart)
+
 
 class WorkflowStatus(models.TextChoices):
     PENDING = "pending", _("Pending")
@@ -35,6 +37,7 @@ class StepTypeChoices(models.TextChoices):
     HUMAN = "human", _("Human")
     GATEWAY = "gateway", _("Gateway")
     TIMER = "timer", _("Timer")
+    SIGNAL = "signal", _("Signal")
 
 
 class TaskStatus(models.TextChoices):

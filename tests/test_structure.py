@@ -18,10 +18,12 @@ ENGINE_LAYERS = [
     {"human"},  # completes tasks, reads instances
     {"nofm", "comments"},  # N-of-M human steps; comments
     {"instances"},
+    {"signals"},  # external signals: sending, and their waits' timeouts
     {"runs", "sweep"},
     {"deadlines"},  # reminders and escalations of human tasks, fired by the sweep
     {"chained"},
     {"transition"},
+    {"signalwait"},  # what a transition does for WaitForSignal steps
     {"routing", "leases", "users", "protocol", "sql"},
 ]
 

@@ -47,8 +47,8 @@ from ..models import (
     WorkflowStatus,
 )
 from ..registry import WorkflowRegistry
-from ..steps import BaseHumanStep, BaseMachineStep, StepType, TimerStep
-from . import routing
+from ..steps import BaseHumanStep, BaseMachineStep, StepType, TimerStep, WaitForSignal
+from . import routing, signalwait
 from .leases import fenced, lost_lease, new_lease
 from .protocol import Engine
 from .sql import concrete_field, fastpath, lock
@@ -175,6 +175,9 @@ class Transition:
                 raise DefinitionError(f"timer {step_name!r} returned a naive datetime; use UTC")
             run.status = StepRunStatus.SCHEDULED
             run.due_at = due_at if due_at is not None else Now() + step.duration
+        elif isinstance(step, WaitForSignal):
+            if signalwait.activate(self, run, step):  # a buffered signal: consumed at once
+                return
         else:  # a gateway routes at once
             run.status = StepRunStatus.COMPLETED
             run.started_at = run.finished_at = Now()
@@ -343,7 +346,7 @@ class Transition:
         went_on = self.advance(
             run.step_name, step_type="machine", changes=changes, attempt=run.attempt
         )
-        if went_on and plain(self):
+        if went_on and plain(self) and not signalwait.blocks_fast_path(self):
             self.fenced = (run, token, changes)
         return went_on
 
@@ -384,7 +387,10 @@ class Transition:
             )
         if self.new_tasks:
             self._write_tasks()
+        signalwait.write(self)
         self._settle_status()
+        if instance.status in (WorkflowStatus.COMPLETED, WorkflowStatus.CANCELED):
+            signalwait.discard(self)  # signals nobody consumed
         instance.save(update_fields=list(fastpath.INSTANCE_FIELDS))
         WorkflowEvent.objects.bulk_create(
             WorkflowEvent(
