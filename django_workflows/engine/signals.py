@@ -188,11 +188,13 @@ def consume(tx: Transition, run: StepRun, signal: WorkflowSignal) -> None:
     StepRun.objects.filter(pk=run.pk).update(
         status=StepRunStatus.COMPLETED, changes=changes, finished_at=Now(), due_at=None
     )
+    # Marked before routing on: a wait for the same name that routing starts must not
+    # take this signal again.
+    taken = WorkflowSignal.objects.filter(pk=signal.pk)
+    taken.update(consumed_at=timezone.now(), consumed_by_step_run=run)
     tx.leave(run.step_name)
-    if tx.advance(run.step_name, run_pk=run.pk, step_type="signal", changes=changes):
-        WorkflowSignal.objects.filter(pk=signal.pk).update(
-            consumed_at=timezone.now(), consumed_by_step_run=run
-        )
+    if not tx.advance(run.step_name, run_pk=run.pk, step_type="signal", changes=changes):
+        taken.update(consumed_at=None, consumed_by_step_run=None)
 
 
 # -- the sweep ---------------------------------------------------------------------

@@ -262,3 +262,26 @@ def test_the_async_twin(sig_engine):
         "payment_received", {"a": 1}, instance_id=instance.pk
     )
     assert created and signal.state == "consumed"
+
+
+def test_one_signal_ends_one_wait_of_several_for_its_name(engine, wf_registry):
+    wf_registry.register_definition(
+        WorkflowDefinition(
+            name="two_waits",
+            version="1",
+            initial_step="first",
+            steps={
+                "first": WaitForSignal("tick", key="first"),
+                "second": WaitForSignal("tick", key="second"),
+            },
+            edges=[Edge("first", "second")],
+        )
+    )
+    instance = engine.start_workflow("two_waits")
+    engine.send_signal("tick", {"n": 1}, instance_id=instance.pk)
+    instance.refresh_from_db()
+    assert (instance.status, instance.current_steps) == (WorkflowStatus.WAITING, ["second"])
+    engine.send_signal("tick", {"n": 2}, instance_id=instance.pk)
+    instance.refresh_from_db()
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert instance.context == {"first": {"n": 1}, "second": {"n": 2}}
