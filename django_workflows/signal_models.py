@@ -57,6 +57,7 @@ class WorkflowSignal(models.Model):
     class Meta:
         verbose_name = _("workflow signal")
         verbose_name_plural = _("workflow signals")
+        permissions = [("send_signal", _("Can send a signal to any workflow instance"))]
         ordering = ("id",)
         indexes = [
             # A wait's lookup: the oldest pending signal of a name (FIFO).

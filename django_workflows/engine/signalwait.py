@@ -90,10 +90,11 @@ def discard(tx: Transition) -> None:
 
 
 def blocks_fast_path(tx: Transition) -> bool:
-    """The plan finishes the instance: pending signals are discarded in ``close()``'s ORM
-    path, which the fast path's one statement does not take. Unlocked (``tx.expect``),
-    a signal could be buffered after a check: the locked path then finishes it."""
+    """The locked plan finishes the instance with signals pending: they are discarded in
+    ``close()``'s ORM path, which the fast path's one statement does not take. Unlocked
+    (``tx.expect``), a signal may still come before the statement locks: checked after
+    it instead (``chained.discard_left``)."""
     instance = tx.instance
     if instance.status not in ACTIVE_INSTANCE_STATUSES or instance.current_steps:
         return False
-    return tx.expect is not None or pending(instance.pk).exists()
+    return tx.expect is None and pending(instance.pk).exists()

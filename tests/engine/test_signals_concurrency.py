@@ -1,11 +1,21 @@
 """Signals racing on PostgreSQL: senders serialize on the instance row lock."""
 
-import pytest
+import threading
 
-from django_workflows import Edge, WaitForSignal, WorkflowDefinition, WorkflowStatus
+import pytest
+from django.db import connections
+
+from django_workflows import (
+    BaseMachineStep,
+    Edge,
+    LocalExecutionEngine,
+    WaitForSignal,
+    WorkflowDefinition,
+    WorkflowStatus,
+)
 from django_workflows.models import StepRun, WorkflowSignal
 
-from ..helpers import QueueingEngine, in_threads
+from ..helpers import TIMEOUT, QueueingEngine, in_threads
 from ..workflows import Record
 from .test_signals import approve_then_wait_twice, payment
 
@@ -96,3 +106,33 @@ def test_a_signal_racing_the_instance_to_the_wait_is_consumed_once(wf_registry, 
     instance.refresh_from_db()
     assert instance.context["paid"] == 1
     assert StepRun.objects.filter(instance=instance, step_name="ship").count() == 1
+
+
+def test_a_signal_buffered_while_the_last_step_runs_is_discarded_at_the_end(wf_registry):
+    """The last step finishes on the fast path (unlocked on PostgreSQL): a signal
+    buffered meanwhile is discarded when the instance completes."""
+    engine = LocalExecutionEngine(wf_registry)
+
+    class SendMeanwhile(BaseMachineStep):
+        def execute(self, context):
+            thread = threading.Thread(target=send, args=(context.instance_id,))
+            thread.start()
+            thread.join(TIMEOUT)
+
+    def send(instance_id):
+        try:
+            engine.send_signal("never_waited_for", {"x": 1}, instance_id=instance_id)
+        finally:
+            connections.close_all()
+
+    wf_registry.register_definition(
+        WorkflowDefinition(
+            name="one_step", version="1", initial_step="work", steps={"work": SendMeanwhile()}
+        )
+    )
+    instance = engine.start_workflow("one_step")
+
+    assert instance.status == WorkflowStatus.COMPLETED
+    signal = WorkflowSignal.objects.get(instance=instance)
+    assert signal.state == "discarded"
+    assert instance.events.filter(type="SignalDiscarded").count() == 1
