@@ -38,6 +38,7 @@ from ._common import (
 )
 from .columns import short_datetime
 from .comments import InstanceCommentMixin, comments_context
+from .signals import signals_context
 from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
 from .history import annotate_history
@@ -255,6 +256,7 @@ class WorkflowInstanceAdmin(InstanceCommentMixin, admin.ModelAdmin):
             "cancel_url": reverse("admin:django_workflows_workflowinstance_cancel", args=[obj.pk]),
             "retry_url": reverse("admin:django_workflows_workflowinstance_retry", args=[obj.pk]),
             **comments_context(request, obj),
+            **signals_context(obj),
         }
 
     # -- cancel and retry: pages and actions ---------------------------------------
