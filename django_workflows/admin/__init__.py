@@ -27,6 +27,6 @@ __all__ = [
     "HumanTaskAdmin",
     "MyTaskAdmin",
     "SubstitutionAdmin",
-    "WorkflowSignalAdmin",
     "WorkflowInstanceAdmin",
+    "WorkflowSignalAdmin",
 ]

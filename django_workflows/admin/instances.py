@@ -38,10 +38,10 @@ from ._common import (
 )
 from .columns import short_datetime
 from .comments import InstanceCommentMixin, comments_context
-from .signals import signals_context
 from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
 from .history import annotate_history
+from .signals import signals_context
 from .substitutes import mark_on_behalf
 
 #: States an instance can be canceled from (the engine refuses the others).
