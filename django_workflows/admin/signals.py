@@ -8,7 +8,7 @@ delete here. A user sees the signals of the instances they see
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
 from django.db.models import Q, QuerySet
@@ -115,7 +115,7 @@ class WorkflowSignalAdmin(admin.ModelAdmin):
     ) -> WorkflowSignal | None:
         # Among all rows: one the user may not see is refused (403), not "deleted".
         rows = WorkflowSignal.objects.select_related("instance__definition")
-        return lookup(rows, object_id, from_field)
+        return cast("WorkflowSignal | None", lookup(rows, object_id, from_field))
 
     @admin.display(description=_("instance"))
     def instance_display(self, obj: WorkflowSignal) -> SafeString:
