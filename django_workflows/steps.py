@@ -480,6 +480,8 @@ class WaitForSignal(BaseStep):
         super().__init__(description)
         if not isinstance(signal_name, str) or not signal_name or len(signal_name) > 200:
             raise DefinitionError("WaitForSignal needs a signal name of 1 to 200 characters")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise DefinitionError("WaitForSignal key must be a non-empty string (or None)")
         if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta(0)):
             raise DefinitionError("WaitForSignal timeout must be a positive timedelta")
         self.signal_name = signal_name

@@ -8,6 +8,7 @@ from asgiref.sync import async_to_sync
 from django.core.exceptions import ValidationError
 
 from django_workflows import (
+    DefinitionError,
     Edge,
     ExclusiveGateway,
     InstanceNotFound,
@@ -285,3 +286,18 @@ def test_one_signal_ends_one_wait_of_several_for_its_name(engine, wf_registry):
     instance.refresh_from_db()
     assert instance.status == WorkflowStatus.COMPLETED
     assert instance.context == {"first": {"n": 1}, "second": {"n": 2}}
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("",), {}, "signal name"),
+        (("s" * 201,), {}, "signal name"),
+        (("s",), {"key": ""}, "key"),
+        (("s",), {"timeout": timedelta(0)}, "timeout"),
+        (("s",), {"timeout": 5}, "timeout"),
+    ],
+)
+def test_a_bad_wait_is_refused_where_it_is_written(args, kwargs, message):
+    with pytest.raises(DefinitionError, match=message):
+        WaitForSignal(*args, **kwargs)
