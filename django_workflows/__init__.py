@@ -20,7 +20,8 @@ _EXPORTS = {
     "ExclusiveGateway": "steps",
     "ParallelGateway": "steps",
     "TimerStep": "steps",
-    "WaitForSignal": "steps",
+    "WaitForSignal": "signal_steps",
+    "SubWorkflowStep": "steps",
     "StepType": "steps",
     "RetryPolicy": "steps",
     "WorkflowContext": "context",
@@ -113,6 +114,7 @@ if TYPE_CHECKING:  # pragma: no cover
         WorkflowNotFound,
     )
     from .models import WorkflowStatus
+    from .signal_steps import WaitForSignal
     from .steps import (
         BaseHumanStep,
         BaseMachineStep,
@@ -121,6 +123,6 @@ if TYPE_CHECKING:  # pragma: no cover
         ParallelGateway,
         RetryPolicy,
         StepType,
+        SubWorkflowStep,
         TimerStep,
-        WaitForSignal,
     )

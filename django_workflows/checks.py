@@ -181,3 +181,33 @@ def check_formless_steps(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
                 )
             )
     return warnings
+
+
+@register()
+def check_sub_workflows(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A SubWorkflowStep naming a workflow (or version) that is not registered (E004):
+    each instance reaching it would fail there."""
+    from .exceptions import WorkflowNotFound
+    from .registry import registry
+    from .steps import SubWorkflowStep
+
+    errors: list[CheckMessage] = []
+    for definition in registry.list_definitions(all_versions=True):
+        for name, step in definition.steps.items():
+            if not isinstance(step, SubWorkflowStep):
+                continue
+            try:
+                registry.get_definition(step.workflow, step.version)
+            except WorkflowNotFound:
+                version = f" version {step.version!r}" if step.version else ""
+                errors.append(
+                    Error(
+                        f"sub-workflow step {name!r} of workflow {definition} starts "
+                        f"{step.workflow!r}{version}, which is not registered",
+                        hint="Register that workflow (in an app's workflows.py), or fix the "
+                        "step's workflow= and version=.",
+                        obj=f"{definition.name} {definition.version}: {name}",
+                        id="django_workflows.E004",
+                    )
+                )
+    return errors

@@ -11,6 +11,7 @@ from typing import Any
 
 from .conditions import Condition, compile_condition
 from .exceptions import ConditionError, DefinitionError
+from .signal_steps import WaitForSignal
 from .steps import (
     ACTION_KINDS,
     BaseHumanStep,
@@ -18,7 +19,6 @@ from .steps import (
     ExclusiveGateway,
     ParallelGateway,
     TimerStep,
-    WaitForSignal,
 )
 
 

@@ -172,6 +172,26 @@ class SignalDiscarded(WorkflowEventBase):
     signal_id: int = 0
 
 
+@dataclass(frozen=True)
+class SubWorkflowStarted(WorkflowEventBase):
+    """A SubWorkflowStep started a child instance (in the parent's history)."""
+
+    step_name: str = ""
+    child_id: str = ""
+    child_workflow: str = ""
+    item_index: int = 0
+
+
+@dataclass(frozen=True)
+class SubWorkflowFinished(WorkflowEventBase):
+    """A child instance finished (``status``: completed, failed or canceled); in the
+    parent's history."""
+
+    step_name: str = ""
+    child_id: str = ""
+    status: str = ""
+
+
 EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
     cls.__name__: cls
     for cls in (
@@ -190,6 +210,8 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         CommentAdded,
         SignalReceived,
         SignalDiscarded,
+        SubWorkflowStarted,
+        SubWorkflowFinished,
     )
 }
 

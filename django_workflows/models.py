@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -38,6 +39,7 @@ class StepTypeChoices(models.TextChoices):
     GATEWAY = "gateway", _("Gateway")
     TIMER = "timer", _("Timer")
     SIGNAL = "signal", _("Signal")
+    SUBWORKFLOW = "subworkflow", _("Sub-workflow")
 
 
 class TaskStatus(models.TextChoices):
@@ -57,6 +59,12 @@ ACTIVE_RUN_STATUSES = (
 
 def _status_check(name: str, choices: type[models.TextChoices]) -> models.CheckConstraint:
     return models.CheckConstraint(condition=Q(status__in=choices.values), name=name)
+
+
+def _child_link(to: str, name: Any) -> Any:
+    return models.ForeignKey(
+        to, models.SET_NULL, null=True, blank=True, related_name="children", verbose_name=name
+    )
 
 
 class DefinitionVersion(models.Model):
@@ -122,6 +130,10 @@ class WorkflowInstance(models.Model):
     started_at = models.DateTimeField(_("started at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    # A SubWorkflowStep's child: its parent, the parent's run waiting for it, its item.
+    parent = _child_link("self", _("parent instance"))
+    parent_step_run = _child_link("StepRun", _("parent step run"))
+    parent_item = models.PositiveIntegerField(_("item index"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("workflow instance")
@@ -133,7 +145,12 @@ class WorkflowInstance(models.Model):
             models.Index(fields=("-started_at",), name="dwf_instance_started"),
             models.Index(fields=("business_key",), name="dwf_instance_business_key"),
         ]
-        constraints = [_status_check("dwf_instance_status_valid", WorkflowStatus)]
+        constraints = [
+            _status_check("dwf_instance_status_valid", WorkflowStatus),
+            models.UniqueConstraint(  # one child per item of a parent's run
+                fields=("parent_step_run", "parent_item"), name="dwf_instance_one_child"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.definition_id and self.definition} #{self.pk}"
@@ -577,24 +594,5 @@ class IdempotencyKey(models.Model):
         return self.key
 
 
-class SweeperLease(models.Model):
-    """Who runs the cluster's sweep: one row per sweep, taken and renewed by one process
-    at a time with a compare-and-set on the database clock (``engine/sweeper.py``)."""
-
-    name = models.CharField(_("name"), max_length=100, primary_key=True)
-    holder = models.CharField(
-        _("holder"),
-        max_length=255,
-        blank=True,
-        help_text=_("host:pid:id of the sweeper thread holding the lease; blank for none."),
-    )
-    expires_at = models.DateTimeField(
-        _("expires at"), help_text=_("Database time after which another process may take it.")
-    )
-
-    class Meta:
-        verbose_name = _("sweeper lease")
-        verbose_name_plural = _("sweeper leases")
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.holder or 'free'})"
+# Imported here so that the app's models module holds every model (the row lives apart).
+from .sweeper_models import SweeperLease  # noqa: E402, F401

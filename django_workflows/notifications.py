@@ -25,6 +25,7 @@ from django.urls import NoReverseMatch, reverse
 from . import events as ev
 from .conf import workflow_settings
 from .models import HumanTask, TaskStatus
+from .permissions import active_substitutions, active_users_q
 
 logger = logging.getLogger("django_workflows.notifications")
 
@@ -77,23 +78,25 @@ def notify(kind: str, task_id: Any, event: ev.WorkflowEventBase | None = None) -
 
 def recipients(task: HumanTask) -> list[Any]:
     """The users to mail about ``task``: its assignee, else its claimer, else the active
-    members of its candidate groups; only those with an email address."""
+    members of its candidate groups; and the substitutes standing in for any of them now
+    (they may complete it); only those with an email address."""
     user_model = get_user_model()
     email = user_model.get_email_field_name()
-    person = task.assignee or task.claimed_by
-    if person is not None:
-        address: str = getattr(person, email, "") or ""
-        return [person] if person.is_active and address else []
-    names = list(task.candidate_groups.values_list("name", flat=True))
-    if not names:
-        return []
-    return list(
-        user_model._default_manager.filter(groups__name__in=names, is_active=True)
-        .exclude(**{email: ""})
-        .exclude(**{f"{email}__isnull": True})
-        .distinct()
-        .order_by("pk")
-    )
+    users = user_model._default_manager.filter(active_users_q()).exclude(**{email: ""})
+    users = users.exclude(**{f"{email}__isnull": True})
+    person_pk = task.assignee_id or task.claimed_by_id
+    if person_pk is not None:
+        people = users.filter(pk=person_pk)
+    else:
+        names = list(task.candidate_groups.values_list("name", flat=True))
+        if not names:
+            return []
+        people = users.filter(groups__name__in=names)
+    found = list(people.distinct().order_by("pk"))
+    standing_in = active_substitutions().filter(user__in=[user.pk for user in found])
+    known = {user.pk for user in found}
+    substitutes = users.filter(pk__in=standing_in.values("substitute")).exclude(pk__in=known)
+    return found + list(substitutes.order_by("pk"))
 
 
 def task_url(task: HumanTask) -> str:

@@ -27,6 +27,7 @@ class StepType(enum.StrEnum):
     GATEWAY = "gateway"
     TIMER = "timer"
     SIGNAL = "signal"
+    SUBWORKFLOW = "subworkflow"
 
 
 @dataclass(frozen=True)
@@ -452,60 +453,112 @@ class TimerStep(BaseStep):
         return {**super().describe(), "duration_seconds": seconds}
 
 
-class WaitForSignal(BaseStep):
-    """Waits for the external signal ``signal_name`` (``engine.send_signal``), then
-    continues. The signal's data is merged into the context, or stored under ``key``.
+#: ``input``/``output`` of a SubWorkflowStep: a key mapping, or a function of a context.
+Mapping_ = Mapping[str, str] | Callable[[Mapping[str, Any]], Any] | None
 
-    A signal sent before the instance gets here is kept and consumed on arrival (one
-    signal per wait, oldest first). ``timeout`` (a timedelta from activation): if no
-    signal came by then, the sweep fails the step and the instance (retry it to wait
-    again). See docs/howto/signals.md.
+
+class SubWorkflowStep(BaseStep):
+    """Starts a child instance of workflow ``workflow`` and waits for it to finish.
+
+    ``input`` gives the child's initial data: ``{"parent_key": "child_key"}``, or a
+    function of the parent's context returning the data. ``output`` copies the child's
+    final context back: ``{"child_key": "parent_key"}``, or a function of the child's
+    context returning the changes. Without them nothing is copied.
+
+    With ``for_each`` (a context key holding a list, or a function of the context
+    returning one) one child starts per item, its initial data the ``input`` plus
+    ``{item_key: item}``; the step completes when all have, with the list of their
+    outputs (``output`` applied to each child; ``{}`` without it) in item order under
+    ``results_key`` (default: the step's name). A child that fails fails the step, and
+    the other children are canceled.
     """
 
-    step_type = StepType.SIGNAL
-    #: The instance waits here for something outside (a signal), not for code.
+    step_type = StepType.SUBWORKFLOW
+    #: The step waits for outside work (its children): a timeout edge cancels it.
     waits = True
-    signal_name: str = ""
-    key: str | None = None
-    timeout: timedelta | None = None
 
     def __init__(
         self,
-        signal_name: str,
+        workflow: str,
         *,
-        key: str | None = None,
-        timeout: timedelta | None = None,
+        version: str | None = None,
+        input: Mapping_ = None,
+        output: Mapping_ = None,
+        for_each: str | Callable[[Mapping[str, Any]], Sequence[Any]] | None = None,
+        item_key: str = "item",
+        results_key: str | None = None,
         description: str | None = None,
     ) -> None:
         super().__init__(description)
-        if not isinstance(signal_name, str) or not signal_name or len(signal_name) > 200:
-            raise DefinitionError("WaitForSignal needs a signal name of 1 to 200 characters")
-        if key is not None and (not isinstance(key, str) or not key):
-            raise DefinitionError("WaitForSignal key must be a non-empty string (or None)")
-        if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta(0)):
-            raise DefinitionError("WaitForSignal timeout must be a positive timedelta")
-        self.signal_name = signal_name
-        self.key = key
-        self.timeout = timeout
+        if not isinstance(workflow, str) or not workflow:
+            raise DefinitionError("SubWorkflowStep needs the name of the child workflow")
+        for name, value in (("input", input), ("output", output)):
+            if value is not None and not callable(value) and not _str_mapping(value):
+                raise DefinitionError(
+                    f"SubWorkflowStep {name}= must be a mapping of context keys or a callable"
+                )
+        if for_each is not None and not (isinstance(for_each, str) or callable(for_each)):
+            raise DefinitionError("SubWorkflowStep for_each= must be a context key or a callable")
+        self.workflow, self.version = workflow, version
+        self.input, self.output = input, output
+        self.for_each, self.item_key, self.results_key = for_each, item_key, results_key
 
     @property
     def label(self) -> str:
-        return f"signal: {self.signal_name}"
+        return f"\u229e {self.workflow}"
 
-    def changes(self, data: Any) -> dict[str, Any]:
-        """What a received signal's ``data`` writes into the context."""
-        if self.key is not None:
-            return {self.key: data}
-        return dict(data) if isinstance(data, dict) else {}
+    def get_items(self, context: Mapping[str, Any]) -> list[Any] | None:
+        """The items to start one child each for; None without ``for_each``."""
+        if self.for_each is None:
+            return None
+        items = (
+            self.for_each(context) if callable(self.for_each) else context.get(self.for_each, [])
+        )
+        if not isinstance(items, list | tuple):
+            raise TypeError(f"for_each must give a list, not {type(items).__name__}")
+        return list(items)
 
-    def cancel_waiting(self, tx: Any, run: Any) -> None:
-        """A timeout edge ends the wait: nothing to undo (a later signal is buffered)."""
+    def get_input(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The child's initial data from the parent's context."""
+        if self.input is None:
+            return {}
+        if callable(self.input):
+            data = self.input(context)
+            if not isinstance(data, dict):
+                raise TypeError(f"input must return a dict, not {type(data).__name__}")
+            return dict(data)
+        return {child: context[parent] for parent, child in self.input.items() if parent in context}
+
+    def get_output(self, child_context: Mapping[str, Any]) -> Any:
+        """What the child's final context gives the parent (a dict of changes, or with
+        ``for_each`` the item's result)."""
+        if self.output is None:
+            return {}
+        if callable(self.output):
+            return self.output(child_context)
+        return {
+            parent: child_context[child]
+            for child, parent in self.output.items()
+            if child in child_context
+        }
+
+    def cancel_waiting(self, tx: Any, run: Any) -> int:
+        """Stop waiting (a timeout edge fired): cancel ``run``'s unfinished children, in
+        the parent's transition ``tx``. Returns how many were canceled."""
+        from .engine.subflow_join import cancel_children  # the engine is a layer up
+
+        return cancel_children(tx, run=run, reason=f"step {run.step_name!r} stopped waiting")
 
     def describe(self) -> dict[str, Any]:
-        seconds = self.timeout.total_seconds() if self.timeout is not None else None
         return {
             **super().describe(),
-            "signal": self.signal_name,
-            "key": self.key,
-            "timeout_seconds": seconds,
+            "workflow": self.workflow,
+            "version": self.version,
+            "for_each": self.for_each if isinstance(self.for_each, str) else None,
         }
+
+
+def _str_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )

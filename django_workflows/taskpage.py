@@ -214,10 +214,7 @@ def page_context(
         "problem": problem,
         "form": form,
         "errors": completing.errors if completing else [],
-        "buttons": [
-            {"label": label, "kind": kind, "css": BUTTON_CLASSES.get(kind, "button")}
-            for label, kind in (step.get_action_kinds() if step is not None else [])
-        ],
+        "buttons": action_buttons(step),
         "can_complete": allowed and task_open and step is not None,
         "may_complete": allowed,
         "overdue": is_overdue(task),
@@ -235,6 +232,14 @@ def page_context(
         "comment": request.POST.get("_comment", ""),
         "comment_hint": comment_hint(step),
     }
+
+
+def action_buttons(step: BaseHumanStep | None) -> list[dict[str, str]]:
+    """The step's action buttons, styled by kind (``includes/action_buttons.html``)."""
+    return [
+        {"label": label, "kind": kind, "css": BUTTON_CLASSES.get(kind, "button")}
+        for label, kind in (step.get_action_kinds() if step is not None else [])
+    ]
 
 
 def comment_hint(step: BaseHumanStep | None) -> str:

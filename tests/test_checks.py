@@ -280,3 +280,29 @@ def test_engine_refuses_to_start_a_changed_graph_under_a_stored_version(engine, 
     assert WorkflowInstance.objects.count() == 1
     stored.refresh_from_db()
     assert stored.checksum != changed.checksum  # the stored graph was not overwritten
+
+
+# -- E004 ----------------------------------------------------------------------------------
+
+
+def test_e004_for_a_sub_workflow_step_starting_an_unregistered_workflow():
+    from django_workflows import SubWorkflowStep
+
+    assert checks("django_workflows.E004") == []  # the project's sub-workflows exist
+    registry.register_definition(
+        WorkflowDefinition(
+            name="orphan_parent",
+            version="1",
+            initial_step="sub",
+            steps={"sub": SubWorkflowStep("sub_price", version="9"), "ok": Record()},
+            edges=[Edge("sub", "ok")],
+        )
+    )
+    try:
+        (error,) = checks("django_workflows.E004")
+    finally:
+        registry.unregister("orphan_parent")
+    assert error.level == ERROR
+    assert error.obj == "orphan_parent 1: sub"
+    assert "starts 'sub_price' version '9', which is not registered" in error.msg
+    assert checks("django_workflows.E004") == []

@@ -952,6 +952,7 @@ def test_checks_page_lists_every_check_id():
         "django_workflows.E001",
         "django_workflows.E002",
         "django_workflows.E003",
+        "django_workflows.E004",
         "django_workflows.W001",
         "django_workflows.W101",
         "django_workflows.W102",

@@ -84,6 +84,21 @@ def test_without_an_assignee_the_groups_active_members_with_an_address(notify, m
     assert "waiting for you or your group" in mailoutbox[0].body
 
 
+def test_the_substitutes_standing_in_now_are_mailed_too(notify, mailoutbox):
+    from django.utils import timezone
+
+    from django_workflows.substitutes import add_substitute
+
+    absent = UserFactory(email="ann@example.com")
+    deputy = UserFactory(email="deputy@example.com")
+    former = UserFactory(email="former@example.com")
+    now = timezone.now()
+    add_substitute(absent, deputy, now - timedelta(days=1), now + timedelta(days=1))
+    add_substitute(absent, former, now - timedelta(days=9), now - timedelta(days=2))
+    start(notify, approver=absent.pk)
+    assert [m.to for m in mailoutbox] == [["ann@example.com"], ["deputy@example.com"]]
+
+
 def test_nothing_is_sent_when_the_setting_is_off(notify, settings, mailoutbox):
     settings.DJANGO_WORKFLOWS = {**settings.DJANGO_WORKFLOWS, "NOTIFY_BY_EMAIL": False}
     start(notify, approver=UserFactory().pk)

@@ -20,10 +20,12 @@ ENGINE_LAYERS = [
     {"instances"},
     {"signals"},  # external signals: sending, and their waits' timeouts
     {"runs", "sweep"},
+    {"subflow_join"},  # sub-workflows joined and canceled in the parent's transitions
     {"deadlines"},  # reminders and escalations of human tasks, fired by the sweep
     {"chained"},
     {"transition"},
     {"signalwait"},  # what a transition does for WaitForSignal steps
+    {"subflows"},  # sub-workflows started with the parent's transition
     {"routing", "leases", "users", "protocol", "sql"},
 ]
 

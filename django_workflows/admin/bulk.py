@@ -25,7 +25,7 @@ from ..forms import form_for_step, page_form_for_step
 from ..models import HumanTask
 from ..permissions import completable_tasks, visible_tasks
 from ..steps import BaseHumanStep
-from ..taskpage import comment_hint
+from ..taskpage import action_buttons, comment_hint
 from ._common import TEMPLATE_DIR
 
 
@@ -97,10 +97,10 @@ class BulkCompleteMixin:
             "step": step,
             "form": form,
             "errors": errors,
-            "actions": list(step.actions) if shared and step is not None else [],
+            "buttons": action_buttons(step if shared else None),
             "comment": request.POST.get("_comment", ""),
             "comment_hint": comment_hint(step if shared else None),
-            "media": form.media if form is not None else None,
+            "media": self.media + form.media if form is not None else self.media,  # type: ignore[attr-defined]
         }
         return TemplateResponse(request, f"{TEMPLATE_DIR}/humantask/bulk_complete.html", context)
 

@@ -133,6 +133,9 @@ def _caption(spec: Mapping[str, Any]) -> tuple[str, str]:
         return kind, "exclusive gateway" if "default" in spec else "parallel gateway"
     if kind == "signal":  # what it waits for
         return kind, f"signal: {spec.get('signal') or '?'}"
+    if kind == "subworkflow":  # BPMN's call activity marker, and the child's name
+        each = " (each)" if spec.get("for_each") else ""
+        return kind, f"\u229e {spec.get('workflow') or 'sub-workflow'}{each}"
     return kind, {"machine": "machine step", "human": "human task", "timer": "timer"}.get(
         kind, kind
     )
@@ -333,15 +336,17 @@ def _shape(node: _Node, fill: str, stroke: str, stroke_width: float) -> str:
         ]
         coords = " ".join(f"{_num(px)},{_num(py)}" for px, py in points)
         return f'<polygon points="{coords}" {paint}/>'
-    radius = 16 if node.kind == "human" else 5
+    radius = {"human": 16, "subworkflow": 2}.get(node.kind, 5)
     rect = (
         f'<rect x="{_num(x0)}" y="{_num(y0)}" width="{_num(node.w)}" height="{_NODE_H}" '
         f'rx="{_num(radius)}" {paint}/>'
     )
-    if node.kind == "timer":  # a double border
+    if node.kind in ("timer", "subworkflow"):  # a double border (square: a sub-workflow)
+        inner_rx = 3 if node.kind == "timer" else 0
         rect += (
             f'<rect x="{_num(x0 + 4)}" y="{_num(y0 + 4)}" width="{_num(node.w - 8)}" '
-            f'height="{_NODE_H - 8}" rx="3" fill="none" stroke="{stroke}" stroke-width="1"/>'
+            f'height="{_NODE_H - 8}" rx="{inner_rx}" fill="none" stroke="{stroke}" '
+            'stroke-width="1"/>'
         )
     if node.kind == "signal":  # an envelope at the top left: a message it waits for
         ex, ey = x0 + 7, y0 + 6

@@ -71,7 +71,13 @@ def annotate_history(events: Sequence[WorkflowEvent]) -> None:
     for event in events:
         payload = event.payload
         users = _user_ids(payload)
-        event.payload_users = [(_label(key), *names[str(value)]) for key, value in users.items()]
+        # "user: -" says nobody acted (code, a sweep); an empty "on behalf of user" or
+        # "from user" says nothing, and is left out.
+        event.payload_users = [
+            (_label(key), *names[str(value)])
+            for key, value in users.items()
+            if value is not None or key == USER_KEY_SUFFIX
+        ]
         if isinstance(payload, dict):
             payload = {key: value for key, value in payload.items() if key not in users}
         event.payload_text = compact_json(payload) if payload else ""

@@ -42,6 +42,7 @@ from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
 from .history import annotate_history
 from .signals import signals_context
+from .subflows import SUBFLOW_FIELDS, SubWorkflowLinksMixin
 from .substitutes import mark_on_behalf
 
 #: States an instance can be canceled from (the engine refuses the others).
@@ -74,7 +75,7 @@ ERROR_FIELDS = ("failed_step", "error", "traceback_display")
 
 
 @admin.register(WorkflowInstance)
-class WorkflowInstanceAdmin(InstanceCommentMixin, admin.ModelAdmin):
+class WorkflowInstanceAdmin(InstanceCommentMixin, SubWorkflowLinksMixin, admin.ModelAdmin):
     list_display = (
         "short_id",
         "definition_display",
@@ -98,7 +99,7 @@ class WorkflowInstanceAdmin(InstanceCommentMixin, admin.ModelAdmin):
         "An instance id (whole, or its first characters) or a business key (or its start)."
     )
     actions = ("cancel_instances", "retry_instances")
-    readonly_fields = (*SUMMARY_FIELDS, *ERROR_FIELDS)
+    readonly_fields = (*SUMMARY_FIELDS, *ERROR_FIELDS, *SUBFLOW_FIELDS)
 
     # -- permissions: the rule of ``permissions.py``, read-only, plus cancel and retry --
     # The list shows the instances the user may see (``visible_instances``); an
@@ -185,7 +186,7 @@ class WorkflowInstanceAdmin(InstanceCommentMixin, admin.ModelAdmin):
     # -- detail -----------------------------------------------------------------
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
-        fieldsets: list[Any] = [(None, {"fields": SUMMARY_FIELDS})]
+        fieldsets: list[Any] = [(None, {"fields": SUMMARY_FIELDS}), *self.subflow_fieldset(obj)]
         if obj is not None and (obj.error or obj.status == WorkflowStatus.FAILED):
             fieldsets.append((_("Error"), {"fields": ERROR_FIELDS}))
         return fieldsets

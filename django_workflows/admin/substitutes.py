@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -27,6 +28,7 @@ from ..permissions import (
     manages_every_substitution,
     visible_substitutions,
 )
+from .columns import one_line, short_datetime
 
 
 def user_by_name_field(**kwargs: Any) -> forms.ModelChoiceField:
@@ -43,7 +45,15 @@ def user_by_name_field(**kwargs: Any) -> forms.ModelChoiceField:
 
 @admin.register(Substitution)
 class SubstitutionAdmin(admin.ModelAdmin):
-    list_display = ("user", "substitute", "starts_at", "ends_at", "state_display", "reason")
+    # Short cells (see columns.py): the list fits 1280 px with the nav sidebar open.
+    list_display = (
+        "user_display",
+        "substitute_display",
+        "starts_display",
+        "ends_display",
+        "state_display",
+        "reason_short",
+    )
     list_select_related = ("user", "substitute")
     list_filter = (("ends_at", admin.DateFieldListFilter),)
     ordering = ("-starts_at", "-id")
@@ -106,6 +116,26 @@ class SubstitutionAdmin(admin.ModelAdmin):
                     self.instance.user = me
 
         return OwnSubstitutionForm
+
+    @admin.display(description=gettext_lazy("absent user"), ordering="user")
+    def user_display(self, obj: Substitution) -> SafeString:
+        return one_line(str(obj.user), limit=40)
+
+    @admin.display(description=gettext_lazy("substitute"), ordering="substitute")
+    def substitute_display(self, obj: Substitution) -> SafeString:
+        return one_line(str(obj.substitute), limit=40)
+
+    @admin.display(description=gettext_lazy("starts at"), ordering="starts_at")
+    def starts_display(self, obj: Substitution) -> SafeString:
+        return short_datetime(obj.starts_at)
+
+    @admin.display(description=gettext_lazy("ends at"), ordering="ends_at")
+    def ends_display(self, obj: Substitution) -> SafeString:
+        return short_datetime(obj.ends_at)
+
+    @admin.display(description=gettext_lazy("reason"))
+    def reason_short(self, obj: Substitution) -> SafeString:
+        return one_line(obj.reason, limit=40) if obj.reason else mark_safe("-")
 
     @admin.display(description=gettext_lazy("state"))
     def state_display(self, obj: Substitution) -> str:

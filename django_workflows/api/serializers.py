@@ -260,14 +260,51 @@ class InstanceSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ChildSerializer(serializers.ModelSerializer):
+    """A sub-workflow instance a step of this one started."""
+
+    workflow = serializers.CharField(source="definition.name", read_only=True)
+    status = EnumField(WorkflowStatus, read_only=True)
+    step_name = serializers.SerializerMethodField(help_text="The parent's step that started it.")
+    item = serializers.IntegerField(
+        source="parent_item", read_only=True, help_text="Its item's index (for_each), else 0."
+    )
+
+    class Meta:
+        model = WorkflowInstance
+        fields = ("id", "workflow", "status", "step_name", "item")
+        read_only_fields = fields
+
+    def get_step_name(self, obj: WorkflowInstance) -> str:
+        run = obj.parent_step_run
+        return run.step_name if run is not None else ""
+
+
 class InstanceDetailSerializer(InstanceSerializer):
+    parent = serializers.UUIDField(
+        source="parent_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The instance whose sub-workflow step started this one, or null.",
+    )
+    children = ChildSerializer(
+        many=True, read_only=True, help_text="The sub-workflows it started, oldest first."
+    )
     context = serializers.DictField(read_only=True)
     step_runs = StepRunSerializer(many=True, read_only=True)
     open_tasks = TaskSerializer(many=True, read_only=True)
     events = EventSerializer(many=True, read_only=True, help_text="The history, oldest first.")
 
     class Meta(InstanceSerializer.Meta):
-        fields = (*InstanceSerializer.Meta.fields, "context", "step_runs", "open_tasks", "events")
+        fields = (
+            *InstanceSerializer.Meta.fields,
+            "parent",
+            "children",
+            "context",
+            "step_runs",
+            "open_tasks",
+            "events",
+        )
         read_only_fields = fields
 
 

@@ -234,8 +234,14 @@ def _detail_queryset() -> QuerySet[WorkflowInstance]:
         .select_related("instance__definition")
         .prefetch_related("candidate_groups")
     )
+    children = WorkflowInstance.objects.select_related("definition", "parent_step_run").order_by(
+        "started_at", "parent_item"
+    )
     return WorkflowInstance.objects.select_related("definition").prefetch_related(
-        "step_runs", "events", Prefetch("human_tasks", queryset=open_tasks, to_attr="open_tasks")
+        "step_runs",
+        "events",
+        Prefetch("human_tasks", queryset=open_tasks, to_attr="open_tasks"),
+        Prefetch("children", queryset=children),
     )
 
 

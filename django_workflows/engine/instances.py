@@ -12,52 +12,28 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models.functions import Now
 
 from .. import events as ev
 from ..context import check_json, check_size
-from ..definition import WorkflowDefinition
 from ..exceptions import (
     ContextError,
-    DefinitionError,
     InstanceNotFound,
     StateConflict,
     StepNotFound,
 )
 from ..models import (
-    ACTIVE_INSTANCE_STATUSES,
-    ACTIVE_RUN_STATUSES,
-    DefinitionVersion,
-    HumanTask,
     IdempotencyKey,
     StepRun,
     StepRunStatus,
-    TaskStatus,
+    StepTypeChoices,
     WorkflowInstance,
     WorkflowStatus,
 )
-from . import runs, transition
+from . import runs, subflow_join, transition
 from .protocol import Engine
+from .subflows import definition_row
 from .transition import Transition
 from .users import checked_pk, user_pk
-
-
-def definition_row(definition: WorkflowDefinition) -> DefinitionVersion:
-    row, created = DefinitionVersion.objects.get_or_create(
-        name=definition.name,
-        version=definition.version,
-        defaults={
-            "graph": definition.graph(),
-            "checksum": definition.checksum,
-            "description": definition.description,
-        },
-    )
-    if not created and row.checksum != definition.checksum:
-        raise DefinitionError(
-            f"the graph of workflow {definition} differs from the one stored for that version; "
-            "give the changed graph a new version"
-        )
-    return row
 
 
 def start(
@@ -159,25 +135,10 @@ def get_instance(instance_id: Any) -> WorkflowInstance:
 
 
 def cancel(engine: Engine, instance_id: Any, reason: str = "") -> WorkflowInstance:
-    """Cancel the instance, its open tasks and pending runs. Finished instances conflict."""
-
-    def body(tx: Transition) -> None:
-        instance = tx.instance
-        if instance.status not in (*ACTIVE_INSTANCE_STATUSES, WorkflowStatus.FAILED):
-            raise StateConflict(f"instance {instance.pk} is already {instance.status}")
-        StepRun.objects.filter(instance=instance, status__in=ACTIVE_RUN_STATUSES).update(
-            status=StepRunStatus.CANCELED, lease_token=None, finished_at=Now()
-        )
-        HumanTask.objects.filter(instance=instance, status=TaskStatus.OPEN).update(
-            status=TaskStatus.CANCELED
-        )
-        instance.status = WorkflowStatus.CANCELED
-        instance.tokens = {}
-        instance.current_steps = []
-        tx.event(ev.WorkflowCanceled, reason=reason)
-
-    # Canceling needs no step code: it works even when the definition is gone or changed.
-    instance, _, _ = transition.run(engine, instance_id, body, needs_definition=False)
+    """Cancel the instance, its open tasks, pending runs and unfinished children.
+    Finished instances conflict."""
+    instance, runnable = subflow_join.cancel(engine, instance_id, reason)
+    engine.dispatch(runnable)  # a canceled child: its parent's step fails
     return get_instance(instance.pk)
 
 
@@ -204,6 +165,14 @@ def retry(engine: Engine, instance_id: Any, from_step: str | None = None) -> Wor
             ).values_list("pk", flat=True)
         )
         tx.advance(step_name, activate=True)
+        # Sub-workflow steps whose children finished while the instance was failed.
+        tx.runnable.extend(
+            StepRun.objects.filter(
+                instance=instance,
+                status=StepRunStatus.WAITING,
+                step_type=StepTypeChoices.SUBWORKFLOW,
+            ).values_list("pk", flat=True)
+        )
 
     instance, runnable, claimed = transition.run(
         engine, instance_id, body, claim_next=engine.executes_inline()

@@ -33,7 +33,7 @@ from ..context import WorkflowContext
 from ..exceptions import ContextError, DefinitionError
 from ..models import StepRun, StepRunStatus, WorkflowInstance, WorkflowStatus
 from ..steps import BaseMachineStep, BaseStep
-from . import chained, transition
+from . import chained, subflow_join, transition
 from .leases import Heartbeat, fenced, lost_lease, new_lease
 from .protocol import Engine
 from .transition import ClaimedRun, Transition, error_text, fenced_update
@@ -94,7 +94,10 @@ def process_run(engine: Engine, run_id: int) -> list[int]:
     """
     claimed = claim(run_id)
     if claimed is None:
-        return []
+        # Not a machine run to claim: maybe a parent's waiting sub-workflow run, sent
+        # when one of its children finished (engine.subflows).
+        runnable, joined = subflow_join.join(engine, run_id, claim_next=engine.chain_steps)
+        return runnable + (run_chain(engine, joined) if joined is not None else [])
     return run_chain(engine, claimed)
 
 

@@ -31,7 +31,7 @@ from ..models import (
     WorkflowSignal,
     WorkflowStatus,
 )
-from ..steps import WaitForSignal
+from ..signal_steps import WaitForSignal
 from . import runs, transition
 from .protocol import Engine
 from .transition import Transition

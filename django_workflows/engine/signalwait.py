@@ -13,8 +13,10 @@ from django.utils import timezone
 
 from .. import events as ev
 from ..context import check_size
+from ..exceptions import DefinitionError
 from ..models import ACTIVE_INSTANCE_STATUSES, StepRun, StepRunStatus, WorkflowSignal
-from ..steps import WaitForSignal
+from ..signal_steps import WaitForSignal
+from ..steps import BaseStep
 
 if TYPE_CHECKING:
     from .transition import Transition
@@ -27,10 +29,13 @@ def pending(instance_id: Any) -> QuerySet[WorkflowSignal]:
     ).order_by("id")
 
 
-def activate(tx: Transition, run: StepRun, step: WaitForSignal) -> bool:
-    """Plan the activation of a signal step: it waits (``run`` WAITING, until ``timeout``
-    if set), or, when a signal of its name is buffered, consumes the oldest one and routes
-    on at once (True: the caller adds nothing more). One signal per activation."""
+def activate(tx: Transition, run: StepRun, step: BaseStep) -> bool:
+    """Plan the activation of a signal step (a ``WaitForSignal``): it waits (``run``
+    WAITING, until ``timeout`` if set), or, when a signal of its name is buffered,
+    consumes the oldest one and routes on at once (True: the caller adds nothing more).
+    One signal per activation."""
+    if not isinstance(step, WaitForSignal):
+        raise DefinitionError(f"step {run.step_name!r} of type signal is no WaitForSignal")
     run.status = StepRunStatus.WAITING
     if step.timeout is not None:
         run.due_at = Now() + step.timeout

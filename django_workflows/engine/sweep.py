@@ -19,7 +19,7 @@ from django.db.models.functions import Now
 
 from ..conf import workflow_settings
 from ..models import ACTIVE_INSTANCE_STATUSES, StepRun, StepRunStatus, WorkflowStatus
-from . import deadlines, transition
+from . import deadlines, subflow_join, transition
 from .leases import fenced
 from .protocol import Engine
 from .transition import Transition
@@ -49,6 +49,11 @@ def sweep(engine: Engine, limit: int = 500) -> int:
             logger.exception("firing timer run %s failed", run_id)
     handled += deadlines.sweep(engine, limit)  # human tasks' reminders and escalations
     handled += recover_expired_leases(engine, limit)
+    # Sub-workflow steps whose children all finished but whose join was lost (a crash
+    # between the child's commit and its parent's join): joining twice is harmless.
+    joinable = subflow_join.joinable(limit)
+    engine.dispatch(joinable)
+    handled += len(joinable)
     # Due retries, and runs committed but never sent (a lost message, a crash after
     # commit): sending one twice is harmless, the claim takes it once.
     stale = Now() - timedelta(seconds=workflow_settings.STALE_QUEUED_SECONDS)

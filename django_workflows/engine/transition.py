@@ -47,8 +47,8 @@ from ..models import (
     WorkflowStatus,
 )
 from ..registry import WorkflowRegistry
-from ..steps import BaseHumanStep, BaseMachineStep, StepType, TimerStep, WaitForSignal
-from . import routing, signalwait
+from ..steps import BaseHumanStep, BaseMachineStep, StepType, SubWorkflowStep, TimerStep
+from . import routing, signalwait, subflows
 from .leases import fenced, lost_lease, new_lease
 from .protocol import Engine
 from .sql import concrete_field, fastpath, lock
@@ -169,21 +169,23 @@ class Transition:
         elif isinstance(step, BaseHumanStep):
             run.status = StepRunStatus.WAITING
             self._plan_task(run, step)
+        elif isinstance(step, SubWorkflowStep) and subflows.plan(self, run, step):
+            pass  # waits for its children (created in close())
         elif isinstance(step, TimerStep):
             due_at = step.get_due_at(self.context(step_name))
             if due_at is not None and timezone.is_naive(due_at):
                 raise DefinitionError(f"timer {step_name!r} returned a naive datetime; use UTC")
             run.status = StepRunStatus.SCHEDULED
             run.due_at = due_at if due_at is not None else Now() + step.duration
-        elif isinstance(step, WaitForSignal):
+        elif step.step_type == StepType.SIGNAL:
             if signalwait.activate(self, run, step):  # a buffered signal: consumed at once
                 return
-        else:  # a gateway routes at once
+        else:  # a gateway (or a sub-workflow step with nothing to wait for) routes at once
             run.status = StepRunStatus.COMPLETED
             run.started_at = run.finished_at = Now()
             self.new_runs.append(run)
             self.event(
-                ev.StepExecuted, step_name=step_name, step_type="gateway", status="completed"
+                ev.StepExecuted, step_name=step_name, step_type=run.step_type, status="completed"
             )
             self.route(step_name)
             return
@@ -321,7 +323,7 @@ class Transition:
         self.event(
             ev.StepExecuted,
             step_name=run.step_name,
-            step_type="machine",
+            step_type=run.step_type or "machine",
             status=status,
             attempt=run.attempt,
             error=error,
@@ -388,6 +390,7 @@ class Transition:
         if self.new_tasks:
             self._write_tasks()
         signalwait.write(self)
+        subflows.write(self)
         self._settle_status()
         if instance.status in (WorkflowStatus.COMPLETED, WorkflowStatus.CANCELED):
             signalwait.discard(self)  # signals nobody consumed
@@ -423,6 +426,7 @@ class Transition:
             WorkflowStatus.CANCELED,
         ):
             instance.finished_at = timezone.now()
+            subflows.notify_parent(self)
 
     def _close_fenced(self, fenced: tuple[StepRun, uuid.UUID, dict[str, Any]], last: bool) -> None:
         """The fast path's close: the run's fenced update, the new runs, the events and

@@ -146,8 +146,8 @@ class BoardApproval(BaseHumanStep):
     display_fields = {"item": "Item", "amount": "Amount (EUR)", "requester": "Requested by"}
     actions = {"Approve": {"approved": True}, "Reject": {"approved": False}}
     action_kinds = {"Reject": "danger"}
-    comment_required = ["Reject"]  # say why
-    fields = ("comments",)
+    comment_required = ["Reject"]  # say why, in the task page's Comment (kept in the history)
+    fields = ()  # the buttons say it all
     assignees = the_board
     completion = 2
     veto = "result.get('approved') == False"

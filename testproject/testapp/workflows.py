@@ -251,3 +251,12 @@ def _register_reliability():
 
 
 _register_reliability()
+
+
+def _register_subflows():
+    from .subflow_workflows import register
+
+    register(registry)
+
+
+_register_subflows()

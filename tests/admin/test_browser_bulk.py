@@ -33,6 +33,7 @@ def test_a_manager_rejects_two_tasks_at_once_with_a_comment(
 
     expect(page.locator("#dwf-bulk-tasks tbody tr")).to_have_count(2)
     expect(page.locator("label[for=dwf-comment]")).to_contain_text("required to Reject")
+    page.on("dialog", lambda dialog: dialog.accept())  # Reject asks first
     page.get_by_role("button", name="Reject").click()  # no comment: refused, nothing done
     expect(page.locator(".errorlist")).to_contain_text("a comment is required to Reject")
     assert not HumanTask.objects.filter(status=TaskStatus.COMPLETED).exists()

@@ -6,6 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from django_workflows.models import Comment, HumanTask, TaskStatus, WorkflowEvent
 
+from ..factories import StaffFactory
 from . import workflows
 
 pytestmark = pytest.mark.django_db
@@ -148,3 +149,16 @@ def test_bulk_without_a_selection_goes_back_to_the_inbox(client, approver):
     client.force_login(approver)
     response = client.get(BULK, {"task": ["x"]})
     assert response.status_code == 302 and response["Location"] == INBOX
+
+
+def test_the_bulk_page_of_a_step_without_a_form_shows_no_stray_text(client, admin_engine):
+    """A step without a form has no media: the page once began with "None"."""
+    client.force_login(StaffFactory(username="boss", is_superuser=True))
+    task = HumanTask.objects.get(instance=admin_engine.start_workflow("check"))
+
+    page = client.get(BULK, {"task": task.pk})
+
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "None" not in text.split("<body", 1)[0]
+    assert 'name="_complete"' in text

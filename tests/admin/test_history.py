@@ -106,3 +106,17 @@ def test_the_task_page_shows_names(admin_client, admin_engine, waiting, approver
 
     assert "<dd>approver</dd>" in html
     assert HumanTask.objects.get(pk=task.pk).claimed_by == approver
+
+
+def test_an_empty_optional_user_is_left_out(admin_client, waiting, approver):
+    """A completion by the user themselves: no "on behalf of user: -"."""
+    instance, _task = waiting
+    add_event(instance, "HumanTaskCompleted", user_id=approver.pk, on_behalf_of_user_id=None)
+    add_event(instance, "WorkflowStarted", user_id=None)
+
+    html = admin_client.get(detail(instance)).content.decode()
+
+    history = html.split('id="dwf-history"')[1]
+    assert f'user: <strong title="approver #{approver.pk}">approver</strong>' in history
+    assert "on behalf of" not in history
+    assert "user: <strong>-</strong>" in history  # started by code: said so

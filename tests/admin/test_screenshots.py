@@ -1,10 +1,11 @@
 """The screenshots in the docs (``docs/_static/screenshots/``): they exist, are small and
 are used; ``UPDATE_SCREENSHOTS=1`` takes them again from the live admin with Chromium.
 
-They show the quickstart's workflow (the ``expenses/workflows.py`` block of ``docs/quickstart.md``) as a
-reader who follows the quickstart sees it: the task page before the approval, and the
-instance page after it. Taking them is a test of its own, so that the normal run does
-not rewrite tracked files.
+``task.png`` and ``instance.png`` show the quickstart's workflow (the ``expenses/workflows.py``
+block of ``docs/quickstart.md``) as a reader who follows the quickstart sees it: the task page
+before the approval, and the instance page after it. Taking them is a test of its own, so
+that the normal run does not rewrite tracked files. The others are taken by the browser
+scenarios that check those screens (see ``USED_BY``), when ``UPDATE_SCREENSHOTS=1``.
 """
 
 import os
@@ -27,6 +28,19 @@ USED_BY = {
     # Taken by tests/app/test_browser.py.
     "app-inbox.png": ["howto/app-inbox.md"],
     "app-task.png": ["howto/app-inbox.md"],
+    # Taken by the scenarios of tests/admin/test_browser_screens.py.
+    "admin-index.png": ["admin.md"],
+    "admin-inbox.png": ["admin.md", "howto/comments-and-bulk-approval.md"],
+    "admin-bulk.png": ["admin.md", "howto/comments-and-bulk-approval.md"],
+    "admin-task-reassign.png": ["admin.md"],
+    "admin-history.png": [
+        "admin.md",
+        "howto/substitutes.md",
+        "howto/comments-and-bulk-approval.md",
+    ],
+    "admin-substitution-add.png": ["admin.md", "howto/substitutes.md"],
+    "admin-substitutions.png": ["admin.md"],
+    "admin-nofm.png": ["admin.md", "howto/n-of-m-approvals.md"],
 }
 WIDTH = 1280
 MAX_BYTES = 250_000

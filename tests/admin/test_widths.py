@@ -6,7 +6,7 @@ titles, summaries, results, business keys and user names.
 import pytest
 from django.utils import timezone
 
-from django_workflows.models import HumanTask, TaskStatus, WorkflowInstance
+from django_workflows.models import HumanTask, Substitution, TaskStatus, WorkflowInstance
 
 from ..factories import StaffFactory
 from .test_browser import CHROMIUM, browser, expect, log_in  # noqa: F401 (fixtures)
@@ -16,6 +16,7 @@ LISTS = {
     "tasks": "/admin/django_workflows/humantask/",
     "instances": "/admin/django_workflows/workflowinstance/",
     "definitions": "/admin/django_workflows/definitionversion/",
+    "substitutions": "/admin/django_workflows/substitution/",
 }
 
 pytestmark = [
@@ -78,6 +79,15 @@ def long_rows(start, admin_engine, managers):
     for n in range(3):
         start("check", business_key=f"PURCHASE-ORDER-2026-0000{n}-WITH-A-LONG-REFERENCE")
     assert WorkflowInstance.objects.count() == 11
+    deputy = StaffFactory(username="alexandra.konstantinopoulou", first_name="Alexandra")
+    for n in range(3):
+        Substitution.objects.create(
+            user=reviewer,
+            substitute=deputy,
+            starts_at=timezone.now() + timezone.timedelta(days=30 * n),
+            ends_at=timezone.now() + timezone.timedelta(days=30 * n + 14),
+            reason="Parental leave, then the customer summit in Lisbon and Porto " * 2,
+        )
     return reviewer
 
 
