@@ -20,6 +20,7 @@ _EXPORTS = {
     "ExclusiveGateway": "steps",
     "ParallelGateway": "steps",
     "TimerStep": "steps",
+    "WaitForSignal": "signal_steps",
     "SubWorkflowStep": "steps",
     "StepType": "steps",
     "RetryPolicy": "steps",
@@ -36,6 +37,8 @@ _EXPORTS = {
     "HumanTaskCompleted": "events",
     "HumanTaskReminder": "events",
     "HumanTaskEscalated": "events",
+    "SignalReceived": "events",
+    "SignalDiscarded": "events",
     "BaseExecutionEngine": "engine",
     "LocalExecutionEngine": "engine",
     "get_engine": "engine",
@@ -83,6 +86,8 @@ if TYPE_CHECKING:  # pragma: no cover
         HumanTaskEscalated,
         HumanTaskReminder,
         InMemoryEventBus,
+        SignalDiscarded,
+        SignalReceived,
         StepExecuted,
         WorkflowCanceled,
         WorkflowCompleted,
@@ -109,6 +114,7 @@ if TYPE_CHECKING:  # pragma: no cover
         WorkflowNotFound,
     )
     from .models import WorkflowStatus
+    from .signal_steps import WaitForSignal
     from .steps import (
         BaseHumanStep,
         BaseMachineStep,

@@ -12,6 +12,7 @@ from typing import Any
 
 from .conditions import Condition, compile_condition
 from .exceptions import ConditionError, DefinitionError
+from .signal_steps import WaitForSignal
 from .steps import (
     ACTION_KINDS,
     BaseHumanStep,
@@ -28,6 +29,8 @@ def _step_shape(step: BaseStep) -> Any:
         return "gateway:parallel"
     if isinstance(step, ExclusiveGateway):
         return {"type": "gateway:exclusive", "default": step.default}
+    if isinstance(step, WaitForSignal):  # what it waits for, and where its data goes
+        return {"type": "signal", "signal": step.signal_name, "key": step.key}
     return str(step.step_type)
 
 

@@ -163,6 +163,27 @@ class CommentAdded(WorkflowEventBase):
 
 
 @dataclass(frozen=True)
+class SignalReceived(WorkflowEventBase):
+    """An external signal arrived (``engine.send_signal``): ``consumed`` by the waiting
+    step ``step_name`` at once, or buffered (kept for a later wait; ``step_name`` "").
+    A buffered signal consumed later records a second event, ``consumed`` True."""
+
+    step_name: str = ""
+    signal: str = ""  # the signal's name
+    signal_id: int = 0
+    consumed: bool = False
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class SignalDiscarded(WorkflowEventBase):
+    """The instance finished with this signal unconsumed: it is kept, marked discarded."""
+
+    signal: str = ""
+    signal_id: int = 0
+
+
+@dataclass(frozen=True)
 class SubWorkflowStarted(WorkflowEventBase):
     """A SubWorkflowStep started a child instance (in the parent's history)."""
 
@@ -199,6 +220,8 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         HumanTaskCanceled,
         StepTimedOut,
         CommentAdded,
+        SignalReceived,
+        SignalDiscarded,
         SubWorkflowStarted,
         SubWorkflowFinished,
     )

@@ -16,6 +16,11 @@ Tasks
     matched by name whenever the group is created. A task with neither assignee nor
     groups, or whose groups do not exist, is open to nobody else. A user with
     ``django_workflows.complete_any_task`` may complete any task.
+Signals
+    Sending an external signal to an instance (``POST /api/workflows/signals/``) needs
+    ``django_workflows.send_signal`` (any instance: give it to the account of the
+    system that sends them) or what cancel and retry need (the change permission, or
+    having started the instance). A user sees the signals of the instances they see.
 Substitutes
     While a ``Substitution`` is active (``starts_at`` <= now < ``ends_at``, by the
     application's clock, both users active), its substitute may see, claim and complete
@@ -49,6 +54,7 @@ VIEW_TASKS = "django_workflows.view_humantask"
 COMPLETE_ANY_TASK = "django_workflows.complete_any_task"
 REASSIGN_ANY_TASK = "django_workflows.reassign_any_task"
 CHANGE_SUBSTITUTIONS = "django_workflows.change_substitution"
+SEND_SIGNALS = "django_workflows.send_signal"
 
 
 def is_active_user(user: Any) -> bool:
@@ -110,6 +116,24 @@ def can_manage_instance(user: Any, instance: WorkflowInstance | None = None) -> 
     if not is_active_user(user):
         return False
     return user.has_perm(CHANGE_INSTANCES) or (instance is not None and _started(user, instance))
+
+
+def sends_every_signal(user: Any) -> bool:
+    """``send_signal``: may send a signal to any instance (and find any to send it to)."""
+    return is_active_user(user) and user.has_perm(SEND_SIGNALS)
+
+
+def can_send_signal(user: Any, instance: WorkflowInstance) -> bool:
+    """Whether ``user`` may send ``instance`` an external signal: ``send_signal``, or
+    who may cancel and retry it (``can_manage_instance``)."""
+    return sends_every_signal(user) or can_manage_instance(user, instance)
+
+
+def signal_targets(user: Any) -> QuerySet[WorkflowInstance]:
+    """The instances ``user`` may look up to send a signal to (others answer 404)."""
+    if sends_every_signal(user):
+        return WorkflowInstance.objects.all()
+    return visible_instances(user)
 
 
 def _started(user: Any, instance: WorkflowInstance) -> bool:

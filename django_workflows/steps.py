@@ -26,6 +26,7 @@ class StepType(enum.StrEnum):
     HUMAN = "human"
     GATEWAY = "gateway"
     TIMER = "timer"
+    SIGNAL = "signal"
     SUBWORKFLOW = "subworkflow"
 
 

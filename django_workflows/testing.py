@@ -26,13 +26,14 @@ def advance_time(
     delta: timedelta, engine: BaseExecutionEngine | None = None, *, instance: Any = None
 ) -> int:
     """Move the workflows' clock ``delta`` forward, then sweep: every timer, backoff
-    retry, timeout edge, task reminder and escalation due within ``delta`` from now is
-    due now (their due times, and open tasks' ``due_at``, move back by ``delta``; nothing
-    else changes).
+    retry, timeout edge, signal wait's timeout, task reminder and escalation due within
+    ``delta`` from now is due now (their due times, and open tasks' ``due_at``, move back
+    by ``delta``; nothing else changes).
     ``instance`` limits it to one instance. Returns how many runs and tasks the sweep
     handled."""
-    runs = StepRun.objects.filter(
-        status__in=(StepRunStatus.SCHEDULED, StepRunStatus.QUEUED), due_at__isnull=False
+    runs = StepRun.objects.filter(  # WAITING: a signal wait's timeout
+        status__in=(StepRunStatus.SCHEDULED, StepRunStatus.QUEUED, StepRunStatus.WAITING),
+        due_at__isnull=False,
     )
     tasks = HumanTask.objects.filter(status=TaskStatus.OPEN)
     if instance is not None:

@@ -58,6 +58,7 @@ from django_workflows.models import (
     Substitution,
     WorkflowEvent,
     WorkflowInstance,
+    WorkflowSignal,
 )
 from django_workflows.signals import workflow_event
 
@@ -1005,14 +1006,17 @@ def test_models_page_lists_every_field():
         IdempotencyKey,
         Substitution,
         Comment,
+        WorkflowSignal,
     ):
         assert f"## `{model.__name__}`" in text
         section = text.split(f"## `{model.__name__}`")[1].split("\n## ")[0]
         for field in model._meta.get_fields():
             if (field.concrete or field.many_to_many) and not field.auto_created:
                 assert f"`{field.name}`" in section, f"{model.__name__}.{field.name}"
+    sources = ("models.py", "signal_models.py", "people_models.py")
     for index in re.findall(
-        r'name="(dwf_[a-z_]+)"', (ROOT / "django_workflows" / "models.py").read_text()
+        r'name="(dwf_[a-z_]+)"',
+        "".join((ROOT / "django_workflows" / name).read_text() for name in sources),
     ):
         assert f"`{index}`" in text, index
 

@@ -18,13 +18,16 @@ ENGINE_LAYERS = [
     {"human"},  # completes tasks, reads instances
     {"nofm", "comments"},  # N-of-M human steps; comments
     {"instances"},
+    {"signals"},  # external signals: sending, and their waits' timeouts
     {"runs", "sweep"},
     {"subflow_join"},  # sub-workflows joined and canceled in the parent's transitions
     {"deadlines", "boundary"},  # deadlines of tasks; hooks, error and timeout edges
     {"chained"},
     {"transition"},
+    {"signalwait"},  # what a transition does for WaitForSignal steps
     {"subflows"},  # sub-workflows started with the parent's transition
-    {"routing", "leases", "users", "protocol", "sql"},
+    {"users"},  # who a task is for: user pks, assignees, candidate-group rows
+    {"routing", "leases", "protocol", "sql"},
 ]
 
 #: Modules allowed past MAX_LINES, each one concept (see the docs' engine map).

@@ -6,6 +6,8 @@
 - Definitions: the stored versions with their graph and their instances by status.
 - "My tasks (N)": a row of the admin index, the app index and the navigation sidebar
   that leads to the inbox, with the count of the user's open tasks.
+- Signals: the external signals sent to instances, pending (buffered), consumed or
+  discarded; read-only (``engine.send_signal`` writes them).
 - Substitutions: out-of-office substitutes, each user's own (``change_substitution``:
   everyone's).
 
@@ -16,6 +18,7 @@ Substitutions are a user's settings, edited with a form validated by the model.
 from .definitions import DefinitionVersionAdmin
 from .instances import WorkflowInstanceAdmin
 from .mytasks import MyTaskAdmin
+from .signals import WorkflowSignalAdmin
 from .substitutes import SubstitutionAdmin
 from .tasks import HumanTaskAdmin
 
@@ -25,4 +28,5 @@ __all__ = [
     "MyTaskAdmin",
     "SubstitutionAdmin",
     "WorkflowInstanceAdmin",
+    "WorkflowSignalAdmin",
 ]

@@ -77,7 +77,7 @@ _CONTEXT_GET = re.compile(r"""context\.get\(\s*(['"])(\w+)\1\s*(?:,[^()]*)?\)"""
 class _Node:
     key: str
     name: str = ""
-    kind: str = "machine"  # machine, human, gateway, timer (or what the snapshot says)
+    kind: str = "machine"  # machine, human, gateway, timer, signal (or the snapshot's)
     caption: str = ""
     dummy: bool = False
     layer: int = 0
@@ -161,6 +161,8 @@ def _caption(spec: Mapping[str, Any]) -> tuple[str, str]:
     kind = str(spec.get("type") or "machine")
     if kind == "gateway":
         return kind, "exclusive gateway" if "default" in spec else "parallel gateway"
+    if kind == "signal":  # what it waits for
+        return kind, f"signal: {spec.get('signal') or '?'}"
     if kind == "subworkflow":  # BPMN's call activity marker, and the child's name
         each = " (each)" if spec.get("for_each") else ""
         return kind, f"\u229e {spec.get('workflow') or 'sub-workflow'}{each}"
@@ -380,6 +382,14 @@ def _shape(node: _Node, fill: str, stroke: str, stroke_width: float) -> str:
             f'<rect x="{_num(x0 + 4)}" y="{_num(y0 + 4)}" width="{_num(node.w - 8)}" '
             f'height="{_NODE_H - 8}" rx="{inner_rx}" fill="none" stroke="{stroke}" '
             'stroke-width="1"/>'
+        )
+    if node.kind == "signal":  # an envelope at the top left: a message it waits for
+        ex, ey = x0 + 7, y0 + 6
+        rect += (
+            f'<g class="dwf-signal-icon" fill="none" stroke="{stroke}" stroke-width="1.2">'
+            f'<rect x="{_num(ex)}" y="{_num(ey)}" width="14" height="10" rx="1"/>'
+            f'<polyline points="{_num(ex)},{_num(ey)} {_num(ex + 7)},{_num(ey + 6)} '
+            f'{_num(ex + 14)},{_num(ey)}"/></g>'
         )
     return rect
 

@@ -41,6 +41,7 @@ from .comments import InstanceCommentMixin, comments_context
 from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
 from .history import annotate_history
+from .signals import signals_context
 from .subflows import SUBFLOW_FIELDS, SubWorkflowLinksMixin
 from .substitutes import mark_on_behalf
 
@@ -256,6 +257,7 @@ class WorkflowInstanceAdmin(InstanceCommentMixin, SubWorkflowLinksMixin, admin.M
             "cancel_url": reverse("admin:django_workflows_workflowinstance_cancel", args=[obj.pk]),
             "retry_url": reverse("admin:django_workflows_workflowinstance_retry", args=[obj.pk]),
             **comments_context(request, obj),
+            **signals_context(obj),
         }
 
     # -- cancel and retry: pages and actions ---------------------------------------

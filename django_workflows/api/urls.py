@@ -6,7 +6,7 @@ path("api/workflows/", include("django_workflows.api.urls")),
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import comments, root, substitutes, views
+from . import comments, root, signals, substitutes, views
 
 app_name = "django_workflows_api"
 
@@ -27,5 +27,11 @@ urlpatterns = [
         name="instance-comments",
     ),
     path("tasks/<str:pk>/comments/", comments.TaskCommentsView.as_view(), name="task-comments"),
+    path("signals/", signals.SendSignalView.as_view(), name="signal-send"),
+    path(
+        "instances/<str:pk>/signals/",
+        signals.InstanceSignalsView.as_view(),
+        name="instance-signals",
+    ),
     path("schema/", root.SchemaView.as_view(), name="schema"),
 ]

@@ -16,11 +16,11 @@ from django.core.files import File
 
 from .. import events as ev
 from ..conf import workflow_settings
-from ..models import Comment, HumanTask, WorkflowInstance
+from ..models import Comment, HumanTask, WorkflowInstance, WorkflowSignal
 from ..registry import WorkflowRegistry
 from ..registry import registry as default_registry
 from ..steps import BaseMachineStep, RetryPolicy
-from . import bulk, comments, human, instances, nofm, runs, sweep
+from . import bulk, comments, human, instances, nofm, runs, signals, sweep
 from .bulk import TaskCompletion
 from .runs import Outcome
 from .transition import ClaimedRun
@@ -228,6 +228,35 @@ class BaseExecutionEngine:
         ``open`` and ``canceled``; None for a one-task step or an unregistered one."""
         return nofm.progress(self, human.task_by_id(task_id))
 
+    # -- external signals ----------------------------------------------------------
+
+    def send_signal(
+        self,
+        name: str,
+        data: dict[str, Any] | None = None,
+        *,
+        instance_id: Any = None,
+        business_key: str | None = None,
+        idempotency_key: str | None = None,
+        sent_by: Any = None,
+    ) -> tuple[WorkflowSignal, bool]:
+        """Send the signal ``name`` to one instance: by ``instance_id``, or by the
+        ``business_key`` of exactly one active instance. A ``WaitForSignal`` step waiting
+        for it consumes it at once (its ``data``, a dict, goes into the context) and the
+        instance goes on; else it is buffered until one waits. The same
+        ``idempotency_key`` (per instance and name) again returns the stored signal and
+        changes nothing. Returns the signal and whether it is new. No permission check:
+        callers decide (the API: ``permissions.can_send_signal``)."""
+        return signals.send(
+            self,
+            name,
+            data,
+            instance_id=instance_id,
+            business_key=business_key,
+            idempotency_key=idempotency_key,
+            sent_by=sent_by,
+        )
+
     # -- the worker protocol -------------------------------------------------------
 
     def process_run(self, run_id: int) -> list[int]:
@@ -273,11 +302,12 @@ class BaseExecutionEngine:
 
     def run_due_timers(self, limit: int = 500) -> int:
         """The sweep: fire due timers and the due reminders and escalations of human
-        tasks, recover runs whose lease expired, send due retries and runs queued for
-        longer than ``STALE_QUEUED_SECONDS``. Returns the runs and tasks handled.
+        tasks, fail signal waits past their ``timeout``, recover runs whose lease
+        expired, send due retries and runs queued for longer than
+        ``STALE_QUEUED_SECONDS``. Returns the runs and tasks handled.
 
         ``qcluster`` runs it by itself; otherwise ``manage.py workflow_sweep``."""
-        return sweep.sweep(self, limit)
+        return sweep.sweep(self, limit) + signals.sweep(self, limit)
 
     def recover_expired_leases(self, limit: int = 500) -> int:
         """Re-queue runs whose worker died (up to ``CRASH_LIMIT`` times), else fail them."""
@@ -325,6 +355,9 @@ class BaseExecutionEngine:
 
     async def aretry(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
         return await sync_to_async(self.retry)(*args, **kwargs)
+
+    async def asend_signal(self, *args: Any, **kwargs: Any) -> tuple[WorkflowSignal, bool]:
+        return await sync_to_async(self.send_signal)(*args, **kwargs)
 
     async def arun_due_timers(self, limit: int = 500) -> int:
         return await sync_to_async(self.run_due_timers)(limit)

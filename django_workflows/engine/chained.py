@@ -20,6 +20,7 @@ from ..definition import WorkflowDefinition
 from ..exceptions import DefinitionError, WorkflowNotFound
 from ..models import StepRun, WorkflowInstance, WorkflowStatus
 from ..steps import BaseMachineStep
+from . import signalwait, transition
 from .protocol import Engine
 from .sql import fastpath
 from .transition import ClaimedRun, Transition, definition_for
@@ -100,6 +101,16 @@ def finish_unlocked(
         with transaction.atomic(using=alias):
             tx.close(last=True)  # the block's last statement: it may carry the COMMIT
         if not tx.changed:
+            if tx.instance.status == WorkflowStatus.COMPLETED:
+                discard_left(engine, instance.pk)
             return tx.runnable, tx.claimed
     tx.restore(saved)  # nothing was written: the locked path starts over
     return None
+
+
+def discard_left(engine: Engine, instance_id: Any) -> None:
+    """The unlocked statement completed the instance: a signal buffered while it planned
+    (before the statement took the lock) is discarded now, as ``close()`` does (a
+    transition of the completed instance)."""
+    if signalwait.pending(instance_id).exists():
+        transition.run(engine, instance_id, lambda tx: None, needs_definition=False)

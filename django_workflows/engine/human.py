@@ -28,7 +28,7 @@ from ..models import (
 )
 from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task, on_behalf_of
 from ..steps import BaseHumanStep
-from . import comments, nofm, runs, transition
+from . import comments, nofm, runs, transition, users
 from .instances import get_instance
 from .protocol import Engine
 from .transition import Transition
@@ -221,7 +221,7 @@ def reassign_task(engine: Engine, task_id: Any, to: Any, *, by: Any, reason: str
         task.save(update_fields=["assignee", "claimed_by"])
         if groups:
             task.candidate_groups.all().delete()
-            HumanTaskGroup.objects.bulk_create(transition.group_rows(task, groups))
+            HumanTaskGroup.objects.bulk_create(users.group_rows(task, groups))
         tx.event(
             ev.HumanTaskReassigned,
             step_name=task.step_name,

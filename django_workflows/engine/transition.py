@@ -48,11 +48,11 @@ from ..models import (
 )
 from ..registry import WorkflowRegistry
 from ..steps import BaseHumanStep, BaseMachineStep, StepType, SubWorkflowStep, TimerStep
-from . import routing, subflows
+from . import routing, signalwait, subflows
 from .leases import fenced, lost_lease, new_lease
 from .protocol import Engine
-from .sql import concrete_field, fastpath, lock
-from .users import assignee_pk, seats
+from .sql import fastpath, lock
+from .users import assignee_pk, group_rows, seats
 
 logger = logging.getLogger("django_workflows.engine")
 
@@ -178,6 +178,9 @@ class Transition:
                 raise DefinitionError(f"timer {step_name!r} returned a naive datetime; use UTC")
             run.status = StepRunStatus.SCHEDULED
             run.due_at = due_at if due_at is not None else Now() + step.duration
+        elif step.step_type == StepType.SIGNAL:
+            if signalwait.activate(self, run, step):  # a buffered signal: consumed at once
+                return
         else:  # a gateway (or a sub-workflow step with nothing to wait for) routes at once
             run.status = StepRunStatus.COMPLETED
             run.started_at = run.finished_at = Now()
@@ -349,7 +352,7 @@ class Transition:
         went_on = self.advance(
             run.step_name, step_type="machine", changes=changes, attempt=run.attempt
         )
-        if went_on and plain(self):
+        if went_on and plain(self) and not signalwait.blocks_fast_path(self):
             self.fenced = (run, token, changes)
         return went_on
 
@@ -390,8 +393,11 @@ class Transition:
             )
         if self.new_tasks:
             self._write_tasks()
+        signalwait.write(self)
         subflows.write(self)
         self._settle_status()
+        if instance.status in (WorkflowStatus.COMPLETED, WorkflowStatus.CANCELED):
+            signalwait.discard(self)  # signals nobody consumed
         instance.save(update_fields=list(fastpath.INSTANCE_FIELDS))
         WorkflowEvent.objects.bulk_create(
             WorkflowEvent(
@@ -499,17 +505,6 @@ class Transition:
             rows.extend(group_rows(task, group_names))
         if rows:
             HumanTaskGroup.objects.bulk_create(rows)
-
-
-def group_rows(task: HumanTask, names: Sequence[str]) -> list[HumanTaskGroup]:
-    """The candidate-group rows of ``task``, once per name; a name longer than a group's
-    can be is left out (no group can have it: nobody is let in)."""
-    longest = concrete_field(HumanTaskGroup._meta, "name").max_length or 0
-    return [
-        HumanTaskGroup(task=task, name=name)
-        for name in dict.fromkeys(names)
-        if len(name) <= longest
-    ]
 
 
 def fenced_update(run: StepRun, token: uuid.UUID, changes: dict[str, Any]) -> int:

@@ -17,6 +17,7 @@ from django_workflows import (
     Edge,
     RetryPolicy,
     TimerStep,
+    WaitForSignal,
     WorkflowDefinition,
     registry,
 )
@@ -164,6 +165,19 @@ def _register():
             version="1",
             initial_step="start",
             steps={"start": Mark(), "wait": TimerStep(timedelta(seconds=2)), "end": Mark()},
+            edges=[Edge("start", "wait"), Edge("wait", "end")],
+        )
+    )
+    registry.register_definition(
+        WorkflowDefinition(
+            name="worker_signal",
+            version="1",
+            initial_step="start",
+            steps={
+                "start": Mark(),
+                "wait": WaitForSignal("go", key="go", timeout=timedelta(seconds=3)),
+                "end": Mark(),
+            },
             edges=[Edge("start", "wait"), Edge("wait", "end")],
         )
     )

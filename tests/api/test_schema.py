@@ -35,6 +35,8 @@ OPERATIONS = {
     ("post", "/instances/{id}/comments/"),
     ("get", "/tasks/{id}/comments/"),
     ("post", "/tasks/{id}/comments/"),
+    ("post", "/signals/"),
+    ("get", "/instances/{id}/signals/"),
 }
 
 
@@ -86,6 +88,7 @@ def test_actions_with_a_body_have_a_typed_request(schema):
         "/tasks/bulk-complete/": "BulkComplete",
         "/instances/{id}/comments/": "CommentInput",
         "/tasks/{id}/comments/": "CommentInput",
+        "/signals/": "SendSignal",
     }
     for path, component in bodies.items():
         content = ops[("post", path)]["requestBody"]["content"]["application/json"]
