@@ -74,3 +74,29 @@ def test_a_board_rejection_needs_a_comment_and_decides_at_once():
     purchase = engine.get_instance(purchase.pk)
     assert purchase.status == "completed" and purchase.context["ordered"] is False
     assert purchase.comments.get().text == "Too expensive."
+
+
+def test_the_order_reserves_each_line_in_a_child_then_waits_for_the_payment():
+    call_command("setup_demo")
+    order = WorkflowInstance.objects.get(definition__name="order_processing")
+    assert order.status == "waiting" and order.current_steps == ["payment"]
+    assert order.business_key == "ORDER-1001"
+    children = list(order.children.order_by("parent_item"))
+    assert [c.status for c in children] == ["completed"] * 3
+    assert order.context["amount_due"] == 2 * 180 + 4 * 95 + 3 * 25
+
+    engine = get_engine()
+    engine.send_signal("payment_received", {"amount": 815}, business_key="ORDER-1001")
+    order = engine.get_instance(order.pk)
+    assert order.status == "completed" and order.context["order_status"] == "shipped"
+    assert order.context["payment"] == {"amount": 815}
+
+
+def test_an_unpaid_order_is_released_after_two_days():
+    call_command("setup_demo")
+    order = WorkflowInstance.objects.get(definition__name="order_processing")
+    advance_time(timedelta(days=2, minutes=1))
+    order = get_engine().get_instance(order.pk)
+    assert order.status == "completed"
+    assert order.context["order_status"] == "released: not paid in time"
+    assert order.events.filter(type="StepTimedOut").count() == 1

@@ -10,6 +10,8 @@ from django_workflows import (
     BaseMachineStep,
     Edge,
     ParallelGateway,
+    SubWorkflowStep,
+    WaitForSignal,
     WorkflowDefinition,
     registry,
 )
@@ -190,6 +192,89 @@ purchase_approval = WorkflowDefinition(
     ],
 )
 
+
+class ReserveLine(BaseMachineStep):
+    description = "Reserve the line's items in the warehouse and price them."
+
+    def execute(self, context):
+        line = context.get("line") or {}
+        context.set("subtotal", line.get("qty", 0) * line.get("price", 0))
+        context.set("reserved", True)
+
+
+line_item = WorkflowDefinition(
+    name="line_item",
+    version="1.0.0",
+    description="One order line: reserved and priced (a sub-workflow of order_processing).",
+    initial_step="reserve",
+    steps={"reserve": ReserveLine()},
+)
+
+
+class AcceptOrder(BaseMachineStep):
+    description = "Accept the order and its lines."
+
+    def execute(self, context):
+        if not context.get("lines"):
+            raise ValueError("an order needs at least one line")
+        context.set("order_status", "accepted")
+
+
+class TotalOrder(BaseMachineStep):
+    description = "Add up the lines' subtotals: the amount to pay."
+
+    def execute(self, context):
+        context.set("amount_due", sum(line["subtotal"] for line in context.get("lines_done")))
+
+
+class ShipOrder(BaseMachineStep):
+    description = "Ship the paid order."
+
+    def execute(self, context):
+        context.set("order_status", "shipped")
+
+
+class ReleaseOrder(BaseMachineStep):
+    description = "No payment within two days: release the reserved items."
+
+    def execute(self, context):
+        context.set("order_status", "released: not paid in time")
+
+
+order_processing = WorkflowDefinition(
+    name="order_processing",
+    version="1.0.0",
+    description=(
+        "An order: each line reserved by a sub-workflow of its own, then a wait for the "
+        "payment signal, released if it does not come within two days."
+    ),
+    initial_step="accept",
+    steps={
+        "accept": AcceptOrder(),
+        "lines": SubWorkflowStep(
+            "line_item",
+            for_each="lines",  # one line_item instance per line, joined when all finish
+            item_key="line",
+            output={"subtotal": "subtotal"},
+            results_key="lines_done",
+        ),
+        "total": TotalOrder(),
+        # POST /api/workflows/signals/ {"name": "payment_received", "business_key": ...}
+        "payment": WaitForSignal("payment_received", key="payment"),
+        "ship": ShipOrder(),
+        "release": ReleaseOrder(),
+    },
+    edges=[
+        Edge("accept", "lines"),
+        Edge("lines", "total"),
+        Edge("total", "payment"),
+        Edge("payment", "ship"),
+        Edge("payment", "release", on="timeout", after=timedelta(days=2)),
+    ],
+)
+
 registry.register_definition(expense_approval)
+registry.register_definition(line_item)
+registry.register_definition(order_processing)
 registry.register_definition(order_fulfillment)
 registry.register_definition(purchase_approval)

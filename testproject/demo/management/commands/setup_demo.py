@@ -30,15 +30,24 @@ class Command(BaseCommand):
             self.stdout.write("demo instances exist already")
             return
         engine = get_engine()
-        for name, data in (
-            ("expense_approval", {"amount": 120, "employee": "Ada"}),
-            ("order_fulfillment", {"order": "A-1001"}),
+        lines = [
+            {"sku": "desk", "qty": 2, "price": 180},
+            {"sku": "chair", "qty": 4, "price": 95},
+            {"sku": "lamp", "qty": 3, "price": 25},
+        ]
+        for name, data, key in (
+            ("expense_approval", {"amount": 120, "employee": "Ada"}, ""),
+            ("order_fulfillment", {"order": "A-1001"}, ""),
             (
                 "purchase_approval",
                 {"item": "3D printer", "amount": 2400, "requester": "Ada"},
+                "",
             ),
+            ("order_processing", {"lines": lines}, "ORDER-1001"),
         ):
-            instance = engine.start_workflow(name, initial_data=data, started_by=demo)
+            instance = engine.start_workflow(
+                name, initial_data=data, business_key=key, started_by=demo
+            )
             self.stdout.write(f"{name}: {instance.pk} {instance.status}")
 
     @staticmethod
