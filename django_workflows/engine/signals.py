@@ -21,7 +21,8 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import events as ev
-from ..exceptions import InstanceNotFound, StateConflict
+from ..context import check_json, check_size
+from ..exceptions import ContextError, InstanceNotFound, StateConflict
 from ..models import (
     ACTIVE_INSTANCE_STATUSES,
     StepRun,
@@ -51,6 +52,17 @@ def clean(
         data = {}
     if not isinstance(data, dict):
         errors["data"] = ["must be a JSON object"]
+    else:
+        # Checked here, not when a wait consumes it: a signal that could never be
+        # merged (NUL, NaN, too big) would fail the instance, or PostgreSQL the send.
+        try:
+            for key, value in data.items():
+                if not isinstance(key, str):
+                    raise ContextError(f"keys must be strings, not {type(key).__name__}")
+                check_json(key, value)
+            check_size(data, "the signal's data")
+        except ContextError as exc:
+            errors["data"] = [str(exc)]
     if (instance_id is None) == (business_key is None):
         errors["instance_id"] = ["give exactly one of instance_id and business_key"]
     elif business_key is not None and (not isinstance(business_key, str) or not business_key):

@@ -113,6 +113,9 @@ def test_who_may_not_send(client_for, instance):
         ({"name": "s", "business_key": "order-9", "data": [1]}, "data"),
         ({"name": "s", "business_key": "order-9", "idempotency_key": ""}, "idempotency_key"),
         ({"name": "s" * 201, "business_key": "order-9"}, "name"),
+        # PostgreSQL's jsonb stores no NUL; data over MAX_CONTEXT_BYTES would fail the wait
+        ({"name": "s", "business_key": "order-9", "data": {"a": "x\x00y"}}, "data"),
+        ({"name": "s", "business_key": "order-9", "data": {"a": "x" * (1024 * 1024)}}, "data"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(client_for, starter, instance, body, field):

@@ -171,6 +171,11 @@ def test_a_business_key_names_one_active_instance(sig_engine):
         ({"name": "s"}, "instance_id"),
         ({"name": "s", "instance_id": "x", "business_key": "b"}, "instance_id"),
         ({"name": "s", "instance_id": "x", "idempotency_key": ""}, "idempotency_key"),
+        # data a wait could never merge: refused on sending, not failing the instance later
+        ({"name": "s", "data": {"a": "x\x00y"}, "instance_id": "x"}, "data"),
+        ({"name": "s", "data": {"a": float("nan")}, "instance_id": "x"}, "data"),
+        ({"name": "s", "data": {1: "one"}, "instance_id": "x"}, "data"),
+        ({"name": "s", "data": {"a": "x" * (1024 * 1024)}, "instance_id": "x"}, "data"),
     ],
 )
 def test_bad_input_is_refused_with_the_field_named(sig_engine, kwargs, field):
