@@ -76,8 +76,11 @@ def clean(
     return data
 
 
-def target(instance_id: Any, business_key: str | None) -> Any:
-    """The instance's id: given, or that of the one active instance with ``business_key``."""
+def target(
+    instance_id: Any, business_key: str | None, name: str = "", idempotency_key: str | None = None
+) -> Any:
+    """The instance's id: given, or that of the one active instance with ``business_key``
+    (or, for a replay of ``idempotency_key``, the finished one that took it)."""
     if business_key is None:
         return instance_id
     ids = list(
@@ -85,6 +88,15 @@ def target(instance_id: Any, business_key: str | None) -> Any:
             business_key=business_key, status__in=ACTIVE_INSTANCE_STATUSES
         ).values_list("pk", flat=True)[:2]
     )
+    if not ids and idempotency_key is not None:
+        # A webhook redelivered after the instance finished: the stored signal answers it.
+        ids = list(
+            WorkflowSignal.objects.filter(
+                instance__business_key=business_key, name=name, idempotency_key=idempotency_key
+            )
+            .order_by("-id")
+            .values_list("instance_id", flat=True)[:1]
+        )
     if not ids:
         raise InstanceNotFound(f"no active workflow instance with business key {business_key!r}")
     if len(ids) > 1:
@@ -139,7 +151,7 @@ def send(
         if waiting is not None:
             consume(tx, waiting, signal)
 
-    target_id = target(instance_id, business_key)
+    target_id = target(instance_id, business_key, name, idempotency_key)
     if idempotency_key is not None:  # a replay, even to a finished instance: no-op
         earlier = replayed(target_id, name, idempotency_key)
         if earlier is not None:

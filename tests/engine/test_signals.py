@@ -162,6 +162,23 @@ def test_a_business_key_names_one_active_instance(sig_engine):
         sig_engine.send_signal("payment_received", business_key="dup")
 
 
+def test_a_replay_by_business_key_after_the_instance_finished_is_a_no_op(sig_engine):
+    # The webhook case: the provider redelivers its event after the order completed.
+    instance = sig_engine.start_workflow("payment", business_key="order-7")
+    first, _ = sig_engine.send_signal(
+        "payment_received", {"ok": True}, business_key="order-7", idempotency_key="evt-1"
+    )
+    instance.refresh_from_db()
+    assert instance.status == "completed"
+    again, created = sig_engine.send_signal(
+        "payment_received", {"ok": False}, business_key="order-7", idempotency_key="evt-1"
+    )
+    assert (again.pk, created) == (first.pk, False)
+    assert WorkflowSignal.objects.count() == 1
+    with pytest.raises(InstanceNotFound):  # a new key: no active instance to take it
+        sig_engine.send_signal("payment_received", business_key="order-7", idempotency_key="e2")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
