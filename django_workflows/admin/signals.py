@@ -25,7 +25,7 @@ from ..permissions import (
     visible_instances,
 )
 from ._common import badge, compact_json, instance_link, lookup, pretty_json
-from .columns import one_line
+from .columns import one_line, short_datetime
 
 STATES = {
     "pending": Q(consumed_at__isnull=True, discarded_at__isnull=True),
@@ -68,7 +68,7 @@ class WorkflowSignalAdmin(admin.ModelAdmin):
         "state_display",
         "data_short",
         "sent_by",
-        "created_at",
+        "sent_display",
         "consumed_display",
     )
     list_filter = (StateFilter, "name")
@@ -126,6 +126,10 @@ class WorkflowSignalAdmin(admin.ModelAdmin):
     @admin.display(description=_("state"))
     def state_display(self, obj: WorkflowSignal) -> SafeString:
         return badge(obj.state, obj.state)
+
+    @admin.display(description=_("sent"), ordering="created_at")
+    def sent_display(self, obj: WorkflowSignal) -> SafeString:
+        return short_datetime(obj.created_at)
 
     @admin.display(description=_("data"))
     def data_short(self, obj: WorkflowSignal) -> SafeString:
