@@ -355,3 +355,16 @@ def test_a_timeout_edge_routes_a_wait_that_no_signal_ends(engine, wf_registry):
     instance.refresh_from_db()
     assert instance.status == WorkflowStatus.COMPLETED
     assert instance.context["late"] == {"amount": 5}
+
+
+def test_a_wait_with_its_own_timeout_and_a_timeout_edge_is_refused():
+    # Both would fire at their time: one fails the step, the other routes on.
+    day = timedelta(days=1)
+    with pytest.raises(DefinitionError, match="give one of them"):
+        WorkflowDefinition(
+            name="both",
+            version="1",
+            initial_step="paid",
+            steps={"paid": WaitForSignal("paid", timeout=day), "chase": Record()},
+            edges=[Edge("paid", "chase", on="timeout", after=day)],
+        ).validate()
