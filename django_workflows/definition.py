@@ -344,7 +344,7 @@ def _check_boundary(where: str, edge: Edge, source: BaseStep) -> None:
         if not source.can_fail:
             raise DefinitionError(
                 f"{where}: error edge {edge} leaves {name} {edge.source!r}, which cannot fail "
-                "(error edges leave machine steps)"
+                "(error edges leave machine and sub-workflow steps)"
             )
         return
     if not isinstance(edge.after, timedelta) or edge.after <= timedelta(0):
@@ -355,6 +355,12 @@ def _check_boundary(where: str, edge: Edge, source: BaseStep) -> None:
         raise DefinitionError(
             f"{where}: timeout edge {edge} leaves {name} {edge.source!r}, which does not wait "
             "(timeout edges leave human, timer and other waiting steps)"
+        )
+    if isinstance(source, WaitForSignal) and source.timeout is not None:
+        # Both would fire (the step's timeout fails it, the edge routes on): say which.
+        raise DefinitionError(
+            f"{where}: timeout edge {edge} leaves {edge.source!r}, a WaitForSignal with its "
+            "own timeout=: give one of them (the edge to go on, timeout= to fail)"
         )
 
 

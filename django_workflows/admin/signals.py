@@ -24,7 +24,8 @@ from ..permissions import (
     sees_every_instance,
     visible_instances,
 )
-from ._common import badge, compact_json, instance_link, lookup
+from ._common import badge, compact_json, instance_link, lookup, pretty_json
+from .columns import one_line, short_datetime
 
 STATES = {
     "pending": Q(consumed_at__isnull=True, discarded_at__isnull=True),
@@ -53,7 +54,8 @@ def signals_context(instance: WorkflowInstance) -> dict[str, Any]:
     """The instance page's signals, oldest first, with the step that consumed each."""
     rows = list(instance.signals.select_related("consumed_by_step_run").order_by("id"))
     for row in rows:
-        row.data_json = compact_json(row.data)  # type: ignore[attr-defined]
+        # One cut line: a signal's data may be up to MAX_CONTEXT_BYTES; its page has it all.
+        row.data_html = one_line(compact_json(row.data))  # type: ignore[attr-defined]
     return {"signals": rows}
 
 
@@ -64,9 +66,9 @@ class WorkflowSignalAdmin(admin.ModelAdmin):
         "name",
         "instance_display",
         "state_display",
-        "data_display",
+        "data_short",
         "sent_by",
-        "created_at",
+        "sent_display",
         "consumed_display",
     )
     list_filter = (StateFilter, "name")
@@ -125,9 +127,17 @@ class WorkflowSignalAdmin(admin.ModelAdmin):
     def state_display(self, obj: WorkflowSignal) -> SafeString:
         return badge(obj.state, obj.state)
 
+    @admin.display(description=_("sent"), ordering="created_at")
+    def sent_display(self, obj: WorkflowSignal) -> SafeString:
+        return short_datetime(obj.created_at)
+
+    @admin.display(description=_("data"))
+    def data_short(self, obj: WorkflowSignal) -> SafeString:
+        return one_line(compact_json(obj.data))
+
     @admin.display(description=_("data"))
     def data_display(self, obj: WorkflowSignal) -> SafeString:
-        return format_html("<code>{}</code>", compact_json(obj.data))
+        return format_html('<pre class="dwf-pre">{}</pre>', pretty_json(obj.data))
 
     @admin.display(description=_("consumed by"))
     def consumed_display(self, obj: WorkflowSignal) -> str:

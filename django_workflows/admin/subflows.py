@@ -16,6 +16,10 @@ from ..models import WorkflowInstance
 #: Shown on an instance that has a parent or children.
 SUBFLOW_FIELDS = ("parent_link", "children_links")
 
+#: The instance page lists this many children; a link leads to the list of all of them
+#: (a for_each over a long list starts one child per item).
+CHILDREN_SHOWN = 50
+
 
 def _url(pk: Any) -> str:
     return reverse("admin:django_workflows_workflowinstance_change", args=[pk])
@@ -41,11 +45,23 @@ class SubWorkflowLinksMixin:
 
     @admin.display(description=gettext_lazy("sub-workflows"))
     def children_links(self, obj: WorkflowInstance) -> SafeString:
-        children = obj.children.select_related("definition", "parent_step_run").order_by(
-            "started_at", "parent_item"
+        children = list(
+            obj.children.select_related("definition", "parent_step_run").order_by(
+                "started_at", "parent_item"
+            )[: CHILDREN_SHOWN + 1]
         )
         if not children:
             return mark_safe("-")
+        more = mark_safe("")
+        if len(children) > CHILDREN_SHOWN:
+            children = children[:CHILDREN_SHOWN]
+            url = reverse("admin:django_workflows_workflowinstance_changelist")
+            more = format_html(
+                '<li><a href="{}?parent__id__exact={}" class="dwf-all-children">{}</a></li>',
+                url,
+                obj.pk,
+                _("All %(count)s sub-workflows") % {"count": obj.children.count()},
+            )
         rows = format_html_join(
             "",
             '<li><a href="{}" class="dwf-child">{}</a> {} ({} {}, {} {})</li>',
@@ -62,4 +78,4 @@ class SubWorkflowLinksMixin:
                 for c in children
             ),
         )
-        return format_html('<ul class="dwf-children">{}</ul>', rows)
+        return format_html('<ul class="dwf-children">{}{}</ul>', rows, more)

@@ -120,6 +120,9 @@ class InstanceFilter(serializers.Serializer):
         max_length=100,
         help_text="Instances started by this user: a user id, or `me`.",
     )
+    parent = serializers.UUIDField(
+        required=False, help_text="The sub-workflows (children) of this instance."
+    )
     started_after = DateOrDateTimeField(
         required=False,
         help_text="Started at or after this time (a date: its midnight in the TIME_ZONE).",
@@ -148,6 +151,7 @@ class InstanceFilter(serializers.Serializer):
             "version": "definition__version",
             "business_key": "business_key",
             "started_by": "started_by",
+            "parent": "parent_id",
             "started_after": "started_at__gte",
             "started_before": "started_at__lt",
         }

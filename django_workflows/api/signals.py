@@ -101,6 +101,15 @@ def target(user: Any, params: dict[str, Any]) -> WorkflowInstance:
         what = f"business key {params['business_key']!r} (active)"
         if len(found) > 1:
             raise Conflict("several active instances have this business key: give instance_id")
+        if not found and params.get("idempotency_key"):
+            # A replay after the instance finished: the engine answers with the stored signal.
+            found = list(
+                candidates.filter(
+                    business_key=params["business_key"],
+                    signals__name=params["name"],
+                    signals__idempotency_key=params["idempotency_key"],
+                ).order_by("-started_at")[:1]
+            )
     if not found:
         raise exceptions.NotFound(f"no workflow instance with {what}")
     return found[0]

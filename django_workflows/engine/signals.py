@@ -21,7 +21,8 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import events as ev
-from ..exceptions import InstanceNotFound, StateConflict
+from ..context import check_json, check_size
+from ..exceptions import ContextError, InstanceNotFound, StateConflict
 from ..models import (
     ACTIVE_INSTANCE_STATUSES,
     StepRun,
@@ -51,6 +52,17 @@ def clean(
         data = {}
     if not isinstance(data, dict):
         errors["data"] = ["must be a JSON object"]
+    else:
+        # Checked here, not when a wait consumes it: a signal that could never be
+        # merged (NUL, NaN, too big) would fail the instance, or PostgreSQL the send.
+        try:
+            for key, value in data.items():
+                if not isinstance(key, str):
+                    raise ContextError(f"keys must be strings, not {type(key).__name__}")
+                check_json(key, value)
+            check_size(data, "the signal's data")
+        except ContextError as exc:
+            errors["data"] = [str(exc)]
     if (instance_id is None) == (business_key is None):
         errors["instance_id"] = ["give exactly one of instance_id and business_key"]
     elif business_key is not None and (not isinstance(business_key, str) or not business_key):
@@ -64,8 +76,11 @@ def clean(
     return data
 
 
-def target(instance_id: Any, business_key: str | None) -> Any:
-    """The instance's id: given, or that of the one active instance with ``business_key``."""
+def target(
+    instance_id: Any, business_key: str | None, name: str = "", idempotency_key: str | None = None
+) -> Any:
+    """The instance's id: given, or that of the one active instance with ``business_key``
+    (or, for a replay of ``idempotency_key``, the finished one that took it)."""
     if business_key is None:
         return instance_id
     ids = list(
@@ -73,6 +88,15 @@ def target(instance_id: Any, business_key: str | None) -> Any:
             business_key=business_key, status__in=ACTIVE_INSTANCE_STATUSES
         ).values_list("pk", flat=True)[:2]
     )
+    if not ids and idempotency_key is not None:
+        # A webhook redelivered after the instance finished: the stored signal answers it.
+        ids = list(
+            WorkflowSignal.objects.filter(
+                instance__business_key=business_key, name=name, idempotency_key=idempotency_key
+            )
+            .order_by("-id")
+            .values_list("instance_id", flat=True)[:1]
+        )
     if not ids:
         raise InstanceNotFound(f"no active workflow instance with business key {business_key!r}")
     if len(ids) > 1:
@@ -127,7 +151,7 @@ def send(
         if waiting is not None:
             consume(tx, waiting, signal)
 
-    target_id = target(instance_id, business_key)
+    target_id = target(instance_id, business_key, name, idempotency_key)
     if idempotency_key is not None:  # a replay, even to a finished instance: no-op
         earlier = replayed(target_id, name, idempotency_key)
         if earlier is not None:

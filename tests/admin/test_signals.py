@@ -2,12 +2,13 @@
 page's section, and the graph's signal step."""
 
 import re
+from datetime import timedelta
 
 import pytest
 
 from django_workflows import Edge, WaitForSignal, WorkflowDefinition
 from django_workflows.admin.diagram import render_svg
-from django_workflows.models import WorkflowSignal
+from django_workflows.models import StepRun, WorkflowSignal
 
 from ..factories import StaffFactory
 from ..workflows import Record
@@ -110,3 +111,39 @@ def test_the_graph_draws_a_signal_step_with_an_envelope_and_escapes_its_name():
     assert 'data-step="wait"' in svg and "dwf-step-signal" in svg
     assert 'class="dwf-signal-icon"' in svg
     assert "signal: &lt;paid&gt;" in svg and "<paid>" not in svg
+
+
+def test_big_signal_data_is_cut_in_the_lists_and_whole_on_its_page(client, admin_engine):
+    # A signal may carry up to MAX_CONTEXT_BYTES; a list row or the instance page showing
+    # it all was megabytes wide.
+    admin_engine.registry.register_definition(order())
+    starter = StaffFactory(username="starter")
+    instance = admin_engine.start_workflow("order", started_by=starter)
+    blob = "x" * 200_000
+    signal, _ = admin_engine.send_signal("bulky", {"blob": blob}, instance_id=instance.pk)
+    client.force_login(starter)
+    for url in (LIST, f"/admin/django_workflows/workflowinstance/{instance.pk}/change/"):
+        page = client.get(url).content.decode()
+        assert "bulky" in page
+        assert "x" * 1001 not in page  # cut, its tooltip too
+        assert "blob&quot;: &quot;" + "x" * 50 in page  # the start of it
+    page = client.get(f"{LIST}{signal.pk}/change/").content.decode()
+    assert blob in page
+
+
+def test_a_signal_waits_own_timeout_shows_on_the_instance_page(client, admin_engine):
+    admin_engine.registry.register_definition(
+        WorkflowDefinition(
+            name="paid_in_time",
+            version="1",
+            initial_step="paid",
+            steps={"paid": WaitForSignal("paid", timeout=timedelta(days=3)), "ship": Record()},
+            edges=[Edge("paid", "ship")],
+        )
+    )
+    starter = StaffFactory(username="starter")
+    instance = admin_engine.start_workflow("paid_in_time", started_by=starter)
+    client.force_login(starter)
+    html = client.get(f"/admin/django_workflows/workflowinstance/{instance.pk}/change/")
+    due_at = StepRun.objects.get(instance=instance).due_at
+    assert f"&#x23f1; times out {due_at:%Y-%m-%d %H:%M}</small>" in html.content.decode()

@@ -38,6 +38,25 @@ def test_parent_and_children_link_to_each_other(admin_engine, admin_client_):
     assert "(step approve_lines)" in page
 
 
+def test_many_children_are_cut_with_a_link_to_all_of_them(admin_engine, admin_client_, monkeypatch):
+    from django_workflows.admin import subflows
+
+    monkeypatch.setattr(subflows, "CHILDREN_SHOWN", 2)
+    sw.register(admin_engine.registry)
+    parent = admin_engine.start_workflow("sub_approval", initial_data={"lines": ["x", "y", "z"]})
+
+    page = admin_client_.get(change_url(parent)).content.decode()
+    assert page.count('class="dwf-child"') == 2
+    assert "All 3 sub-workflows" in page
+    listing = reverse("admin:django_workflows_workflowinstance_changelist")
+    url = f"{listing}?parent__id__exact={parent.pk}"
+    assert f'href="{url}" class="dwf-all-children"' in page
+    rows = admin_client_.get(url).content.decode()
+    assert "3 results" in rows
+    for child in parent.children.all():
+        assert change_url(child) in rows
+
+
 def test_an_instance_without_sub_workflows_has_no_such_section(admin_engine, admin_client_):
     sw.register(admin_engine.registry)
     instance = admin_engine.start_workflow(

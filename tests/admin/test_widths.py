@@ -17,6 +17,7 @@ LISTS = {
     "instances": "/admin/django_workflows/workflowinstance/",
     "definitions": "/admin/django_workflows/definitionversion/",
     "substitutions": "/admin/django_workflows/substitution/",
+    "signals": "/admin/django_workflows/workflowsignal/",
 }
 
 pytestmark = [
@@ -58,6 +59,11 @@ def long_rows(start, admin_engine, managers):
             amount=1200 + n,
         )
         task = HumanTask.objects.get(instance=instance)
+        admin_engine.send_signal(  # buffered (discarded once completed)
+            "payment_received_from_the_provider_webhook",
+            {"provider_event": "evt_" + "0123456789abcdef" * 4, "payload": "x" * 500},
+            instance_id=instance.pk,
+        )
         HumanTask.objects.filter(pk=task.pk).update(
             title=f"{long_title} #{n}",
             summary=f"Travel to Lisbon, Porto and Madrid for the customer summit {n}: 1,234.56 EUR",

@@ -109,6 +109,7 @@ def test_list_filters_pagination_and_ordering_are_documented(schema):
         "version",
         "business_key",
         "started_by",
+        "parent",
         "started_after",
         "started_before",
         "limit",

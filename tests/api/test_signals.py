@@ -80,6 +80,19 @@ def test_a_business_key_targets_the_active_instance(client_for, starter, instanc
     assert [row["name"] for row in listed.json()["results"]] == ["other"]
 
 
+def test_a_replay_by_business_key_after_completion_answers_200(client_for, starter, instance):
+    body = {"name": "payment_received", "business_key": "order-9", "idempotency_key": "evt-1"}
+    assert send(client_for(starter), **body).status_code == 201
+    instance.refresh_from_db()
+    assert instance.status == "completed"
+    again = send(client_for(starter), **body)
+    assert again.status_code == 200, again.json()
+    assert again.json()["state"] == "consumed"
+    outsider = send(client_for(UserFactory()), **body)  # not one they see
+    assert outsider.status_code == 404
+    assert WorkflowSignal.objects.count() == 1
+
+
 def test_the_send_signal_permission_reaches_every_instance(client_for, instance):
     service = grant(UserFactory(), "send_signal")
     response = send(client_for(service), name="payment_received", instance_id=str(instance.pk))
@@ -113,6 +126,9 @@ def test_who_may_not_send(client_for, instance):
         ({"name": "s", "business_key": "order-9", "data": [1]}, "data"),
         ({"name": "s", "business_key": "order-9", "idempotency_key": ""}, "idempotency_key"),
         ({"name": "s" * 201, "business_key": "order-9"}, "name"),
+        # PostgreSQL's jsonb stores no NUL; data over MAX_CONTEXT_BYTES would fail the wait
+        ({"name": "s", "business_key": "order-9", "data": {"a": "x\x00y"}}, "data"),
+        ({"name": "s", "business_key": "order-9", "data": {"a": "x" * (1024 * 1024)}}, "data"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(client_for, starter, instance, body, field):

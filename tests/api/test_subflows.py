@@ -37,6 +37,11 @@ def test_the_detail_links_parent_and_children(client_for, starter, api_engine):
     assert child["parent"] == str(parent.pk)
     assert child["children"] == []
 
+    listed = client.get(INSTANCES, {"parent": str(parent.pk)}).json()["results"]
+    assert {row["id"] for row in listed} == {str(first.pk), str(second.pk)}
+    assert client.get(INSTANCES, {"parent": str(first.pk)}).json()["results"] == []
+    assert client.get(INSTANCES, {"parent": "nope"}).status_code == 400
+
 
 def test_a_child_completed_through_the_api_moves_the_parent_on(client_for, starter, api_engine):
     parent = api_engine.start_workflow(

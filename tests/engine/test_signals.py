@@ -162,6 +162,23 @@ def test_a_business_key_names_one_active_instance(sig_engine):
         sig_engine.send_signal("payment_received", business_key="dup")
 
 
+def test_a_replay_by_business_key_after_the_instance_finished_is_a_no_op(sig_engine):
+    # The webhook case: the provider redelivers its event after the order completed.
+    instance = sig_engine.start_workflow("payment", business_key="order-7")
+    first, _ = sig_engine.send_signal(
+        "payment_received", {"ok": True}, business_key="order-7", idempotency_key="evt-1"
+    )
+    instance.refresh_from_db()
+    assert instance.status == "completed"
+    again, created = sig_engine.send_signal(
+        "payment_received", {"ok": False}, business_key="order-7", idempotency_key="evt-1"
+    )
+    assert (again.pk, created) == (first.pk, False)
+    assert WorkflowSignal.objects.count() == 1
+    with pytest.raises(InstanceNotFound):  # a new key: no active instance to take it
+        sig_engine.send_signal("payment_received", business_key="order-7", idempotency_key="e2")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
@@ -171,6 +188,11 @@ def test_a_business_key_names_one_active_instance(sig_engine):
         ({"name": "s"}, "instance_id"),
         ({"name": "s", "instance_id": "x", "business_key": "b"}, "instance_id"),
         ({"name": "s", "instance_id": "x", "idempotency_key": ""}, "idempotency_key"),
+        # data a wait could never merge: refused on sending, not failing the instance later
+        ({"name": "s", "data": {"a": "x\x00y"}, "instance_id": "x"}, "data"),
+        ({"name": "s", "data": {"a": float("nan")}, "instance_id": "x"}, "data"),
+        ({"name": "s", "data": {1: "one"}, "instance_id": "x"}, "data"),
+        ({"name": "s", "data": {"a": "x" * (1024 * 1024)}, "instance_id": "x"}, "data"),
     ],
 )
 def test_bad_input_is_refused_with_the_field_named(sig_engine, kwargs, field):
@@ -333,3 +355,16 @@ def test_a_timeout_edge_routes_a_wait_that_no_signal_ends(engine, wf_registry):
     instance.refresh_from_db()
     assert instance.status == WorkflowStatus.COMPLETED
     assert instance.context["late"] == {"amount": 5}
+
+
+def test_a_wait_with_its_own_timeout_and_a_timeout_edge_is_refused():
+    # Both would fire at their time: one fails the step, the other routes on.
+    day = timedelta(days=1)
+    with pytest.raises(DefinitionError, match="give one of them"):
+        WorkflowDefinition(
+            name="both",
+            version="1",
+            initial_step="paid",
+            steps={"paid": WaitForSignal("paid", timeout=day), "chase": Record()},
+            edges=[Edge("paid", "chase", on="timeout", after=day)],
+        ).validate()
