@@ -154,7 +154,7 @@ def boundary_label(raw: Mapping[str, Any]) -> str:
     for timeout."""
     if raw.get("on") == "error":
         return "\u26a0 error"
-    return f"\u23f1 {duration_label(raw.get('after_seconds'))}"
+    return f"\u25f7 {duration_label(raw.get('after_seconds'))}"
 
 
 def _caption(spec: Mapping[str, Any]) -> tuple[str, str]:

@@ -47,8 +47,8 @@ def test_a_timeout_edge_has_a_clock_and_its_duration():
     assert 'data-on="timeout"' in timeout
     assert 'stroke="#b45f00"' in timeout
     assert "stroke-dasharray" in timeout
-    assert "\u23f1 3d" in svg
-    assert "(on timeout: \u23f1 3d)" in svg  # the edge's tooltip
+    assert "\u25f7 3d" in svg
+    assert "(on timeout: \u25f7 3d)" in svg  # the edge's tooltip
 
 
 def test_boundary_targets_are_laid_out_below_their_source():
@@ -85,6 +85,6 @@ def test_the_admin_pages_draw_and_list_boundary_edges(admin_client, admin_engine
     )
     html = page.content.decode()
     assert page.status_code == 200
-    assert 'data-on="timeout"' in html and "\u23f1 3d" in html
+    assert 'data-on="timeout"' in html and "\u25f7 3d" in html
     timeout_at = StepRun.objects.get(instance=instance).timeout_at
-    assert f"&#x23f1; times out {timeout_at:%Y-%m-%d %H:%M}</small>" in html
+    assert f"&#x25f7; times out {timeout_at:%Y-%m-%d %H:%M}</small>" in html

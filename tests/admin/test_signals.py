@@ -146,4 +146,4 @@ def test_a_signal_waits_own_timeout_shows_on_the_instance_page(client, admin_eng
     client.force_login(starter)
     html = client.get(f"/admin/django_workflows/workflowinstance/{instance.pk}/change/")
     due_at = StepRun.objects.get(instance=instance).due_at
-    assert f"&#x23f1; times out {due_at:%Y-%m-%d %H:%M}</small>" in html.content.decode()
+    assert f"&#x25f7; times out {due_at:%Y-%m-%d %H:%M}</small>" in html.content.decode()
