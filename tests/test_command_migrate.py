@@ -81,5 +81,5 @@ def test_bad_arguments_are_command_errors(instances, args, message):
 
 
 def test_an_unknown_version_is_a_command_error(instances):
-    with pytest.raises(CommandError, match="to_version: .*no version '9'"):
+    with pytest.raises(CommandError, match=r"to_version: .*no version '9'"):
         run("payment", "1.0.0", "9")
