@@ -59,7 +59,6 @@ def test_a_dry_run_returns_the_plan_and_changes_nothing(client_for, operator, st
 
 
 def test_migrates_and_reports_each_instance(client_for, operator, started):
-    waiting, reviewed = started
     response = migrate(client_for(operator), step_map={"review": "approval"})
     assert response.status_code == 200, response.json()
     body = response.json()
