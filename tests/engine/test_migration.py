@@ -39,9 +39,9 @@ class ApprovalV2(BaseHumanStep):
         return f"{context.get('amount')} EUR"
 
 
-def payment_v1() -> WorkflowDefinition:
+def payment_v1(name: str = "payment") -> WorkflowDefinition:
     return WorkflowDefinition(
-        name="payment",
+        name=name,
         version="1.0.0",
         initial_step="route",
         steps={
@@ -59,10 +59,10 @@ def payment_v1() -> WorkflowDefinition:
     )
 
 
-def payment_v2() -> WorkflowDefinition:
+def payment_v2(name: str = "payment") -> WorkflowDefinition:
     """Removes ``review`` and adds ``notify`` after ``pay``."""
     return WorkflowDefinition(
-        name="payment",
+        name=name,
         version="2.0.0",
         initial_step="route",
         steps={"route": Route(), "approval": ApprovalV2(), "pay": Pay(), "notify": Notify()},
