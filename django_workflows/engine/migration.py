@@ -19,6 +19,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from .. import events as ev
+from .. import versions
 from ..context import WorkflowContext
 from ..definition import WorkflowDefinition
 from ..exceptions import DefinitionError, InstanceNotFound, WorkflowNotFound
@@ -153,9 +154,18 @@ def _checked_arguments(
     except WorkflowNotFound as exc:
         raise ValidationError({"to_version": [str(exc)]}) from None
     stored = DefinitionVersion.objects.filter(name=name, version=to_version).first()
-    if stored is not None and stored.checksum != new.checksum:
+    if (
+        stored is not None
+        and stored.checksum != new.checksum
+        and (not versions.graph_changes_allowed() or stored.instances.exists())
+    ):
         raise ValidationError(
-            {"to_version": [f"the registered graph of {new} differs from the stored one"]}
+            {
+                "to_version": [
+                    f"the registered graph of {new} differs from the stored one; "
+                    f"{versions.why_refused(stored)}"
+                ]
+            }
         )
     old = _old_steps(engine, name, from_version)
     mapping = dict(step_map or {})
