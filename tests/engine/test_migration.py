@@ -301,3 +301,51 @@ async def test_async_twins(wf_registry, bus):
     assert moved.definition.version == "2.0.0"
     await sync_to_async(UserFactory)()  # the factories still work after the move
     await sync_to_async(connections.close_all)()
+
+
+class Join(BaseMachineStep):
+    def execute(self, context):
+        context.set("joined", True)
+
+
+def forked(version: str, right: str, *, left_joins: bool = True) -> WorkflowDefinition:
+    """start -> left and right (people), both -> join; ``right`` names the right step."""
+    edges = [Edge("start", "left"), Edge("start", right), Edge(right, "join")]
+    steps = {"start": Route(), "left": BaseHumanStep(), right: BaseHumanStep(), "join": Join()}
+    if left_joins:
+        edges.append(Edge("left", "join"))
+    else:
+        steps["after_left"] = Pay()
+        edges.append(Edge("left", "after_left"))
+    return WorkflowDefinition(
+        name="fork", version=version, initial_step="start", steps=steps, edges=edges
+    )
+
+
+@pytest.fixture
+def half_joined(engine):
+    """fork 1: left is done (its token waits at the join), right waits for a person."""
+    engine.registry.register_definition(forked("1", "right"))
+    instance = engine.start_workflow("fork", version="1")
+    engine.complete_human_task(instance.pk, "left", None, {})
+    assert engine.get_instance(instance.pk).tokens == {"join": {"left": True}}
+    return instance
+
+
+def test_a_join_token_moves_with_its_renamed_steps(engine, half_joined):
+    engine.registry.register_definition(forked("2", "right2"))
+    plan = engine.plan_migration("fork", "1", "2", step_map={"right": "right2"})
+    [result] = engine.migrate_instances(plan)
+    assert result.migrated, result
+    moved = engine.get_instance(half_joined.pk)
+    assert (moved.current_steps, moved.tokens) == (["right2"], {"join": {"left": True}})
+    done = engine.complete_human_task(moved.pk, "right2", None, {})
+    assert done.status == "completed" and done.context["joined"] is True
+
+
+def test_a_live_join_token_the_new_graph_would_lose_blocks(engine, half_joined):
+    engine.registry.register_definition(forked("2", "right", left_joins=False))
+    plan = engine.plan_migration("fork", "1", "2")
+    assert [v.reason for v in plan.instances] == [
+        "join 'join' holds a live token from 'left', which does not lead to a join 'join' in 2"
+    ]
