@@ -168,7 +168,10 @@ def _checked_arguments(
             }
         )
     old = _old_steps(engine, name, from_version)
-    mapping = dict(step_map or {})
+    try:
+        mapping = dict(step_map or {})
+    except (TypeError, ValueError):
+        raise ValidationError({"step_map": ["a mapping of old step names to new ones"]}) from None
     errors = []
     for source, target in mapping.items():
         if not isinstance(source, str) or not isinstance(target, str):
@@ -250,8 +253,11 @@ def _tokens(
 
 def _active_runs(instance_ids: Iterable[Any], *, lock: bool = False) -> list[StepRun]:
     query = StepRun.objects.filter(instance_id__in=instance_ids, status__in=ACTIVE_RUN_STATUSES)
-    if lock:  # a worker's claim (a conditional update of the run) waits for us
-        query = query.select_for_update()
+    if lock:
+        # A worker's claim (a conditional update of the run) waits for us. We never
+        # wait for a run a worker is writing (its finish may want the instance row we
+        # hold: a deadlock): such a run is left out, and the caller skips the instance.
+        query = query.select_for_update(skip_locked=True)
     return list(query.order_by("pk"))
 
 
@@ -312,6 +318,8 @@ def _move(
     ):
         raise _Skip(f"it runs {instance.definition.name} {instance.definition.version} now")
     runs = _active_runs([instance.pk], lock=True)
+    if len(runs) != len(_active_runs([instance.pk])):
+        raise _Skip("a worker is writing one of its steps right now; plan again")
     if _fingerprint(instance, runs) != seen.seen:
         reason = _verdict(instance, runs, {}, new, plan_.step_map)
         raise _Skip("it changed since the plan" + (f" ({reason})" if reason else ""))
