@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     # edge is taken (without loops an instance has at most one run per step, plus
     # retries), so a loop whose exit condition never holds fails instead of running on.
     "MAX_STEP_RUNS": 1000,
+    # Whether re-registering a changed graph under a version that no instance runs
+    # replaces the stored graph (development); None: when DEBUG is on.
+    "ALLOW_GRAPH_CHANGES_WITHOUT_INSTANCES": None,
     # Largest file a comment may carry, in bytes (None: no limit beyond the web server's
     # and Django's FILE_UPLOAD settings). A larger attachment is refused.
     "MAX_COMMENT_ATTACHMENT_BYTES": 10 * 1024 * 1024,

@@ -203,6 +203,17 @@ class SubWorkflowFinished(WorkflowEventBase):
     status: str = ""
 
 
+@dataclass(frozen=True)
+class InstanceMigrated(WorkflowEventBase):
+    """The instance moved to another version of its workflow (``workflow_version`` is
+    the new one); ``moved`` maps its active steps' old names to their new ones."""
+
+    from_version: str = ""
+    to_version: str = ""
+    step_map: dict[str, str] = field(default_factory=dict)
+    moved: dict[str, str] = field(default_factory=dict)
+
+
 EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
     cls.__name__: cls
     for cls in (
@@ -224,6 +235,7 @@ EVENT_TYPES: dict[str, type[WorkflowEventBase]] = {
         SignalDiscarded,
         SubWorkflowStarted,
         SubWorkflowFinished,
+        InstanceMigrated,
     )
 }
 

@@ -7,7 +7,9 @@ Instances
     ``django_workflows.view_workflowinstance`` shows every instance, and so does the
     change permission (as in Django's admin: who may change may view).
     Cancel and retry need ``django_workflows.change_workflowinstance``; the user who
-    started an instance may also cancel and retry it.
+    started an instance may also cancel and retry it. Migrating instances to another
+    version of their workflow needs the change permission (having started one is not
+    enough: a migration is an operator's act on many instances).
 Tasks
     A user sees the tasks of the instances they see. ``view_humantask`` (and a
     permission that shows every instance, and ``complete_any_task``) shows every task.
@@ -116,6 +118,12 @@ def can_manage_instance(user: Any, instance: WorkflowInstance | None = None) -> 
     if not is_active_user(user):
         return False
     return user.has_perm(CHANGE_INSTANCES) or (instance is not None and _started(user, instance))
+
+
+def can_migrate_instances(user: Any) -> bool:
+    """Whether ``user`` may move instances to another definition version (the admin
+    action, the API, by plan): the change permission only."""
+    return is_active_user(user) and user.has_perm(CHANGE_INSTANCES)
 
 
 def sends_every_signal(user: Any) -> bool:

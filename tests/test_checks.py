@@ -306,3 +306,63 @@ def test_e004_for_a_sub_workflow_step_starting_an_unregistered_workflow():
     assert error.obj == "orphan_parent 1: sub"
     assert "starts 'sub_price' version '9', which is not registered" in error.msg
     assert checks("django_workflows.E004") == []
+
+
+# -- E002 and ALLOW_GRAPH_CHANGES_WITHOUT_INSTANCES ----------------------------------------
+
+
+def _changed_after_its_instances_went(settings, allow):
+    """drift_demo 1.0.0 stored, its instances deleted, then registered with another graph."""
+    settings.DJANGO_WORKFLOWS = {
+        **getattr(settings, "DJANGO_WORKFLOWS", {}),
+        "ALLOW_GRAPH_CHANGES_WITHOUT_INSTANCES": allow,
+    }
+    LocalExecutionEngine().start_workflow("drift_demo")
+    WorkflowInstance.objects.filter(definition__name="drift_demo").delete()
+    registry.unregister("drift_demo", "1.0.0")
+    return registry.register_definition(drift_demo(changed=True))
+
+
+def test_a_changed_graph_of_a_version_nobody_runs_is_refused_saying_how(
+    on_project_registry, settings
+):
+    settings.DEBUG = False
+    _changed_after_its_instances_went(settings, None)  # None: follow DEBUG
+
+    [error] = checks("django_workflows.E002", databases=["default"])
+    assert "no instance runs that version" in error.hint
+    assert 'DJANGO_WORKFLOWS["ALLOW_GRAPH_CHANGES_WITHOUT_INSTANCES"] = True' in error.hint
+    with pytest.raises(DefinitionError, match="or allow replacing it in development"):
+        LocalExecutionEngine().start_workflow("drift_demo")
+
+
+@pytest.mark.parametrize(("allow", "debug"), [(True, False), (None, True)])
+def test_in_development_a_changed_graph_of_a_version_nobody_runs_replaces_it(
+    on_project_registry, settings, allow, debug
+):
+    settings.DEBUG = debug
+    changed = _changed_after_its_instances_went(settings, allow)
+
+    assert checks("django_workflows.E002", databases=["default"]) == []
+    instance = LocalExecutionEngine().start_workflow("drift_demo")
+
+    row = DefinitionVersion.objects.get(name="drift_demo", version="1.0.0")
+    assert row.checksum == changed.checksum == instance.definition.checksum
+    assert {"source": "submit", "target": "done", "condition": None} in row.graph["edges"]
+
+
+def test_once_an_instance_runs_it_the_version_is_pinned_even_in_development(
+    on_project_registry, settings
+):
+    settings.DJANGO_WORKFLOWS = {
+        **getattr(settings, "DJANGO_WORKFLOWS", {}),
+        "ALLOW_GRAPH_CHANGES_WITHOUT_INSTANCES": True,
+    }
+    LocalExecutionEngine().start_workflow("drift_demo")
+    registry.unregister("drift_demo", "1.0.0")
+    registry.register_definition(drift_demo(changed=True))
+
+    [error] = checks("django_workflows.E002", databases=["default"])
+    assert "instances run that version" in error.hint
+    with pytest.raises(DefinitionError, match="migrate the instances"):
+        LocalExecutionEngine().start_workflow("drift_demo")

@@ -966,7 +966,7 @@ def test_commands_page_lists_every_command_and_option():
 
     text = page("reference/commands.md")
     commands = sorted(n for n, app in get_commands().items() if app == "django_workflows")
-    assert commands == ["run_workflow", "workflow_sweep"]
+    assert commands == ["run_workflow", "workflow_migrate", "workflow_sweep"]
     for name in commands:
         assert f"## `{name}`" in text
         parser = load_command_class("django_workflows", name).create_parser("manage.py", name)

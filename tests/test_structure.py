@@ -17,7 +17,7 @@ ENGINE_LAYERS = [
     {"bulk"},  # completes many tasks, one at a time
     {"human"},  # completes tasks, reads instances
     {"nofm", "comments"},  # N-of-M human steps; comments
-    {"instances"},
+    {"instances", "migration"},  # migration: instances moved to another version
     {"signals"},  # external signals: sending, and their waits' timeouts
     {"runs", "sweep"},
     {"subflow_join"},  # sub-workflows joined and canceled in the parent's transitions

@@ -41,6 +41,7 @@ from .comments import InstanceCommentMixin, comments_context
 from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
 from .history import annotate_history
+from .migrate import MigrateActionMixin
 from .signals import signals_context
 from .subflows import SUBFLOW_FIELDS, SubWorkflowLinksMixin
 from .substitutes import mark_on_behalf
@@ -75,7 +76,9 @@ ERROR_FIELDS = ("failed_step", "error", "traceback_display")
 
 
 @admin.register(WorkflowInstance)
-class WorkflowInstanceAdmin(InstanceCommentMixin, SubWorkflowLinksMixin, admin.ModelAdmin):
+class WorkflowInstanceAdmin(
+    MigrateActionMixin, InstanceCommentMixin, SubWorkflowLinksMixin, admin.ModelAdmin
+):
     list_display = (
         "short_id",
         "definition_display",
@@ -98,7 +101,7 @@ class WorkflowInstanceAdmin(InstanceCommentMixin, SubWorkflowLinksMixin, admin.M
     search_help_text = gettext_lazy(
         "An instance id (whole, or its first characters) or a business key (or its start)."
     )
-    actions = ("cancel_instances", "retry_instances")
+    actions = ("cancel_instances", "retry_instances", "migrate_instances")
     readonly_fields = (*SUMMARY_FIELDS, *ERROR_FIELDS, *SUBFLOW_FIELDS)
 
     # -- permissions: the rule of ``permissions.py``, read-only, plus cancel and retry --

@@ -6,7 +6,7 @@ path("api/workflows/", include("django_workflows.api.urls")),
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import comments, root, signals, substitutes, views
+from . import comments, migrate, root, signals, substitutes, views
 
 app_name = "django_workflows_api"
 
@@ -20,6 +20,7 @@ urlpatterns = [
     path("", root.RootView.as_view(), name="root"),
     # Before the router's tasks/{id}/, which would take "bulk-complete" for an id.
     path("tasks/bulk-complete/", comments.BulkCompleteView.as_view(), name="task-bulk-complete"),
+    path("instances/migrate/", migrate.MigrateInstancesView.as_view(), name="instance-migrate"),
     *router.urls,
     path(
         "instances/<str:pk>/comments/",

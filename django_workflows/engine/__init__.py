@@ -11,6 +11,7 @@ from ..conf import workflow_settings
 from .base import BaseExecutionEngine
 from .bulk import TaskCompletion
 from .local import LocalExecutionEngine
+from .migration import InstanceVerdict, MigrationPlan, MigrationResult
 from .runs import Outcome
 from .transition import ClaimedRun
 
@@ -45,7 +46,10 @@ setting_changed.connect(_settings_changed)
 __all__ = [
     "BaseExecutionEngine",
     "ClaimedRun",
+    "InstanceVerdict",
     "LocalExecutionEngine",
+    "MigrationPlan",
+    "MigrationResult",
     "Outcome",
     "TaskCompletion",
     "get_engine",

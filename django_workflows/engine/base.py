@@ -20,8 +20,9 @@ from ..models import Comment, HumanTask, WorkflowInstance, WorkflowSignal
 from ..registry import WorkflowRegistry
 from ..registry import registry as default_registry
 from ..steps import BaseMachineStep, RetryPolicy
-from . import bulk, comments, human, instances, nofm, runs, signals, sweep
+from . import bulk, comments, human, instances, migration, nofm, runs, signals, sweep
 from .bulk import TaskCompletion
+from .migration import MigrationPlan, MigrationResult
 from .runs import Outcome
 from .transition import ClaimedRun
 
@@ -122,6 +123,30 @@ class BaseExecutionEngine:
     def retry(self, instance_id: Any, from_step: str | None = None) -> WorkflowInstance:
         """Re-run a FAILED instance from its failed step (or ``from_step``), context as kept."""
         return instances.retry(self, instance_id, from_step)
+
+    def plan_migration(
+        self,
+        name: str,
+        from_version: str,
+        to_version: str,
+        *,
+        step_map: dict[str, str] | None = None,
+        instance_ids: Iterable[Any] | None = None,
+    ) -> MigrationPlan:
+        """Which active instances (waiting, failed, running) of ``name`` ``from_version``
+        (or of ``instance_ids``) can move to ``to_version``, and why not; writes nothing.
+        ``step_map`` maps old step names to new ones (a step keeps its name otherwise).
+        Bad versions or step names raise ``ValidationError``."""
+        return migration.plan(
+            self, name, from_version, to_version, step_map=step_map, instance_ids=instance_ids
+        )
+
+    def migrate_instances(self, plan: MigrationPlan) -> list[MigrationResult]:
+        """Move each movable instance of ``plan`` in one transition (its version, its
+        active steps, runs and open tasks), recording ``InstanceMigrated``; an instance
+        that changed since the plan, or whose step a worker claimed, is skipped with the
+        reason. One ``MigrationResult`` per instance of the plan, in its order."""
+        return migration.migrate(self, plan)
 
     # -- human tasks ---------------------------------------------------------------
 
@@ -355,6 +380,12 @@ class BaseExecutionEngine:
 
     async def aretry(self, *args: Any, **kwargs: Any) -> WorkflowInstance:
         return await sync_to_async(self.retry)(*args, **kwargs)
+
+    async def aplan_migration(self, *args: Any, **kwargs: Any) -> MigrationPlan:
+        return await sync_to_async(self.plan_migration)(*args, **kwargs)
+
+    async def amigrate_instances(self, plan: MigrationPlan) -> list[MigrationResult]:
+        return await sync_to_async(self.migrate_instances)(plan)
 
     async def asend_signal(self, *args: Any, **kwargs: Any) -> tuple[WorkflowSignal, bool]:
         return await sync_to_async(self.send_signal)(*args, **kwargs)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models.functions import Now
 
 from .. import events as ev
+from .. import versions
 from ..context import check_json, check_size
 from ..definition import WorkflowDefinition
 from ..exceptions import DefinitionError
@@ -52,10 +53,11 @@ def definition_row(definition: WorkflowDefinition) -> DefinitionVersion:
             "description": definition.description,
         },
     )
-    if not created and row.checksum != definition.checksum:
+    changed = not created and row.checksum != definition.checksum
+    if changed and not versions.replace_stored_graph(row, definition):
         raise DefinitionError(
-            f"the graph of workflow {definition} differs from the one stored for that version; "
-            "give the changed graph a new version"
+            f"the graph of workflow {definition} differs from the one stored for that "
+            f"version; {versions.why_refused(row)}"
         )
     return row
 

@@ -37,6 +37,7 @@ OPERATIONS = {
     ("post", "/tasks/{id}/comments/"),
     ("post", "/signals/"),
     ("get", "/instances/{id}/signals/"),
+    ("post", "/instances/migrate/"),
 }
 
 
@@ -89,6 +90,7 @@ def test_actions_with_a_body_have_a_typed_request(schema):
         "/instances/{id}/comments/": "CommentInput",
         "/tasks/{id}/comments/": "CommentInput",
         "/signals/": "SendSignal",
+        "/instances/migrate/": "Migrate",
     }
     for path, component in bodies.items():
         content = ops[("post", path)]["requestBody"]["content"]["application/json"]

@@ -76,6 +76,12 @@ class _LockQuery:
         with connection.cursor() as cursor:
             cursor.execute(self.sql, [pk])
             row = cursor.fetchone()
+            if row is None:
+                # On PostgreSQL, a lock that waited for a transition which changed the
+                # instance's definition (a migration) re-checks the join against the old
+                # definition row and finds nothing: read it again, now committed.
+                cursor.execute(self.sql, [pk])
+                row = cursor.fetchone()
         if row is None:
             return None
         values = list(row)
