@@ -147,6 +147,9 @@ def _checked_arguments(
     to_version: str,
     step_map: Mapping[str, str] | None,
 ) -> tuple[WorkflowDefinition, dict[str, str]]:
+    if name not in engine.registry:
+        # Name the field that is wrong: no version of an unknown workflow can be right.
+        raise ValidationError({"workflow": [f"no workflow named {name!r} is registered"]})
     if from_version == to_version:
         raise ValidationError({"to_version": ["is the version the instances already run"]})
     try:

@@ -100,6 +100,7 @@ def test_who_may_not_migrate(client_for, started, who, api_engine):
         ({"step_map": ["x"]}, "step_map"),
         ({"instance_ids": ["x"]}, "instance_ids"),
         ({"workflow": ""}, "workflow"),
+        ({"workflow": "nope"}, "workflow"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(client_for, operator, started, body, field):

@@ -166,13 +166,14 @@ def test_a_mapped_step_moves_its_task_and_history_says_so(engine, started):
         ({"to_version": "1.0.0"}, "to_version", "already run"),
         ({"from_version": "0.1"}, "from_version", "has no version '0.1'"),
         ({"instance_ids": ["x"]}, "instance_ids", "not a list of instance ids"),
+        ({"name": "nope"}, "workflow", "no workflow named 'nope' is registered"),
     ],
 )
 def test_bad_arguments_are_refused_up_front(engine, started, kwargs, field, message):
-    args = {"from_version": "1.0.0", "to_version": "2.0.0", **kwargs}
+    args = {"name": "payment", "from_version": "1.0.0", "to_version": "2.0.0", **kwargs}
     with pytest.raises(ValidationError) as caught:
         engine.plan_migration(
-            "payment",
+            args.pop("name"),
             args.pop("from_version"),
             args.pop("to_version"),
             **args,
