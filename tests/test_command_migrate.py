@@ -71,7 +71,7 @@ def test_only_the_instances_named(instances):
     [
         (["--map", "review"], "--map 'review': expected OLD=NEW"),
         (["--map", "nope=approval"], "step_map: payment 1.0.0 has no step 'nope'"),
-        (["--instance", "x"], "instance_ids: not a list of instance ids"),
+        (["--instance", "x"], "instance_ids: not a list of instance ids: 'x' is no instance id"),
     ],
 )
 def test_bad_arguments_are_command_errors(instances, args, message):
@@ -83,3 +83,8 @@ def test_bad_arguments_are_command_errors(instances, args, message):
 def test_an_unknown_version_is_a_command_error(instances):
     with pytest.raises(CommandError, match=r"to_version: .*no version '9'"):
         run("payment", "1.0.0", "9")
+
+
+def test_an_unknown_workflow_is_a_command_error_on_workflow(instances):
+    with pytest.raises(CommandError, match=r"^workflow: no workflow named 'nope' is registered"):
+        run("nope", "1.0.0", "2.0.0")

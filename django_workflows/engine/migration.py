@@ -280,10 +280,18 @@ def plan(
     ).select_related("definition")
     wanted: list[uuid.UUID] | None = None
     if instance_ids is not None:
-        try:
-            wanted = list(dict.fromkeys(uuid.UUID(str(i)) for i in instance_ids))
-        except ValueError:
-            raise ValidationError({"instance_ids": ["not a list of instance ids"]}) from None
+        if isinstance(instance_ids, str | bytes) or not isinstance(instance_ids, Iterable):
+            raise ValidationError({"instance_ids": ["not a list of instance ids"]})
+        wanted = []
+        for raw in instance_ids:
+            try:
+                wanted.append(uuid.UUID(str(raw)))
+            except ValueError:
+                # Name the culprit: among many ids (--instance, a pasted list) it is hard to spot.
+                raise ValidationError(
+                    {"instance_ids": [f"not a list of instance ids: {raw!r} is no instance id"]}
+                ) from None
+        wanted = list(dict.fromkeys(wanted))
         query = query.filter(pk__in=wanted)
     found = {i.pk: i for i in query.order_by("started_at", "pk")}
     runs: dict[uuid.UUID, list[StepRun]] = {pk: [] for pk in found}

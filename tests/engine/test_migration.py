@@ -1,5 +1,7 @@
 """Moving active instances to a new definition version: plan, migrate, audit."""
 
+import uuid
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -166,6 +168,9 @@ def test_a_mapped_step_moves_its_task_and_history_says_so(engine, started):
         ({"to_version": "1.0.0"}, "to_version", "already run"),
         ({"from_version": "0.1"}, "from_version", "has no version '0.1'"),
         ({"instance_ids": ["x"]}, "instance_ids", "not a list of instance ids"),
+        ({"instance_ids": [uuid.uuid4(), "x1"]}, "instance_ids", "'x1' is no instance id"),
+        ({"instance_ids": "x"}, "instance_ids", "not a list of instance ids"),
+        ({"instance_ids": 5}, "instance_ids", "not a list of instance ids"),
         ({"name": "nope"}, "workflow", "no workflow named 'nope' is registered"),
     ],
 )
