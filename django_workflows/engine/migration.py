@@ -188,6 +188,14 @@ def _checked_arguments(
     return new, mapping
 
 
+def _positions(instance: WorkflowInstance) -> tuple[str, ...]:
+    """Where the instance stands: its active steps, or the step it failed at."""
+    names = list(instance.current_steps)
+    if instance.status == WorkflowStatus.FAILED and instance.failed_step:
+        names.append(instance.failed_step)
+    return tuple(dict.fromkeys(names))
+
+
 def _fingerprint(instance: WorkflowInstance, runs: list[StepRun]) -> tuple[Any, ...]:
     """What must not change between the plan and the move."""
     return (
@@ -305,7 +313,7 @@ def plan(
                 instance_id=pk,
                 movable=not reason,
                 reason=reason,
-                positions=tuple(instance.current_steps),
+                positions=_positions(instance),
                 seen=_fingerprint(instance, runs[pk]),
             )
         )

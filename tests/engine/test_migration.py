@@ -272,6 +272,9 @@ def test_a_failed_instance_moves_and_retries_on_the_new_version(engine):
     assert instance.status == "failed"
 
     plan = engine.plan_migration("fix", "1", "2", step_map={"a": "a2"})
+    # The plan says where it failed (it has no active step to show).
+    assert plan.instances[0].positions == ("a",)
+    assert f"{instance.pk}: movable (at a)" in str(plan)
     [result] = engine.migrate_instances(plan)
 
     assert result.migrated, result
