@@ -177,10 +177,14 @@ class SignalReceived(WorkflowEventBase):
 
 @dataclass(frozen=True)
 class SignalDiscarded(WorkflowEventBase):
-    """The instance finished with this signal unconsumed: it is kept, marked discarded."""
+    """The signal will never be consumed: the instance finished with it pending, or a user
+    discarded it (``engine.discard_signal``; ``user_id`` and ``reason`` say who and why).
+    It is kept, marked discarded."""
 
     signal: str = ""
     signal_id: int = 0
+    user_id: Any = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,10 @@ class TaskNotFound(NotFound):
     """No human task matches."""
 
 
+class SignalNotFound(NotFound):
+    """No external signal matches."""
+
+
 class StateConflict(WorkflowError):
     """The object is not in a state that allows the operation."""
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+from ..engine import get_engine
+from ..exceptions import WorkflowError
 from ..models import WorkflowInstance, WorkflowSignal
 from ..permissions import (
     can_view_instance,
@@ -90,6 +93,27 @@ class WorkflowSignalAdmin(admin.ModelAdmin):
         "discarded_at",
     )
     readonly_fields = fields
+    actions = ("discard_pending",)
+
+    @admin.action(description=_("Discard the selected pending signals"))
+    def discard_pending(self, request: HttpRequest, queryset: QuerySet[WorkflowSignal]) -> None:
+        """Each through ``engine.discard_signal`` (its own transition, the signal rule);
+        one refusal leaves the others discarded."""
+        engine = get_engine()
+        done, refused = 0, []
+        for signal in queryset.order_by("pk"):
+            try:
+                engine.discard_signal(signal.pk, by=request.user, reason="discarded in the admin")
+            except (PermissionDenied, WorkflowError) as exc:
+                refused.append(f"#{signal.pk}: {exc}")
+            else:
+                done += 1
+        if done:
+            self.message_user(
+                request, _("%(count)d signal(s) discarded.") % {"count": done}, messages.SUCCESS
+            )
+        for text in refused:
+            self.message_user(request, text, messages.WARNING)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -255,6 +255,13 @@ class BaseExecutionEngine:
 
     # -- external signals ----------------------------------------------------------
 
+    def discard_signal(self, signal_id: Any, *, by: Any, reason: str = "") -> WorkflowSignal:
+        """Mark a pending signal discarded, so no wait consumes it (one that would never
+        fit, or was sent by mistake): ``by`` must be allowed to send the instance signals
+        (``permissions.can_send_signal``). One transition of its instance, with a
+        ``SignalDiscarded`` event naming ``by`` and ``reason``."""
+        return signals.discard(self, signal_id, by=by, reason=reason)
+
     def send_signal(
         self,
         name: str,
@@ -389,6 +396,9 @@ class BaseExecutionEngine:
 
     async def asend_signal(self, *args: Any, **kwargs: Any) -> tuple[WorkflowSignal, bool]:
         return await sync_to_async(self.send_signal)(*args, **kwargs)
+
+    async def adiscard_signal(self, *args: Any, **kwargs: Any) -> WorkflowSignal:
+        return await sync_to_async(self.discard_signal)(*args, **kwargs)
 
     async def arun_due_timers(self, limit: int = 500) -> int:
         return await sync_to_async(self.run_due_timers)(limit)

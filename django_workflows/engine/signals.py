@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import events as ev
 from ..context import check_json, check_size
-from ..exceptions import ContextError, InstanceNotFound, StateConflict
+from ..exceptions import ContextError, InstanceNotFound, SignalNotFound, StateConflict
 from ..models import (
     ACTIVE_INSTANCE_STATUSES,
     StepRun,
@@ -32,11 +32,12 @@ from ..models import (
     WorkflowSignal,
     WorkflowStatus,
 )
+from ..permissions import can_send_signal
 from ..signal_steps import WaitForSignal
 from . import runs, transition
 from .protocol import Engine
 from .transition import Transition
-from .users import checked_pk
+from .users import acting_user, checked_pk
 
 logger = logging.getLogger("django_workflows.engine")
 
@@ -174,6 +175,33 @@ def send(
     signal, created = found[0]
     signal.refresh_from_db()
     return signal, created
+
+
+def discard(engine: Engine, signal_id: Any, *, by: Any, reason: str = "") -> WorkflowSignal:
+    """``BaseExecutionEngine.discard_signal``: a pending signal marked discarded by hand."""
+    actor = acting_user(by)
+    if len(reason) > 1000:
+        raise ValidationError({"reason": ["at most 1000 characters"]})
+    try:
+        signal = WorkflowSignal.objects.get(pk=signal_id)
+    except (WorkflowSignal.DoesNotExist, ValidationError, ValueError, TypeError):
+        raise SignalNotFound(f"no signal with id {signal_id!r}") from None
+
+    def body(tx: Transition) -> None:
+        row = WorkflowSignal.objects.select_for_update().get(pk=signal.pk)
+        if not can_send_signal(actor, tx.instance):
+            raise PermissionDenied(f"you may not discard signal {row.pk} ({row.name})")
+        if row.consumed_at is not None or row.discarded_at is not None:
+            raise StateConflict(f"signal {row.pk} is {row.state}: only a pending one is discarded")
+        row.discarded_at = timezone.now()
+        row.save(update_fields=["discarded_at"])
+        tx.event(
+            ev.SignalDiscarded, signal=row.name, signal_id=row.pk, user_id=actor.pk, reason=reason
+        )
+
+    transition.run(engine, signal.instance_id, body, needs_definition=False)
+    signal.refresh_from_db()
+    return signal
 
 
 def replayed(instance_id: Any, name: str, key: str | None) -> WorkflowSignal | None:

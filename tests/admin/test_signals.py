@@ -147,3 +147,32 @@ def test_a_signal_waits_own_timeout_shows_on_the_instance_page(client, admin_eng
     html = client.get(f"/admin/django_workflows/workflowinstance/{instance.pk}/change/")
     due_at = StepRun.objects.get(instance=instance).due_at
     assert f"&#x25f7; times out {due_at:%Y-%m-%d %H:%M}</small>" in html.content.decode()
+
+
+def test_the_admin_discards_selected_pending_signals_by_the_signal_rule(client, orders):
+    starter, _done, waiting = orders
+    pending = WorkflowSignal.objects.get(name="address_changed")
+    consumed = WorkflowSignal.objects.get(name="payment_received")
+    stranger = StaffFactory(username="stranger")
+    grant(stranger, "view_workflowinstance", "view_workflowsignal")
+    client.force_login(stranger)
+    action = {"action": "discard_pending", "_selected_action": [pending.pk]}
+    page = client.post(LIST, action, follow=True)
+    assert "may not discard signal" in page.content.decode()
+    pending.refresh_from_db()
+    assert pending.discarded_at is None  # refused: nothing changed
+
+    client.force_login(starter)  # who may manage the instance may discard its signals
+    page = client.post(
+        LIST,
+        {"action": "discard_pending", "_selected_action": [pending.pk, consumed.pk]},
+        follow=True,
+    )
+    text = page.content.decode()
+    assert "1 signal(s) discarded." in text
+    assert f"#{consumed.pk}: signal {consumed.pk} is consumed" in text
+    pending.refresh_from_db()
+    assert pending.discarded_at is not None
+    event = waiting.events.get(type="SignalDiscarded")
+    assert event.payload["user_id"] == starter.pk
+    assert event.payload["reason"] == "discarded in the admin"

@@ -20,6 +20,7 @@ from django_workflows import (
 from django_workflows.models import StepRun, WorkflowSignal
 from django_workflows.testing import advance_time
 
+from ..factories import UserFactory
 from ..workflows import ManagerApproval, Record, calls
 
 pytestmark = pytest.mark.django_db
@@ -130,7 +131,9 @@ def test_a_signal_sent_early_is_buffered_then_consumed_in_order(sig_engine, mana
     assert two.consumed_by_step_run_id == runs["second"]
     # Nobody waited for "unrelated": discarded when the instance completed, with an event.
     assert other.state == "discarded"
-    assert events(instance, "SignalDiscarded") == [{"signal": "unrelated", "signal_id": other.pk}]
+    assert events(instance, "SignalDiscarded") == [
+        {"signal": "unrelated", "signal_id": other.pk, "user_id": None, "reason": ""}
+    ]
 
 
 def test_the_same_idempotency_key_again_is_a_no_op(sig_engine):
@@ -368,3 +371,32 @@ def test_a_wait_with_its_own_timeout_and_a_timeout_edge_is_refused():
             steps={"paid": WaitForSignal("paid", timeout=day), "chase": Record()},
             edges=[Edge("paid", "chase", on="timeout", after=day)],
         ).validate()
+
+
+def test_a_pending_signal_discarded_by_hand_is_never_consumed(sig_engine, manager):
+    from django.core.exceptions import PermissionDenied
+
+    from django_workflows import SignalNotFound
+
+    instance = sig_engine.start_workflow("twice", started_by=manager)
+    signal, _ = sig_engine.send_signal("tick", {"n": 1}, instance_id=instance.pk)
+    stranger = UserFactory()
+    with pytest.raises(PermissionDenied):
+        sig_engine.discard_signal(signal.pk, by=stranger)
+    discarded = sig_engine.discard_signal(signal.pk, by=manager, reason="sent twice")
+    assert discarded.state == "discarded"
+    with pytest.raises(StateConflict, match="only a pending one"):
+        sig_engine.discard_signal(signal.pk, by=manager)
+    with pytest.raises(SignalNotFound):
+        sig_engine.discard_signal(10**9, by=manager)
+    event = instance.events.get(type="SignalDiscarded")
+    assert (event.payload["user_id"], event.payload["reason"]) == (manager.pk, "sent twice")
+
+    second, _ = sig_engine.send_signal("tick", {"n": 2}, instance_id=instance.pk)
+    async_to_sync(sig_engine.adiscard_signal)(second.pk, by=manager)  # the async twin
+    second.refresh_from_db()
+    assert second.state == "discarded"
+
+    sig_engine.complete_human_task(instance.pk, "manager_approval", manager.pk, {"approved": True})
+    instance.refresh_from_db()
+    assert instance.current_steps == ["first"]  # neither discarded signal was taken
