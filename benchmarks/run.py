@@ -1,6 +1,7 @@
 """Benchmarks: the database work per step, against the floor of what a durable step needs.
 
     python benchmarks/run.py [--quick] [--database sqlite|postgres|both] [--only NAME ...]
+                             [--profile]
 
 Prints one table per database with the machine's details. Each database is a scratch
 one (a temp SQLite file; a ``bench_workflows`` PostgreSQL database, recreated, and
@@ -11,6 +12,8 @@ COMMIT, SAVEPOINT), "tx" counts the transactions.
 Sections (``--only``):
 
 - floor, sequential, human, fan-out: the engine in this process (``LocalExecutionEngine``).
+  Two floors: raw SQL through ``connection.cursor()`` (the limit; every rate is also shown
+  as a share of it, column "raw floor") and the same step through the ORM.
 - scale: list pages (API, admin, the inbox) over 1,000 and 100,000 waiting instances
   with an open task each (10,000 with ``--quick``), bulk-inserted as a fixture.
 - worker: a real ``qcluster`` with 2 workers and the sweeper, on the ORM broker, then on
@@ -64,24 +67,37 @@ class Row:
     detail: str = ""
     target: str = ""
     ok: bool | None = None
+    per_second: float | None = None  # a rate: shown also as a share of the raw floor
 
 
 @dataclass
 class Report:
     database: str
     rows: list[Row] = field(default_factory=list)
+    raw_floor: float | None = None  # the raw-SQL floor's ops/s, once measured
 
     def add(self, *args, **kwargs) -> None:
         self.rows.append(Row(*args, **kwargs))
+
+    def share(self, row: Row) -> str:
+        if row.per_second is None or not self.raw_floor:
+            return ""
+        return f"{row.per_second / self.raw_floor:.0%}"
 
     def print(self) -> None:
         width = max(len(r.name) for r in self.rows) if self.rows else 10
         targets = [("" if r.ok is None else ("✓ " if r.ok else "✗ ")) + r.target for r in self.rows]
         twidth = max([22, *(len(t) for t in targets)])
         print(f"\n== {self.database} ==")
-        print(f"{'measure'.ljust(width)}  {'value':>14}  {'target':<{twidth}} detail")
+        print(
+            f"{'measure'.ljust(width)}  {'value':>14}  {'raw floor':>9}  "
+            f"{'target':<{twidth}} detail"
+        )
         for r, target in zip(self.rows, targets, strict=True):
-            print(f"{r.name.ljust(width)}  {r.value:>14}  {target:<{twidth}} {r.detail}")
+            print(
+                f"{r.name.ljust(width)}  {r.value:>14}  {self.share(r):>9}  "
+                f"{target:<{twidth}} {r.detail}"
+            )
         sys.stdout.flush()
 
 
@@ -149,7 +165,71 @@ def floor(report: Report, n: int) -> float:
         one()
     per_second = rate(n, time.perf_counter() - started)
     statements, tx = count_statements(one)
-    report.add("floor", f"{per_second:,.0f}/s", f"{statements} stmts, {tx} tx per op")
+    report.add(
+        "floor (ORM)",
+        f"{per_second:,.0f}/s",
+        f"{statements} stmts, {tx} tx per op",
+        per_second=per_second,
+    )
+    return per_second
+
+
+def raw_floor(report: Report, n: int) -> float:
+    """The issue's limit: the same step as raw SQL through ``connection.cursor()``. In one
+    transaction: SELECT ... FOR UPDATE of the instance row, one UPDATE of it (a small JSON
+    context holding a counter, and updated_at), one INSERT of a history row, COMMIT. The
+    app's real tables (``django_workflows_workflowinstance``/``_workflowevent``), on an
+    instance this benchmark starts."""
+    import json
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from django_workflows.engine import LocalExecutionEngine
+    from django_workflows.models import WorkflowEvent, WorkflowInstance
+
+    engine = LocalExecutionEngine(bench_registry())
+    instance = engine.start_workflow("bench_approval")
+    quote = connection.ops.quote_name
+    instances = quote(WorkflowInstance._meta.db_table)
+    events = quote(WorkflowEvent._meta.db_table)
+    pk = WorkflowInstance._meta.pk.get_db_prep_value(instance.pk, connection)
+    # SQLite has no row locks (one writer per database): the same SELECT without FOR UPDATE.
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    jsonb = "::jsonb" if connection.vendor == "postgresql" else ""
+    select = f"SELECT id, context FROM {instances} WHERE id = %s{lock}"  # noqa: S608
+    update = f"UPDATE {instances} SET context = %s{jsonb}, updated_at = %s WHERE id = %s"  # noqa: S608
+    insert = (
+        f"INSERT INTO {events} (instance_id, type, step_name, payload, created_at) "  # noqa: S608
+        f"VALUES (%s, %s, %s, %s{jsonb}, %s)"
+    )
+    counter = 0
+
+    def one() -> None:
+        nonlocal counter
+        counter += 1
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(select, [pk])
+            cursor.fetchone()
+            cursor.execute(update, [json.dumps({"step": "s1", "n": counter}), now, pk])
+            cursor.execute(insert, [pk, "Bench", "s1", "{}", now])
+
+    one()
+    started = time.perf_counter()
+    for _ in range(n):
+        one()
+    per_second = rate(n, time.perf_counter() - started)
+    statements, tx = count_statements(one)
+    report.raw_floor = per_second
+    report.add(
+        "floor (raw SQL)",
+        f"{per_second:,.0f}/s",
+        f"{statements} stmts, {tx} tx per op; cursor.execute on the app's tables "
+        f"django_workflows_workflowinstance/_workflowevent"
+        + ("" if lock else "; no FOR UPDATE on SQLite"),
+        per_second=per_second,
+    )
     return per_second
 
 
@@ -167,6 +247,7 @@ def sequential(report: Report, n: int, floor_rate: float, vendor: str) -> None:
     statements, tx = count_statements(lambda: engine.start_workflow("bench_chain"))
     one_statements, one_tx = count_statements(lambda: engine.start_workflow("bench_one"))
     ratio = steps_per_second / floor_rate
+    raw = steps_per_second / (report.raw_floor or floor_rate)  # issue 18's targets: raw floor
     report.add(
         "sequential instances/s",
         f"{rate(n, seconds):,.1f}/s",
@@ -175,9 +256,10 @@ def sequential(report: Report, n: int, floor_rate: float, vendor: str) -> None:
     report.add(
         "sequential steps/s",
         f"{steps_per_second:,.0f}/s",
-        f"{ratio:.0%} of floor",
-        target=">= 50% of floor" if vendor == "postgresql" else "",
-        ok=ratio >= 0.5 if vendor == "postgresql" else None,
+        f"{ratio:.0%} of ORM floor",
+        per_second=steps_per_second,
+        target=">= 50% of raw floor" if vendor == "postgresql" else "",
+        ok=raw >= 0.5 if vendor == "postgresql" else None,
     )
     # The marginal cost of a step: a 10-step instance minus a 1-step one, over 9.
     per_step = (statements - one_statements) / 9
@@ -192,6 +274,8 @@ def sequential(report: Report, n: int, floor_rate: float, vendor: str) -> None:
 
 
 def human(report: Report, n: int) -> None:
+    from django.db import connection
+
     from django_workflows.engine import LocalExecutionEngine
     from django_workflows.models import HumanTask
 
@@ -204,10 +288,14 @@ def human(report: Report, n: int) -> None:
     for instance in instances:
         engine.complete_task(tasks[instance.pk], None, {})
     seconds = time.perf_counter() - started
+    pg = connection.vendor == "postgresql" and report.raw_floor  # the targets are PG's
     report.add(
         "human completions/s (engine)",
         f"{rate(n, seconds):,.0f}/s",
         f"{tx} tx per completion",
+        per_second=rate(n, seconds),
+        target=">= 25% of raw floor" if pg else "",
+        ok=rate(n, seconds) >= 0.25 * report.raw_floor if pg else None,
     )
     report.add(
         "statements per completion",
@@ -263,6 +351,7 @@ def fan_out(report: Report, n: int) -> None:
         f"{n} instances, {joins.count()} joins",
         target="join once each",
         ok=once,
+        per_second=rate(steps, seconds),
     )
 
 
@@ -735,19 +824,22 @@ def worker(report: Report, ctx: Context, quick: bool) -> None:
         report.add(
             f"worker: django-q2 no-op tasks/s ({broker})",
             f"{noop:,.0f}/s",
-            f"{tasks_n} tasks sent at once (best of {rounds}), save=False, one Redis INCR each: "
-            "no database work",
+            per_second=noop,
+            detail=f"{tasks_n} tasks sent at once (best of {rounds}), save=False, "
+            "one Redis INCR each: no database work",
         )
         report.add(
             f"worker: django-q2 trivial tasks/s ({broker})",
             f"{baseline:,.0f}/s",
-            f"{tasks_n} tasks sent at once (best of {rounds}), save=False, one row inserted "
+            per_second=baseline,
+            detail=f"{tasks_n} tasks sent at once (best of {rounds}), save=False, one row inserted "
             "each (about django-q2's own bookkeeping with save=True)",
         )
         report.add(
             f"worker: steps/s end to end ({broker})",
             f"{steps:,.0f}/s",
-            f"{ratio:.0%} of django-q2; {burst_n} instances x 10 steps sent at once "
+            per_second=steps,
+            detail=f"{ratio:.0%} of django-q2; {burst_n} instances x 10 steps sent at once "
             f"(best of {rounds}), {steps / 10:,.1f} instances/s",
             target=">= 50% of django-q2",
             ok=ratio >= 0.5,
@@ -835,7 +927,54 @@ def memory(report: Report, ctx: Context, quick: bool) -> None:
 SECTIONS = ("floor", "sequential", "human", "fan-out", "scale", "worker", "memory")
 
 
-def run_database(vendor_name: str, url: str, quick: bool, only: set[str]) -> None:
+def profiled(fn: Callable[..., object], *args: object) -> object:
+    """Run ``fn`` under cProfile; print the top 15 by cumulative and by own time."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(fn, *args)
+    finally:
+        for order in ("cumulative", "tottime"):
+            print(f"\n-- profile: sequential section, top 15 by {order} --")
+            pstats.Stats(profiler, stream=sys.stdout).strip_dirs().sort_stats(order).print_stats(15)
+        print("-- profile: own time (tottime) by layer --")
+        stats = pstats.Stats(profiler)
+        layers: dict[str, float] = {}
+        for (path, _, name), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+            layer = profile_layer(path, name)
+            layers[layer] = layers.get(layer, 0.0) + own
+        total = sum(layers.values()) or 1.0
+        for layer, own in sorted(layers.items(), key=lambda item: -item[1]):
+            print(f"{layer:<48} {own:7.2f} s  {own / total:4.0%}")
+        sys.stdout.flush()
+
+
+def profile_layer(path: str, name: str) -> str:
+    """Which layer a profiled function belongs to (``--profile``'s summary)."""
+    if "psycopg" in path:
+        return "psycopg driver, incl. waiting on the server"
+    if "sqlite3" in path or "SQLiteCursorWrapper" in name or "sqlite3.Connection" in name:
+        return "sqlite3 driver (C: execute, commit)"
+    if "django_workflows" in path:
+        return "django_workflows (the engine's own Python)"
+    if "django/db/models" in path:
+        return "Django ORM (querysets, compiler, model instances)"
+    if "django/db" in path:
+        return "Django db backend, transactions"
+    if "django/" in path:
+        return "Django other (signals, utils)"
+    if path.endswith(("json/encoder.py", "json/decoder.py", "json/__init__.py")):
+        return "json"
+    if path.endswith("copy.py"):
+        return "copy.deepcopy"
+    return "builtins, other stdlib (getattr, isinstance)"
+
+
+def run_database(
+    vendor_name: str, url: str, quick: bool, only: set[str], profile: bool = False
+) -> None:
     # Signed queue messages carry this name: the clusters started here get the same one.
     os.environ["Q_NAME"] = f"bench-{vendor_name}-{os.getpid()}"
     os.environ.pop("Q_BROKER", None)  # this process: the ORM broker's configuration
@@ -872,7 +1011,11 @@ def run_database(vendor_name: str, url: str, quick: bool, only: set[str]) -> Non
             return None
 
     try:
+        section("floor", raw_floor, report, n * 5)
         floor_rate = section("floor", floor, report, n * 5) or 1.0
+        if profile:  # the sequential section under cProfile, and nothing else
+            section("sequential", profiled, sequential, report, n, floor_rate, connection.vendor)
+            only = set()
         section("sequential", sequential, report, n, floor_rate, connection.vendor)
         section("human", human, report, n)
         if connection.vendor == "postgresql":  # SQLite has one writer: nothing to race
@@ -907,6 +1050,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Small counts: a smoke run.")
     parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="Run the floors and the sequential section only, that one under cProfile, "
+        "and print the top of the profile (pstats) to stdout.",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--qcluster", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--recycle", type=int, default=500, help=argparse.SUPPRESS)
@@ -917,7 +1066,7 @@ def main() -> None:
         return
     if args.child:  # one database per process: Django is set up once per process
         vendor, url = args.child.split("=", 1)
-        run_database(vendor, url, args.quick, set(args.only))
+        run_database(vendor, url, args.quick, set(args.only), args.profile)
         return
 
     began = time.monotonic()
@@ -942,6 +1091,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, f"--child={vendor}={url}", "--only", *args.only]
             if args.quick:
                 cmd.append("--quick")
+            if args.profile:
+                cmd.append("--profile")
             child = subprocess.Popen(cmd, cwd=ROOT)  # noqa: S603 - ourselves
             try:
                 if child.wait() != 0:
