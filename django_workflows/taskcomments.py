@@ -24,7 +24,9 @@ from .models import HumanTask
 from .permissions import can_view_task
 
 
-class TaskCommentForm(forms.Form):
+class CommentForm(forms.Form):
+    """A comment and its optional attachment: the task pages' and the instance page's."""
+
     text = forms.CharField(
         label=gettext_lazy("Comment"),
         max_length=MAX_LENGTH,
@@ -41,13 +43,13 @@ def comments_context(user: Any, task: HumanTask) -> dict[str, Any]:
     rows = task.instance.comments.select_related("author", "task").order_by("created_at", "id")
     return {
         "comments": list(rows),
-        "task_comment_form": TaskCommentForm(auto_id="dwf-task-comment-%s"),
+        "task_comment_form": CommentForm(auto_id="dwf-task-comment-%s"),
     }
 
 
 def add_comment(request: HttpRequest, task: HumanTask) -> bool:
     """Add the posted comment to ``task``; say how it went in a message. Whether added."""
-    form = TaskCommentForm(request.POST, request.FILES)
+    form = CommentForm(request.POST, request.FILES)
     if not form.is_valid():
         problems = "; ".join(str(error) for errors in form.errors.values() for error in errors)
         messages.error(request, _("No comment added: %s") % problems)

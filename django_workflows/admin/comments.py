@@ -9,27 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 
 from ..engine import get_engine
-from ..engine.comments import MAX_LENGTH
 from ..models import WorkflowInstance
-
-
-class CommentForm(forms.Form):
-    text = forms.CharField(
-        label=gettext_lazy("Comment"),
-        max_length=MAX_LENGTH,
-        widget=forms.Textarea(attrs={"rows": 3}),
-    )
-    attachment = forms.FileField(label=gettext_lazy("Attachment"), required=False)
+from ..taskcomments import CommentForm
 
 
 def comments_context(request: HttpRequest, instance: WorkflowInstance) -> dict[str, Any]:
