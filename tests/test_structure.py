@@ -26,7 +26,8 @@ ENGINE_LAYERS = [
     {"transition"},
     {"signalwait"},  # what a transition does for WaitForSignal steps
     {"subflows"},  # sub-workflows started with the parent's transition
-    {"users"},  # who a task is for: user pks, assignees, candidate-group rows
+    {"taskrows"},  # a human task's own rows: candidate groups, completion
+    {"users"},  # who a task is for: user pks, assignees
     {"routing", "leases", "protocol", "sql"},
 ]
 

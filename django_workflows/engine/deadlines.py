@@ -19,7 +19,7 @@ from django.db.models.functions import Now
 from .. import events as ev
 from ..models import ACTIVE_INSTANCE_STATUSES, HumanTask, HumanTaskGroup, TaskStatus
 from ..steps import BaseHumanStep, are_group_names
-from . import transition, users
+from . import taskrows, transition
 from .protocol import Engine
 from .transition import Transition
 
@@ -122,7 +122,7 @@ def escalate(tx: Transition, task: HumanTask, step: BaseHumanStep, now: Any) -> 
         return False
     before = list(task.candidate_groups.values_list("name", flat=True))
     task.candidate_groups.all().delete()
-    HumanTaskGroup.objects.bulk_create(users.group_rows(task, groups))
+    HumanTaskGroup.objects.bulk_create(taskrows.group_rows(task, groups))
     tx.event(
         ev.HumanTaskEscalated,
         step_name=task.step_name,

@@ -11,7 +11,6 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from .. import events as ev
 from ..context import check_size
@@ -28,7 +27,7 @@ from ..models import (
 )
 from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task, on_behalf_of
 from ..steps import BaseHumanStep
-from . import comments, nofm, runs, transition, users
+from . import comments, nofm, runs, taskrows, transition
 from .instances import get_instance
 from .protocol import Engine
 from .transition import Transition
@@ -112,31 +111,9 @@ def complete(
             if comment:
                 tx.events.append(comments.write(tx.instance, comment, user_pk, task=task)[1])
             return
-        now = timezone.now()
-        task.status = TaskStatus.COMPLETED
-        task.completed_by_id = user_pk
-        task.completed_on_behalf_of_id = for_pk
-        task.completed_at = now
-        task.result = changes
-        task.save(
-            update_fields=[
-                "status",
-                "completed_by",
-                "completed_on_behalf_of",
-                "completed_at",
-                "result",
-            ]
-        )
+        now = taskrows.record_completed(tx, task, changes, user_pk, for_pk)
         StepRun.objects.filter(pk=task.step_run_id).update(
             status=StepRunStatus.COMPLETED, changes=changes, finished_at=now
-        )
-        tx.event(
-            ev.HumanTaskCompleted,
-            step_name=task.step_name,
-            task_id=task.pk,
-            user_id=user_pk,
-            data=changes,
-            on_behalf_of_user_id=for_pk,
         )
         if comment:  # in the completion's transaction: refused, it leaves no comment
             tx.events.append(comments.write(tx.instance, comment, user_pk, task=task)[1])
@@ -221,7 +198,7 @@ def reassign_task(engine: Engine, task_id: Any, to: Any, *, by: Any, reason: str
         task.save(update_fields=["assignee", "claimed_by"])
         if groups:
             task.candidate_groups.all().delete()
-            HumanTaskGroup.objects.bulk_create(users.group_rows(task, groups))
+            HumanTaskGroup.objects.bulk_create(taskrows.group_rows(task, groups))
         tx.event(
             ev.HumanTaskReassigned,
             step_name=task.step_name,

@@ -17,7 +17,6 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
-from django.utils import timezone
 
 from .. import events as ev
 from ..context import check_size
@@ -26,6 +25,7 @@ from ..models import DefinitionVersion, HumanTask, StepRun, StepRunStatus, TaskS
 from ..permissions import completable_tasks
 from ..steps import BaseHumanStep
 from .protocol import Engine
+from .taskrows import record_completed
 from .transition import Transition, error_text
 from .users import acting_user
 
@@ -90,35 +90,13 @@ def complete(
         raise PermissionDenied(
             f"{whom} already answered a task of step {name!r}: each assignee answers once"
         )
-    now = timezone.now()
+    now = record_completed(tx, task, changes, user_pk, for_pk)
     earlier = tx.instance.context.get(name) if done_before else None
     results = [*earlier] if isinstance(earlier, list) else []
     result = {"user": _jsonable(user_pk), "action": action, "data": changes, "at": now.isoformat()}
     if for_pk is not None:
         result["on_behalf_of"] = _jsonable(for_pk)
     results.append(result)
-    task.status = TaskStatus.COMPLETED
-    task.completed_by_id = user_pk
-    task.completed_on_behalf_of_id = for_pk
-    task.completed_at = now
-    task.result = changes
-    task.save(
-        update_fields=[
-            "status",
-            "completed_by",
-            "completed_on_behalf_of",
-            "completed_at",
-            "result",
-        ]
-    )
-    tx.event(
-        ev.HumanTaskCompleted,
-        step_name=name,
-        task_id=task.pk,
-        user_id=user_pk,
-        data=changes,
-        on_behalf_of_user_id=for_pk,
-    )
     try:
         vetoed = step.veto_condition is not None and step.veto_condition(
             {**changes, "action": action}

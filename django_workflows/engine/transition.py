@@ -52,7 +52,8 @@ from . import routing, signalwait, subflows
 from .leases import fenced, lost_lease, new_lease
 from .protocol import Engine
 from .sql import fastpath, lock
-from .users import assignee_pk, group_rows, seats
+from .taskrows import group_rows
+from .users import assignee_pk, seats
 
 logger = logging.getLogger("django_workflows.engine")
 

@@ -15,8 +15,6 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 
 from ..exceptions import InvalidAssignee, UnknownUser
-from ..models import HumanTask, HumanTaskGroup
-from .sql import concrete_field
 
 #: The most tasks one activation of a step with ``assignees`` opens.
 MAX_ASSIGNEES = 1000
@@ -115,14 +113,3 @@ def seats(step_name: str, entries: list[Any]) -> list[tuple[Any, Sequence[str]]]
                 f"human step {step_name!r}: assignees {missing!r:.80} are not users"
             )
     return [(value, ()) if kind == "user" else (None, (value,)) for kind, value in wanted]
-
-
-def group_rows(task: HumanTask, names: Sequence[str]) -> list[HumanTaskGroup]:
-    """The candidate-group rows of ``task``, once per name; a name longer than a group's
-    can be is left out (no group can have it: nobody is let in)."""
-    longest = concrete_field(HumanTaskGroup._meta, "name").max_length or 0
-    return [
-        HumanTaskGroup(task=task, name=name)
-        for name in dict.fromkeys(names)
-        if len(name) <= longest
-    ]
