@@ -28,7 +28,7 @@ from ..models import (
     TaskStatus,
 )
 from ..steps import BaseMachineStep, BaseStep
-from . import transition
+from . import sweeping, transition
 from .protocol import Engine
 from .transition import Transition
 
@@ -151,14 +151,11 @@ def sweep(engine: Engine, limit: int = 500) -> int:
         timeout_at__lte=Now(),
         instance__status__in=ACTIVE_INSTANCE_STATUSES,
     ).values_list("pk", "instance_id")[:limit]
-    handled = 0
-    for run_id, instance_id in due:
-        try:
-            engine.dispatch(fire(engine, run_id, instance_id))
-            handled += 1
-        except Exception:
-            logger.exception("firing the timeout of step run %s failed", run_id)
-    return handled
+    return sweeping.each(
+        due,
+        lambda run_id, instance_id: engine.dispatch(fire(engine, run_id, instance_id)),
+        "firing the timeout of step run %s failed",
+    )
 
 
 def fire(engine: Engine, run_id: int, instance_id: Any) -> list[int]:

@@ -12,6 +12,7 @@ reassigning it keeps both (the deadline is the task's, whoever holds it).
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from django.db.models.functions import Now
@@ -19,7 +20,7 @@ from django.db.models.functions import Now
 from .. import events as ev
 from ..models import ACTIVE_INSTANCE_STATUSES, HumanTask, HumanTaskGroup, TaskStatus
 from ..steps import BaseHumanStep, are_group_names
-from . import taskrows, transition
+from . import sweeping, taskrows, transition
 from .protocol import Engine
 from .transition import Transition
 
@@ -42,14 +43,9 @@ def due_tasks(limit: int = 500) -> list[tuple[int, Any]]:
 def sweep(engine: Engine, limit: int = 500) -> int:
     """Fire the due reminders and escalations, each in its own transition; one that fails
     is logged and the others go on. Returns how many tasks it handled."""
-    handled = 0
-    for task_id, instance_id in due_tasks(limit):
-        try:
-            fire(engine, task_id, instance_id)
-            handled += 1
-        except Exception:
-            logger.exception("the deadline of human task %s failed", task_id)
-    return handled
+    return sweeping.each(
+        due_tasks(limit), partial(fire, engine), "the deadline of human task %s failed"
+    )
 
 
 def fire(engine: Engine, task_id: int, instance_id: Any) -> None:

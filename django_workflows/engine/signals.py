@@ -12,7 +12,7 @@ consumed one by it, the other buffered.
 
 from __future__ import annotations
 
-import logging
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -34,12 +34,10 @@ from ..models import (
 )
 from ..permissions import can_send_signal
 from ..signal_steps import WaitForSignal
-from . import runs, transition
+from . import runs, sweeping, transition
 from .protocol import Engine
 from .transition import Transition
 from .users import acting_user, checked_pk
-
-logger = logging.getLogger("django_workflows.engine")
 
 
 def clean(
@@ -254,20 +252,13 @@ def consume(tx: Transition, run: StepRun, signal: WorkflowSignal) -> None:
 
 def sweep(engine: Engine, limit: int = 500) -> int:
     """Fail the signal waits past their ``timeout``. Returns the runs handled."""
-    handled = 0
     due = StepRun.objects.filter(
         step_type=StepTypeChoices.SIGNAL,
         status=StepRunStatus.WAITING,
         due_at__lte=Now(),
         instance__status__in=ACTIVE_INSTANCE_STATUSES,
     ).values_list("pk", "instance_id")[:limit]
-    for run_id, instance_id in due:
-        try:
-            time_out(engine, run_id, instance_id)
-            handled += 1
-        except Exception:
-            logger.exception("timing out signal wait %s failed", run_id)
-    return handled
+    return sweeping.each(due, partial(time_out, engine), "timing out signal wait %s failed")
 
 
 def time_out(engine: Engine, run_id: int, instance_id: Any) -> None:

@@ -20,7 +20,7 @@ from django.db.models.functions import Now
 from ..conf import workflow_settings
 from ..exceptions import StepCrashed
 from ..models import ACTIVE_INSTANCE_STATUSES, StepRun, StepRunStatus, WorkflowStatus
-from . import boundary, deadlines, subflow_join, transition
+from . import boundary, deadlines, subflow_join, sweeping, transition
 from .leases import fenced
 from .protocol import Engine
 from .transition import Transition
@@ -36,18 +36,16 @@ def sweep(engine: Engine, limit: int = 500) -> int:
     ``qcluster`` runs it by itself; otherwise ``manage.py workflow_sweep`` (cron,
     a loop, tests). Returns how many runs and tasks it handled.
     """
-    handled = 0
     due_timers = StepRun.objects.filter(
         status=StepRunStatus.SCHEDULED,
         due_at__lte=Now(),
         instance__status__in=ACTIVE_INSTANCE_STATUSES,
     ).values_list("pk", "instance_id")[:limit]
-    for run_id, instance_id in due_timers:
-        try:
-            engine.dispatch(fire_timer(engine, run_id, instance_id))
-            handled += 1
-        except Exception:
-            logger.exception("firing timer run %s failed", run_id)
+    handled = sweeping.each(
+        due_timers,
+        lambda run_id, instance_id: engine.dispatch(fire_timer(engine, run_id, instance_id)),
+        "firing timer run %s failed",
+    )
     handled += deadlines.sweep(engine, limit)  # human tasks' reminders and escalations
     handled += boundary.sweep(engine, limit)  # timeout edges
     handled += recover_expired_leases(engine, limit)
@@ -97,14 +95,11 @@ def recover_expired_leases(engine: Engine, limit: int = 500) -> int:
     expired = StepRun.objects.filter(
         status=StepRunStatus.RUNNING, lease_expires_at__lt=Now()
     ).values_list("pk", "instance_id")[:limit]
-    recovered = 0
-    for run_id, instance_id in expired:
-        try:
-            engine.dispatch(recover(engine, run_id, instance_id))
-            recovered += 1
-        except Exception:
-            logger.exception("recovering step run %s failed", run_id)
-    return recovered
+    return sweeping.each(
+        expired,
+        lambda run_id, instance_id: engine.dispatch(recover(engine, run_id, instance_id)),
+        "recovering step run %s failed",
+    )
 
 
 def recover(engine: Engine, run_id: int, instance_id: Any) -> list[int]:
