@@ -18,7 +18,7 @@ from typing import Any
 from django.db.models.functions import Now
 
 from .. import events as ev
-from ..models import ACTIVE_INSTANCE_STATUSES, HumanTask, HumanTaskGroup, TaskStatus
+from ..models import ACTIVE_INSTANCE_STATUSES, HumanTask, TaskStatus
 from ..steps import BaseHumanStep, are_group_names
 from . import sweeping, taskrows, transition
 from .protocol import Engine
@@ -117,8 +117,7 @@ def escalate(tx: Transition, task: HumanTask, step: BaseHumanStep, now: Any) -> 
         )
         return False
     before = list(task.candidate_groups.values_list("name", flat=True))
-    task.candidate_groups.all().delete()
-    HumanTaskGroup.objects.bulk_create(taskrows.group_rows(task, groups))
+    taskrows.replace_groups(task, groups)
     tx.event(
         ev.HumanTaskEscalated,
         step_name=task.step_name,

@@ -19,7 +19,6 @@ from ..forms import form_for_step
 from ..models import (
     ACTIVE_INSTANCE_STATUSES,
     HumanTask,
-    HumanTaskGroup,
     StepRun,
     StepRunStatus,
     TaskStatus,
@@ -197,8 +196,7 @@ def reassign_task(engine: Engine, task_id: Any, to: Any, *, by: Any, reason: str
         task.claimed_by = None
         task.save(update_fields=["assignee", "claimed_by"])
         if groups:
-            task.candidate_groups.all().delete()
-            HumanTaskGroup.objects.bulk_create(taskrows.group_rows(task, groups))
+            taskrows.replace_groups(task, groups)
         tx.event(
             ev.HumanTaskReassigned,
             step_name=task.step_name,

@@ -29,6 +29,12 @@ def group_rows(task: HumanTask, names: Sequence[str]) -> list[HumanTaskGroup]:
     ]
 
 
+def replace_groups(task: HumanTask, names: Sequence[str]) -> None:
+    """``task``'s candidate groups become ``names`` (a reassignment, an escalation)."""
+    task.candidate_groups.all().delete()
+    HumanTaskGroup.objects.bulk_create(group_rows(task, names))
+
+
 def record_completed(
     tx: Transition, task: HumanTask, changes: dict[str, Any], user_pk: Any, for_pk: Any
 ) -> datetime:
