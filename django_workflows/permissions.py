@@ -189,9 +189,18 @@ def on_behalf_of(task: HumanTask, user: Any) -> Any:
     (their own claim aside: a substitute who claimed the task still does it for the
     absent user). A substitute holding ``complete_any_task`` still completes the absent
     user's task on their behalf. None otherwise."""
+    return completion(task, user)[1]
+
+
+def completion(task: HumanTask, user: Any) -> tuple[bool, Any]:
+    """(``can_complete_task``, ``on_behalf_of``) in one look-up, for a completion that
+    needs both."""
     mine = task.claimed_by_id is not None and task.claimed_by_id == getattr(user, "pk", None)
     allowed, absent = _completion(task, user, mine, powers=False)
-    return absent if allowed else None
+    if allowed:
+        return True, absent
+    # What the look-up without powers left out: the user's own claim, complete_any_task.
+    return (mine and is_active_user(user)) or _completion(task, user, mine)[0], None
 
 
 def _completion(

@@ -24,7 +24,7 @@ from ..models import (
     TaskStatus,
     WorkflowInstance,
 )
-from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task, on_behalf_of
+from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task, completion
 from ..steps import BaseHumanStep
 from . import comments, nofm, runs, taskrows, transition
 from .instances import get_instance
@@ -82,10 +82,10 @@ def complete(
                 f"instance {tx.instance.pk} is {tx.instance.status}; retry it first"
             )
         actor = acting_user(user) if check_permission or user_pk is not None else None
-        if check_permission and not can_complete_task(task, actor):
+        # for_pk: done by a substitute for an absent user, kept on the task and in history.
+        allowed, for_pk = completion(task, actor) if actor is not None else (False, None)
+        if check_permission and not allowed:
             raise PermissionDenied(f"you may not complete task {task.pk} ({task.title})")
-        # Done by a substitute for an absent user: kept on the task and in the history.
-        for_pk = on_behalf_of(task, actor) if actor is not None else None
         step = tx.graph.steps[task.step_name]
         if not isinstance(step, BaseHumanStep):
             raise StateConflict(f"step {task.step_name!r} is no longer a human step")

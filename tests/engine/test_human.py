@@ -121,6 +121,20 @@ def test_completing_with_check_permission_refuses_others_and_changes_nothing(eng
     assert instance.status == WorkflowStatus.COMPLETED
 
 
+def test_a_checked_completion_looks_up_the_users_groups_once(engine, manager):
+    """The task rule and "on behalf of whom" come from one look-up of the completer's
+    groups (and of the users they stand in for), not one each."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    task = open_task(engine.start_workflow("expense", initial_data={"amount": 1}))
+    manager = type(manager).objects.get(pk=manager.pk)  # no cached permissions
+    with CaptureQueriesContext(connection) as queries:
+        engine.complete_task(task.pk, manager, {"approved": True}, check_permission=True)
+    looked_up = [q["sql"] for q in queries.captured_queries if "auth_user_groups" in q["sql"]]
+    assert len(looked_up) == 1, looked_up
+
+
 def test_claim_and_unclaim(engine, manager):
     colleague = UserFactory(groups=[GroupFactory(name="managers")])
     instance = engine.start_workflow("expense", initial_data={"amount": 1})

@@ -192,3 +192,20 @@ def test_ending_a_substitution(task, absent, deputy):
     with pytest.raises(StateConflict):
         end_substitution(future)  # never began: delete it instead
     assert Substitution.objects.get(pk=future.pk).ends_at == future.ends_at
+
+
+@pytest.mark.parametrize("who", ["absent", "deputy", "stranger", "anyone", "claimer"])
+def test_completion_answers_both_questions_as_the_two_rules_do(task, absent, deputy, who):
+    """``completion`` (one look-up for a completion) agrees with ``can_complete_task``
+    and ``on_behalf_of`` asked apart."""
+    from django_workflows.permissions import completion
+
+    away(absent, deputy)
+    user = {"absent": absent, "deputy": deputy}.get(who) or UserFactory(username=who)
+    if who == "anyone":
+        user.user_permissions.add(Permission.objects.get(codename="complete_any_task"))
+        user = type(user).objects.get(pk=user.pk)
+    if who == "claimer":
+        HumanTask.objects.filter(pk=task.pk).update(claimed_by=user)
+        task.refresh_from_db()
+    assert completion(task, user) == (can_complete_task(task, user), on_behalf_of(task, user))
