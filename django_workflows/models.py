@@ -99,6 +99,7 @@ class WorkflowInstance(models.Model):
         on_delete=models.PROTECT,
         related_name="instances",
         verbose_name=_("definition"),
+        db_index=False,  # dwf_instance_definition (definition, status) serves its look-ups
     )
     status = models.CharField(
         _("status"), max_length=20, choices=WorkflowStatus.choices, default=WorkflowStatus.PENDING
@@ -182,6 +183,7 @@ class StepRun(models.Model):
         on_delete=models.CASCADE,
         related_name="step_runs",
         verbose_name=_("instance"),
+        db_index=False,  # dwf_run_instance_status (instance, status) serves its look-ups
     )
     step_name = models.CharField(_("step"), max_length=200)
     step_type = models.CharField(_("type"), max_length=20, choices=StepTypeChoices.choices)
@@ -279,6 +281,7 @@ class HumanTask(models.Model):
         on_delete=models.CASCADE,
         related_name="human_tasks",
         verbose_name=_("instance"),
+        db_index=False,  # dwf_task_instance (instance, step_name, status) serves its look-ups
     )
     step_run = models.ForeignKey(
         StepRun, on_delete=models.CASCADE, related_name="human_tasks", verbose_name=_("step run")
@@ -453,6 +456,7 @@ class WorkflowEvent(models.Model):
         on_delete=models.CASCADE,
         related_name="events",
         verbose_name=_("instance"),
+        db_index=False,  # dwf_event_instance (instance, id) serves its look-ups
     )
     type = models.CharField(_("type"), max_length=50)
     step_name = models.CharField(_("step"), max_length=200, blank=True)

@@ -191,10 +191,9 @@ class BaseExecutionEngine:
         comment: str = "",
     ) -> WorkflowInstance:
         """Complete a human task by its id (what the admin and the API use)."""
-        instance_id = human.task_by_id(task_id).instance_id
         return human.complete(
             self,
-            instance_id,
+            None,  # the task's instance, found by the lock
             user_id,
             data,
             action,

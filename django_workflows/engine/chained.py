@@ -98,9 +98,15 @@ def finish_unlocked(
     tx.expect = fastpath.expectation(connection, instance)  # before planning
     tx.plan_fenced(run, token, changes)
     if tx.fenced is not None:
-        with transaction.atomic(using=alias):
-            tx.close(last=True)  # the block's last statement: it may carry the COMMIT
+        if connection.get_autocommit():
+            # Outside any transaction the one statement is a transaction of its own:
+            # no BEGIN and no COMMIT to send, one round trip in all.
+            tx.close()
+        else:
+            with transaction.atomic(using=alias):
+                tx.close(last=True)  # the block's last statement: it may carry the COMMIT
         if not tx.changed:
+            transition.remember(tx.instance)
             if tx.instance.status == WorkflowStatus.COMPLETED:
                 discard_left(engine, instance.pk)
             return tx.runnable, tx.claimed

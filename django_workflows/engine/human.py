@@ -27,7 +27,6 @@ from ..models import (
 from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task, completion
 from ..steps import BaseHumanStep
 from . import comments, nofm, runs, taskrows, transition
-from .instances import get_instance
 from .protocol import Engine
 from .transition import Transition
 from .users import acting_user, assignee_pk, checked_pk
@@ -127,10 +126,15 @@ def complete(
         )
 
     instance, runnable, claimed = transition.run(
-        engine, instance_id, body, claim_next=engine.executes_inline()
+        engine,
+        instance_id,
+        body,
+        claim_next=engine.executes_inline(),
+        # By the task's id alone: the lock finds its instance (one statement, not two).
+        by_task=task_id if instance_id is None else None,
     )
     runs.go_on(engine, runnable, claimed)
-    return get_instance(instance.pk)
+    return transition.as_left(instance.pk)
 
 
 def claim_task(task_id: Any, user: Any) -> HumanTask:

@@ -55,6 +55,9 @@ def start(
         check_json(key, value)
     check_size(data, "the initial data")
     user_pk = checked_pk(started_by)
+    # Asked before the start's own transaction opens (inside it, the local engine would
+    # see a caller's transaction and leave its first step to a claim of its own).
+    inline = engine.executes_inline()
     with transaction.atomic():
         if existing is not None:
             # The caller's check, in the transaction that would create the instance
@@ -62,7 +65,9 @@ def start(
             found = existing()
             if found is not None:
                 return found, False
-        instance = WorkflowInstance.objects.create(
+        # Inserted once, by close(), with the state the start's plan leaves it in (its
+        # rows reference it before: the foreign keys are checked at commit).
+        instance = WorkflowInstance(
             definition=definition_row(definition),
             status=WorkflowStatus.RUNNING,
             context=data,
@@ -74,12 +79,13 @@ def start(
             IdempotencyKey.objects.create(
                 owner=owner, key=key, workflow_name=name, instance=instance
             )
-        tx = Transition(engine, instance, definition, claim_next=engine.executes_inline())
+        tx = Transition(engine, instance, definition, claim_next=inline)
         tx.event(ev.WorkflowStarted, user_id=user_pk, business_key=instance.business_key)
         tx.advance(definition.initial_step, activate=True, refuse_bad_input=True)
         tx.close()
+    transition.remember(instance)
     runs.go_on(engine, tx.runnable, tx.claimed)
-    return get_instance(instance.pk), True
+    return transition.as_left(instance.pk), True
 
 
 def get_or_start(

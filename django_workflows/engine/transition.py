@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import traceback as tb
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,7 +21,6 @@ from functools import partial
 from typing import Any, NamedTuple, cast
 
 from django.contrib.auth.models import Group
-from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connections, router, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -31,7 +31,6 @@ from ..context import WorkflowContext, check_size
 from ..definition import WorkflowDefinition
 from ..exceptions import (
     DefinitionError,
-    InstanceNotFound,
     InvalidAssignee,
     LoopLimitExceeded,
     WorkflowNotFound,
@@ -51,7 +50,8 @@ from ..steps import BaseHumanStep, BaseMachineStep, StepType, SubWorkflowStep, T
 from . import routing, signalwait, subflows
 from .leases import fenced, lost_lease, new_lease
 from .protocol import Engine
-from .sql import fastpath, lock
+from .sql import fastpath
+from .sql.lock import lock_instance
 from .taskrows import group_rows
 from .users import assignee_pk, seats
 
@@ -385,6 +385,10 @@ class Transition:
         if self.fenced is not None:
             self._close_fenced(self.fenced, last)
             return
+        starting = instance._state.adding
+        if starting:  # a start: one INSERT, as the plan leaves it, before rows that read it
+            self._settle_status()
+            instance.save(force_insert=True)
         if self.new_runs:
             StepRun.objects.bulk_create(self.new_runs)
             self.runnable.extend(
@@ -396,10 +400,11 @@ class Transition:
             self._write_tasks()
         signalwait.write(self)
         subflows.write(self)
-        self._settle_status()
-        if instance.status in (WorkflowStatus.COMPLETED, WorkflowStatus.CANCELED):
-            signalwait.discard(self)  # signals nobody consumed
-        instance.save(update_fields=list(fastpath.INSTANCE_FIELDS))
+        if not starting:
+            self._settle_status()
+            if instance.status in (WorkflowStatus.COMPLETED, WorkflowStatus.CANCELED):
+                signalwait.discard(self)  # signals nobody consumed
+            instance.save(update_fields=list(fastpath.INSTANCE_FIELDS))
         WorkflowEvent.objects.bulk_create(
             WorkflowEvent(
                 instance=instance,
@@ -543,27 +548,6 @@ def definition_for(registry: WorkflowRegistry, instance: WorkflowInstance) -> Wo
     return definition
 
 
-def lock_instance(instance_id: Any) -> WorkflowInstance:
-    """SELECT ... FOR UPDATE of the instance, with its definition row's name, version
-    and checksum (its graph stays deferred: see ``engine.sql.lock``)."""
-    try:
-        connection = connections[router.db_for_write(WorkflowInstance)]
-        query = lock.query_for(connection)
-        if query is None:
-            return (
-                WorkflowInstance.objects.select_for_update(of=("self",))
-                .select_related("definition")
-                .get(pk=instance_id)
-            )
-        instance = query.fetch(connection, instance_id)
-        if instance is None:
-            raise WorkflowInstance.DoesNotExist
-        return instance
-    except (WorkflowInstance.DoesNotExist, ValidationError, ValueError, TypeError):
-        # A malformed id (not a UUID) means "not found", not a server error.
-        raise InstanceNotFound(f"no workflow instance with id {instance_id!r}") from None
-
-
 def run(
     engine: Engine,
     instance_id: Any,
@@ -571,6 +555,7 @@ def run(
     *,
     needs_definition: bool | None = True,
     claim_next: bool = False,
+    by_task: Any = None,
 ) -> tuple[WorkflowInstance, list[int], ClaimedRun | None]:
     """Run ``body(tx)`` on the locked instance in one transaction.
 
@@ -578,7 +563,7 @@ def run(
     ``claim_next``, the run it created already claimed for the caller to execute.
     """
     with transaction.atomic(using=router.db_for_write(WorkflowInstance)):
-        instance = lock_instance(instance_id)
+        instance = lock_instance(instance_id, by_task=by_task)
         definition = None
         if needs_definition:
             definition = definition_for(engine.registry, instance)
@@ -588,4 +573,24 @@ def run(
         tx = Transition(engine, instance, definition, claim_next=claim_next)
         body(tx)
         tx.close(last=True)  # the block's last statement: it may carry the COMMIT
+    remember(instance)
     return instance, tx.runnable, tx.claimed
+
+
+_left = threading.local()
+
+
+def remember(instance: WorkflowInstance) -> None:
+    """``instance`` as this thread's last committed transition left it: what a call that
+    started or completed something returns (``as_left``), without reading it again."""
+    _left.instance = instance
+
+
+def as_left(instance_id: Any) -> WorkflowInstance:
+    """The instance as this thread's last committed transition of it left it, else
+    read from the database."""
+    instance = getattr(_left, "instance", None)
+    _left.instance = None
+    if instance is not None and instance.pk == instance_id:
+        return instance
+    return WorkflowInstance.objects.select_related("definition").get(pk=instance_id)

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.db import connections, router
+from django.db.models import Subquery
 from django.db.transaction import TransactionManagementError
 
-from ...models import DefinitionVersion, WorkflowInstance
+from ...exceptions import InstanceNotFound, TaskNotFound
+from ...models import DefinitionVersion, HumanTask, WorkflowInstance
 from . import concrete_field
 
 #: The definition's columns read with the instance: what the engine uses of the row.
@@ -51,6 +55,15 @@ class _LockQuery:
             if features.has_select_for_update_of:
                 sql += f" OF {i_table}"
         self.sql = sql
+        # The instance of a human task, found in the same statement.
+        task = HumanTask._meta
+        self.task_pk = task.pk
+        where = f"WHERE {i_table}.{qn(self.pk.column)} = "
+        of_task = qn(concrete_field(task, "instance").column)
+        self.by_task_sql = sql.replace(
+            f"{where}%s",
+            f"{where}(SELECT {of_task} FROM {qn(task.db_table)} WHERE {qn(task.pk.column)} = %s)",
+        )
         # (index, converters) of the columns that need any, as the compiler applies them.
         self.converters = []
         for index, (column, table) in enumerate(
@@ -62,8 +75,11 @@ class _LockQuery:
             if found:
                 self.converters.append((index, found, col))
 
-    def fetch(self, connection: Any, instance_id: Any) -> WorkflowInstance | None:
-        """The locked instance with its definition row (graph deferred), or None.
+    def fetch(
+        self, connection: Any, instance_id: Any, *, by_task: Any = None
+    ) -> WorkflowInstance | None:
+        """The locked instance with its definition row (graph deferred), or None; with
+        ``by_task``, the instance of that human task.
 
         A malformed id raises ValidationError, ValueError or TypeError, as a queryset's
         ``get(pk=...)`` does."""
@@ -72,15 +88,18 @@ class _LockQuery:
             raise TransactionManagementError(
                 "select_for_update cannot be used outside of a transaction."
             )
-        pk = self.pk.get_db_prep_value(instance_id, connection, prepared=False)
+        if by_task is not None:
+            sql, pk = self.by_task_sql, self.task_pk.get_db_prep_value(by_task, connection)
+        else:
+            sql, pk = self.sql, self.pk.get_db_prep_value(instance_id, connection, prepared=False)
         with connection.cursor() as cursor:
-            cursor.execute(self.sql, [pk])
+            cursor.execute(sql, [pk])
             row = cursor.fetchone()
             if row is None:
                 # On PostgreSQL, a lock that waited for a transition which changed the
                 # instance's definition (a migration) re-checks the join against the old
                 # definition row and finds nothing: read it again, now committed.
-                cursor.execute(self.sql, [pk])
+                cursor.execute(sql, [pk])
                 row = cursor.fetchone()
         if row is None:
             return None
@@ -108,3 +127,28 @@ def query_for(connection: Any) -> _LockQuery | None:
             return None
         query = connection._workflows_lock = _LockQuery(connection)
     return query
+
+
+def lock_instance(instance_id: Any, *, by_task: Any = None) -> WorkflowInstance:
+    """SELECT ... FOR UPDATE of the instance, with its definition row's name, version
+    and checksum (its graph stays deferred: see ``engine.sql.lock``). ``by_task``: the
+    instance of that human task (``instance_id`` unused)."""
+    try:
+        connection = connections[router.db_for_write(WorkflowInstance)]
+        query = query_for(connection)
+        if query is None:
+            rows = WorkflowInstance.objects.select_for_update(of=("self",))
+            rows = rows.select_related("definition")
+            if by_task is not None:
+                task = HumanTask.objects.filter(pk=by_task).values("instance_id")
+                return rows.get(pk=Subquery(task))
+            return rows.get(pk=instance_id)
+        instance = query.fetch(connection, instance_id, by_task=by_task)
+        if instance is None:
+            raise WorkflowInstance.DoesNotExist
+        return instance
+    except (WorkflowInstance.DoesNotExist, ValidationError, ValueError, TypeError):
+        # A malformed id (not a UUID) means "not found", not a server error.
+        if by_task is not None:
+            raise TaskNotFound(f"no human task with id {by_task!r}") from None
+        raise InstanceNotFound(f"no workflow instance with id {instance_id!r}") from None
