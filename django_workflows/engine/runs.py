@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 
 from asgiref.sync import async_to_sync
-from django.db import connections, transaction
+from django.db import connections, router, transaction
 from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 
@@ -36,6 +36,7 @@ from ..steps import BaseMachineStep, BaseStep
 from . import boundary, chained, subflow_join, transition
 from .leases import Heartbeat, fenced, lost_lease, new_lease
 from .protocol import Engine
+from .sql import claim as claim_sql
 from .transition import ClaimedRun, Transition, error_text, fenced_update
 
 logger = logging.getLogger("django_workflows.engine")
@@ -61,6 +62,11 @@ def claim(run_id: int) -> ClaimedRun | None:
     here, so a step that kills its worker still runs out of attempts.
     """
     token = uuid.uuid4()
+    connection = connections[router.db_for_write(StepRun)]
+    query = claim_sql.query_for(connection)
+    if query is not None:  # PostgreSQL: the update and the reads in one statement
+        run = query.claim(connection, run_id, new_lease(token))
+        return None if run is None else ClaimedRun(run, token)
     running = WorkflowInstance.objects.filter(
         pk=OuterRef("instance_id"), status=WorkflowStatus.RUNNING
     )
