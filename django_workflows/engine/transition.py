@@ -404,17 +404,27 @@ class Transition:
             self._settle_status()
             if instance.status in (WorkflowStatus.COMPLETED, WorkflowStatus.CANCELED):
                 signalwait.discard(self)  # signals nobody consumed
-            instance.save(update_fields=list(fastpath.INSTANCE_FIELDS))
-        WorkflowEvent.objects.bulk_create(
-            WorkflowEvent(
-                instance=instance,
-                type=event.type,
-                step_name=getattr(event, "step_name", ""),
-                payload=jsonable(event.payload()),
-                created_at=event.timestamp,
+        rows = [
+            (
+                event.type,
+                getattr(event, "step_name", ""),
+                jsonable(event.payload()),
+                event.timestamp,
             )
             for event in self.events
-        )
+        ]
+        connection = connections[router.db_for_write(WorkflowInstance, instance=instance)]
+        if not starting and fastpath.writes_instance(connection):
+            # PostgreSQL: the instance and its history in one statement, with the COMMIT.
+            commit = last and fastpath.commits_in_statement(connection)
+            fastpath.write_instance(connection, instance, rows, commit=commit)
+        else:
+            if not starting:
+                instance.save(update_fields=list(fastpath.INSTANCE_FIELDS))
+            WorkflowEvent.objects.bulk_create(
+                WorkflowEvent(instance=instance, type=t, step_name=s, payload=p, created_at=c)
+                for t, s, p, c in rows
+            )
         transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
 
     def _settle_status(self) -> None:

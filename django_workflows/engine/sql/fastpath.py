@@ -43,7 +43,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import JSONField, Value
+from django.db.models import JSONField, Value, signals
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Now
 from django.db.models.sql import InsertQuery
@@ -163,6 +163,17 @@ def supports(connection: Any) -> bool:
     return connection.vendor in VENDORS and connection.features.can_return_rows_from_bulk_insert
 
 
+def writes_instance(connection: Any) -> bool:
+    """Whether a locked transition may write the instance and its events in one statement
+    (``write_instance``): on PostgreSQL, while nobody listens to the instance's
+    ``pre_save`` or ``post_save`` (which only ``save()`` sends)."""
+    return (
+        connection.vendor == "postgresql"
+        and not signals.pre_save.has_listeners(WorkflowInstance)
+        and not signals.post_save.has_listeners(WorkflowInstance)
+    )
+
+
 def commits_in_statement(connection: Any) -> bool:
     """Whether the transition's last statement may carry its ``COMMIT`` (one round trip
     less): PostgreSQL through psycopg 3's client-side binding cursor (Django's default;
@@ -276,25 +287,8 @@ def finish(
     runs: list[Any] = []
     for _, row_params in rows:
         runs.extend(row_params)
-    inst_pk = instance.pk
-    ef = t.event_fields
-    event_pk = ef[0].get_db_prep_save(inst_pk, connection)
-    evs: list[Any] = []
-    for type_, step_name, payload, created_at in events:
-        evs.extend(
-            (
-                event_pk,
-                type_,
-                step_name,
-                ef[3].get_db_prep_save(payload, connection),
-                ef[4].get_db_prep_save(created_at, connection),
-            )
-        )
-    inst = [
-        field.get_db_prep_save(field.pre_save(instance, False), connection)
-        for field in t.inst_fields
-    ]
-    inst.append(WorkflowInstance._meta.pk.get_db_prep_save(inst_pk, connection))
+    evs = _event_params(t, connection, instance.pk, events)
+    inst = _instance_params(t, connection, instance)
 
     with connection.cursor() as cursor:
         if t.postgres:
@@ -313,6 +307,66 @@ def finish(
             cursor.execute(events_sql, evs)
         cursor.execute(inst_sql, inst)
         return True, True, ids
+
+
+def _event_params(
+    t: _Tables, connection: Any, instance_pk: Any, events: list[tuple[str, str, Any, Any]]
+) -> list[Any]:
+    ef = t.event_fields
+    event_pk = ef[0].get_db_prep_save(instance_pk, connection)
+    params: list[Any] = []
+    for type_, step_name, payload, created_at in events:
+        params.extend(
+            (
+                event_pk,
+                type_,
+                step_name,
+                ef[3].get_db_prep_save(payload, connection),
+                ef[4].get_db_prep_save(created_at, connection),
+            )
+        )
+    return params
+
+
+def _instance_params(t: _Tables, connection: Any, instance: WorkflowInstance) -> list[Any]:
+    """The instance's written columns (``updated_at`` set now, as ``save()`` does), then
+    its pk."""
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, False), connection)
+        for field in t.inst_fields
+    ]
+    params.append(WorkflowInstance._meta.pk.get_db_prep_save(instance.pk, connection))
+    return params
+
+
+def write_instance(
+    connection: Any,
+    instance: WorkflowInstance,
+    events: list[tuple[str, str, Any, Any]],
+    *,
+    commit: bool = False,
+) -> None:
+    """PostgreSQL: the end of a locked transition's ORM path, the instance's ``UPDATE``
+    and the ``INSERT`` of its events, in one statement (with ``commit``, the
+    transaction's ``COMMIT`` too: see ``commits_in_statement``)."""
+    t = _tables_for(connection)
+    shape = ("instance", len(events), commit)
+    sql = t.sql.get(shape)
+    if sql is None:
+        ctes = [f"inst AS (UPDATE {t.inst_table} SET {t.inst_set} WHERE {t.inst_pk} = %s)"]
+        if events:
+            values = ", ".join([t.event_row] * len(events))
+            ctes.append(
+                f"events AS (INSERT INTO {t.event_table} ({t.event_columns}) VALUES {values})"
+            )
+        sql = t.sql[shape] = (
+            "WITH " + ", ".join(ctes) + " SELECT 1" + ("; COMMIT" if commit else "")
+        )
+    params = _instance_params(t, connection, instance) + _event_params(
+        t, connection, instance.pk, events
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def _done_sql(t: _Tables) -> str:
