@@ -44,15 +44,23 @@ FINISHED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANC
 
 
 def definition_row(definition: WorkflowDefinition) -> DefinitionVersion:
-    row, created = DefinitionVersion.objects.get_or_create(
-        name=definition.name,
-        version=definition.version,
-        defaults={
-            "graph": definition.graph(),
-            "checksum": definition.checksum,
-            "description": definition.description,
-        },
-    )
+    # Read without its graph (the checksum guards it), and the graph built only when the
+    # row is created: a start needs neither the stored graph nor a fresh one.
+    try:
+        row = DefinitionVersion.objects.defer("graph").get(
+            name=definition.name, version=definition.version
+        )
+        created = False
+    except DefinitionVersion.DoesNotExist:
+        row, created = DefinitionVersion.objects.get_or_create(
+            name=definition.name,
+            version=definition.version,
+            defaults={
+                "graph": definition.graph(),
+                "checksum": definition.checksum,
+                "description": definition.description,
+            },
+        )
     changed = not created and row.checksum != definition.checksum
     if changed and not versions.replace_stored_graph(row, definition):
         raise DefinitionError(

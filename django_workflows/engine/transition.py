@@ -160,7 +160,8 @@ class Transition:
             if (
                 self.claim_next
                 and self.claimed is None
-                and self.instance.status == WorkflowStatus.RUNNING
+                # waiting too: a completed task's next step (the status settles in close)
+                and self.instance.status in ACTIVE_INSTANCE_STATUSES
             ):
                 token = uuid.uuid4()
                 run.status = StepRunStatus.RUNNING

@@ -1,0 +1,111 @@
+"""The statements around a step (issue 18): what a start, a claim and a completion send,
+counted outside any test transaction, and the same however many rows exist."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from django_workflows.engine import LocalExecutionEngine
+from django_workflows.models import HumanTask, StepRun, WorkflowStatus
+from tests.helpers import QueueingEngine
+
+from .test_fast_path import fast_registry  # noqa: F401 - a fixture
+
+TX_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+pg = connection.vendor == "postgresql"
+
+
+def captured(fn) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        fn()
+    return [q["sql"] for q in queries.captured_queries]
+
+
+def statements(sqls: list[str]) -> list[str]:
+    return [sql for sql in sqls if not sql.upper().startswith(TX_CONTROL)]
+
+
+def claims(sqls: list[str]) -> list[str]:
+    claim = 'UPDATE "django_workflows_steprun" SET "status" = \'running\''
+    return [sql for sql in sqls if sql.startswith((claim, "WITH claimed"))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_local_start_claims_its_first_step_in_its_own_transaction(fast_registry):  # noqa: F811
+    engine = LocalExecutionEngine(fast_registry)
+    engine.start_workflow("fast_chain")  # warm: the definition row, the SQL caches
+    sqls = captured(lambda: engine.start_workflow("fast_chain"))
+    # No claim: the start created its first run already claimed, as a chain's next one.
+    assert claims(sqls) == []
+    inserts = [sql for sql in statements(sqls) if sql.startswith("INSERT")]
+    # The instance is inserted once, as the start's plan leaves it (never updated after).
+    assert sum('"django_workflows_workflowinstance"' in sql.split("(")[0] for sql in inserts) == 1
+    start = sqls[: sqls.index("COMMIT")]  # the start's own transaction
+    assert not any(sql.startswith('UPDATE "django_workflows_workflowinstance"') for sql in start)
+    n = len(statements(sqls))
+    # The start: definition row, run, instance, event. PostgreSQL: a statement per
+    # step, and the pending-signal check at the end. SQLite: per step the lock, the
+    # run, the next run, the events and the instance (the last step has no next run,
+    # and checks for pending signals instead).
+    assert n == (4 + 4 + 1 if pg else 4 + 4 * 5), statements(sqls)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chained_step_outside_a_transaction_is_one_round_trip_on_postgresql(
+    fast_registry,  # noqa: F811
+):
+    engine = LocalExecutionEngine(fast_registry)
+    engine.start_workflow("fast_chain")
+    sqls = captured(lambda: engine.start_workflow("fast_chain"))
+    steps = [i for i, sql in enumerate(sqls) if sql.startswith("WITH locked AS")]
+    if not pg:
+        assert steps == []
+        return
+    assert len(steps) == 4
+    for i in steps:  # no BEGIN before it, no COMMIT in or after it
+        assert sqls[i - 1] != "BEGIN" and not sqls[i].endswith("COMMIT")
+        assert i + 1 == len(sqls) or sqls[i + 1] != "COMMIT"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_is_one_statement_on_postgresql(fast_registry):  # noqa: F811
+    engine = QueueingEngine(fast_registry)
+    engine.start_workflow("fast_chain")
+    (run_id,) = engine.take()
+    claimed: list = []
+    sqls = captured(lambda: claimed.append(engine.claim(run_id)))
+    run, token = claimed[0]
+    assert run.status == "running" and run.lease_token == token and run.attempt == 1
+    assert run.instance.definition.name == "fast_chain"  # cached: no query
+    assert len(statements(sqls)) == (1 if pg else 2)
+    # The same row as the ORM's read of it.
+    stored = StepRun.objects.get(pk=run_id)
+    for field in StepRun._meta.concrete_fields:
+        assert getattr(run, field.attname) == getattr(stored, field.attname), field.name
+    assert claims(captured(lambda: engine.claim(run_id))) and engine.claim(run_id) is None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("others", [0, 60])
+def test_a_completion_by_task_id(fast_registry, others):  # noqa: F811
+    engine = LocalExecutionEngine(fast_registry)
+    for _ in range(others + 2):
+        engine.start_workflow("fast_human")
+    first, task = HumanTask.objects.filter(status="open").order_by("id")[:2]
+    engine.complete_task(first.pk, None, {})  # warm
+    done: list = []
+    sqls = captured(lambda: done.append(engine.complete_task(task.pk, None, {})))
+    # lock (the task's instance found in it), the open task, its update, its run's
+    # update, the next run's insert (already claimed: no claim after), the instance and
+    # its events (one statement on PostgreSQL, with the COMMIT); then the last step and
+    # the pending-signal check as the instance completes; no read-back
+    body = statements(sqls)
+    assert claims(sqls) == []
+    assert len(body) == (6 + 2 if pg else 7 + 5), body
+    if pg:
+        assert any(sql.startswith("WITH inst AS") and sql.endswith("; COMMIT") for sql in body)
+    instance = done[0]
+    assert instance.status == WorkflowStatus.COMPLETED
+    assert instance.context == type(instance).objects.get(pk=instance.pk).context
