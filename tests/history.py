@@ -43,7 +43,9 @@ def full_expense(engine, starter, manager, *, approved=False, key="") -> Workflo
         task_id=task.pk,
         attachment=ContentFile(b"receipt", name="receipt.txt"),
     )
-    IdempotencyKey.objects.create(key=f"k-{instance.pk}", workflow_name="expense", instance=instance)
+    IdempotencyKey.objects.create(
+        key=f"k-{instance.pk}", workflow_name="expense", instance=instance
+    )
     engine.complete_human_task(
         instance_id=instance.pk,
         step_name="manager_approval",

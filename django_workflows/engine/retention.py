@@ -247,14 +247,19 @@ def plan(finished_before: Any, workflow: str | None = None) -> dict[str, Any]:
     return {"roots": sum(by_workflow.values()), "children": children, "by_workflow": by_workflow}
 
 
-def sweep(limit: int = SWEEP_BATCH) -> int:
-    """One batch of the default retention, if ``DJANGO_WORKFLOWS["RETENTION"]`` is set
-    (the sweep calls it); returns how many instances went. Nothing when it is None."""
+def sweep(limit: int | None = None) -> int:
+    """One batch (``limit`` roots, default ``SWEEP_BATCH``) of the default retention, if
+    ``DJANGO_WORKFLOWS["RETENTION"]`` is set (the sweep calls it); returns how many
+    instances went. Nothing when it is None."""
     if workflow_settings.RETENTION is None:
         return 0
     period = retention_period()
     cutoff = Now() - period
-    roots = list(candidates(cutoff).order_by("finished_at").values_list("pk", flat=True)[:limit])
+    roots = list(
+        candidates(cutoff)
+        .order_by("finished_at")
+        .values_list("pk", flat=True)[: limit or SWEEP_BATCH]
+    )
     if not roots:
         return 0
     return purge_batch(roots, cutoff).purged
