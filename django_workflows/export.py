@@ -3,9 +3,10 @@ link, the API's ``GET instances/{id}/export/``, ``manage.py workflow_export`` an
 ``manage.py workflow_purge --export``.
 
 ``documents(queryset)`` streams many instances in chunks: one query for a chunk of
-instances and one per kind of row under them (step runs, tasks with their candidate
+instances and one per kind of row under them (step runs, tasks, their candidate
 groups, events, comments, signals, sub-workflow children), whatever the chunk holds,
 so memory and statements grow with the chunk size, never with the number exported.
+The rows under the instances are read as plain values (no model instance each).
 Read-only: nothing here writes a row.
 """
 
@@ -14,11 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
 
 from .models import (
     Comment,
@@ -56,63 +59,121 @@ CSV_COLUMNS = (
 )
 
 
-def export_queryset(
-    queryset: QuerySet[WorkflowInstance] | None = None,
-) -> QuerySet[WorkflowInstance]:
-    """``queryset`` (default: every instance) with what a document reads, prefetched."""
-    queryset = WorkflowInstance.objects.all() if queryset is None else queryset
-    tasks = (
-        HumanTask.objects.select_related(
-            "assignee", "claimed_by", "completed_by", "completed_on_behalf_of"
-        )
-        .prefetch_related(
-            Prefetch("candidate_groups", queryset=HumanTaskGroup.objects.order_by("name"))
-        )
-        .order_by("created_at", "id")
-    )
-    return queryset.select_related("definition", "started_by", "parent_step_run").prefetch_related(
-        Prefetch("step_runs", queryset=StepRun.objects.order_by("id")),
-        Prefetch("human_tasks", queryset=tasks),
-        Prefetch("events", queryset=WorkflowEvent.objects.order_by("id")),
-        Prefetch(
-            "comments",
-            queryset=Comment.objects.select_related("author").order_by("created_at", "id"),
-        ),
-        Prefetch(
-            "signals",
-            queryset=WorkflowSignal.objects.select_related("sent_by").order_by("id"),
-        ),
-        Prefetch(
-            "children",
-            queryset=WorkflowInstance.objects.only("id", "parent_id").order_by("started_at", "id"),
-            to_attr="export_children",
-        ),
-    )
-
-
 def documents(
     queryset: QuerySet[WorkflowInstance] | None = None, chunk_size: int = CHUNK_SIZE
 ) -> Iterator[dict[str, Any]]:
-    """The document of each instance of ``queryset``, streamed ``chunk_size`` at a time."""
-    rows = export_queryset(queryset)
+    """The document of each instance of ``queryset`` (default: every instance, oldest
+    first), streamed ``chunk_size`` at a time."""
+    rows = WorkflowInstance.objects.all() if queryset is None else queryset
     if not rows.query.order_by:
         rows = rows.order_by("started_at", "id")
+    rows = rows.select_related("definition", "started_by", "parent_step_run")
+    chunk: list[WorkflowInstance] = []
     for instance in rows.iterator(chunk_size=chunk_size):
-        yield document(instance)
+        chunk.append(instance)
+        if len(chunk) == chunk_size:
+            yield from _chunk(chunk)
+            chunk = []
+    if chunk:
+        yield from _chunk(chunk)
 
 
 def instance_document(instance_id: Any) -> dict[str, Any]:
     """One instance's document (``WorkflowInstance.DoesNotExist`` if there is none)."""
-    return document(export_queryset().get(pk=instance_id))
+    for doc in documents(WorkflowInstance.objects.filter(pk=instance_id)):
+        return doc
+    raise WorkflowInstance.DoesNotExist(f"no workflow instance with id {instance_id!r}")
 
 
-def document(instance: WorkflowInstance) -> dict[str, Any]:
-    """The full history of ``instance``, as plain JSON values (ids and times as strings).
+def _chunk(instances: list[WorkflowInstance]) -> Iterator[dict[str, Any]]:
+    """The documents of ``instances``: one query per kind of row, for them all (rows as
+    plain values: no model instance, no queryset per instance)."""
+    ids = [instance.pk for instance in instances]
+    name = get_user_model().USERNAME_FIELD
+    under = {"instance_id__in": ids}
+    runs = _by_instance(StepRun.objects.filter(**under).order_by("id").values(*RUN_FIELDS))
+    groups: dict[int, list[str]] = defaultdict(list)
+    for task_id, group in (
+        HumanTaskGroup.objects.filter(task__instance_id__in=ids)
+        .order_by("task_id", "name")
+        .values_list("task_id", "name")
+    ):
+        groups[task_id].append(group)
+    tasks = _by_instance(
+        HumanTask.objects.filter(**under)
+        .order_by("created_at", "id")
+        .values(*TASK_FIELDS, *(f"{user}__{name}" for user in TASK_USERS))
+    )
+    events = _by_instance(
+        WorkflowEvent.objects.filter(**under)
+        .order_by("id")
+        .values("id", "instance_id", "type", "step_name", "payload", "created_at")
+    )
+    comments = _by_instance(
+        Comment.objects.filter(**under)
+        .order_by("created_at", "id")
+        .values(
+            "id",
+            "instance_id",
+            "task_id",
+            "author_id",
+            f"author__{name}",
+            "text",
+            "attachment",
+            "created_at",
+        )
+    )
+    signals = _by_instance(
+        WorkflowSignal.objects.filter(**under)
+        .order_by("id")
+        .values(*SIGNAL_FIELDS, f"sent_by__{name}")
+    )
+    children: dict[Any, list[str]] = defaultdict(list)
+    for parent_id, child_id in (
+        WorkflowInstance.objects.filter(parent_id__in=ids)
+        .order_by("started_at", "id")
+        .values_list("parent_id", "id")
+    ):
+        children[parent_id].append(str(child_id))
+    for instance in instances:
+        pk = instance.pk
+        yield _document(
+            instance,
+            runs=[_run(row) for row in runs.get(pk, ())],
+            tasks=[_task(row, groups, name) for row in tasks.get(pk, ())],
+            events=[_event(row) for row in events.get(pk, ())],
+            comments=[_comment(row, name) for row in comments.get(pk, ())],
+            signals=[_signal(row, name) for row in signals.get(pk, ())],
+            children=children.get(pk, []),
+        )
 
-    Reads the relations ``export_queryset()`` prefetches (else one query each)."""
-    children = getattr(instance, "export_children", None)
-    if children is None:
-        children = instance.children.only("id").order_by("started_at", "id")
+
+def _by_instance(rows: Iterable[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:
+    grouped: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        grouped[row["instance_id"]].append(row)
+    return grouped
+
+
+RUN_FIELDS = (
+    "id", "instance_id", "step_name", "step_type", "status", "attempt", "max_attempts",
+    "crashes", "worker", "input", "changes", "error", "traceback", "created_at", "queued_at",
+    "due_at", "started_at", "finished_at",
+)  # fmt: skip
+TASK_USERS = ("assignee", "claimed_by", "completed_by", "completed_on_behalf_of")
+TASK_FIELDS = (
+    "id", "instance_id", "step_run_id", "step_name", "title", "summary", "status",
+    "assignee_id", "claimed_by_id", "completed_by_id", "completed_on_behalf_of_id", "result",
+    "close_reason", "slot", "reminders_sent", "created_at", "due_at", "escalated_at",
+    "completed_at",
+)  # fmt: skip
+SIGNAL_FIELDS = (
+    "id", "instance_id", "name", "data", "idempotency_key", "sent_by_id",
+    "consumed_by_step_run_id", "created_at", "consumed_at", "discarded_at",
+)  # fmt: skip
+
+
+def _document(instance: WorkflowInstance, **rows: list[Any]) -> dict[str, Any]:
     parent_run = instance.parent_step_run
     return {
         "format": FORMAT,
@@ -121,7 +182,10 @@ def document(instance: WorkflowInstance) -> dict[str, Any]:
         "version": instance.definition.version,
         "status": instance.status,
         "business_key": instance.business_key,
-        "started_by": _user(instance.started_by),
+        "started_by": _user(
+            instance.started_by_id,
+            instance.started_by.get_username() if instance.started_by else None,
+        ),
         "started_at": _time(instance.started_at),
         "updated_at": _time(instance.updated_at),
         "finished_at": _time(instance.finished_at),
@@ -133,99 +197,100 @@ def document(instance: WorkflowInstance) -> dict[str, Any]:
         "parent": _id(instance.parent_id),
         "parent_step": parent_run.step_name if parent_run is not None else None,
         "parent_item": instance.parent_item,
-        "children": [str(child.pk) for child in children],
-        "step_runs": [_run(run) for run in instance.step_runs.all()],
-        "tasks": [_task(task) for task in instance.human_tasks.all()],
-        "events": [
-            {
-                "id": event.pk,
-                "type": event.type,
-                "step": event.step_name,
-                "payload": event.payload,
-                "created_at": _time(event.created_at),
-            }
-            for event in instance.events.all()
-        ],
-        "comments": [
-            {
-                "id": comment.pk,
-                "task": comment.task_id,
-                "author": _user(comment.author),
-                "text": comment.text,
-                "attachment": comment.attachment.name or None,
-                "created_at": _time(comment.created_at),
-            }
-            for comment in instance.comments.all()
-        ],
-        "signals": [
-            {
-                "id": signal.pk,
-                "name": signal.name,
-                "data": signal.data,
-                "state": signal.state,
-                "idempotency_key": signal.idempotency_key,
-                "sent_by": _user(signal.sent_by),
-                "consumed_by_step_run": signal.consumed_by_step_run_id,
-                "created_at": _time(signal.created_at),
-                "consumed_at": _time(signal.consumed_at),
-                "discarded_at": _time(signal.discarded_at),
-            }
-            for signal in instance.signals.all()
-        ],
+        "children": rows["children"],
+        "step_runs": rows["runs"],
+        "tasks": rows["tasks"],
+        "events": rows["events"],
+        "comments": rows["comments"],
+        "signals": rows["signals"],
     }
 
 
-def _run(run: StepRun) -> dict[str, Any]:
+def _run(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": run.pk,
-        "step": run.step_name,
-        "type": run.step_type,
-        "status": run.status,
-        "attempt": run.attempt,
-        "max_attempts": run.max_attempts,
-        "crashes": run.crashes,
-        "worker": run.worker,
-        "input": run.input,
-        "changes": run.changes,
-        "error": run.error,
-        "traceback": run.traceback,
-        "created_at": _time(run.created_at),
-        "queued_at": _time(run.queued_at),
-        "due_at": _time(run.due_at),
-        "started_at": _time(run.started_at),
-        "finished_at": _time(run.finished_at),
+        "id": row["id"],
+        "step": row["step_name"],
+        "type": row["step_type"],
+        "status": row["status"],
+        "attempt": row["attempt"],
+        "max_attempts": row["max_attempts"],
+        "crashes": row["crashes"],
+        "worker": row["worker"],
+        "input": row["input"],
+        "changes": row["changes"],
+        "error": row["error"],
+        "traceback": row["traceback"],
+        **_times(row, "created_at", "queued_at", "due_at", "started_at", "finished_at"),
     }
 
 
-def _task(task: HumanTask) -> dict[str, Any]:
+def _task(row: dict[str, Any], groups: dict[int, list[str]], name: str) -> dict[str, Any]:
+    users = {user: _user(row[f"{user}_id"], row[f"{user}__{name}"]) for user in TASK_USERS}
     return {
-        "id": task.pk,
-        "step_run": task.step_run_id,
-        "step": task.step_name,
-        "title": task.title,
-        "summary": task.summary,
-        "status": task.status,
-        "assignee": _user(task.assignee),
-        "candidate_groups": [group.name for group in task.candidate_groups.all()],
-        "claimed_by": _user(task.claimed_by),
-        "completed_by": _user(task.completed_by),
-        "completed_on_behalf_of": _user(task.completed_on_behalf_of),
-        "result": task.result,
-        "close_reason": task.close_reason,
-        "slot": task.slot,
-        "reminders_sent": task.reminders_sent,
-        "created_at": _time(task.created_at),
-        "due_at": _time(task.due_at),
-        "escalated_at": _time(task.escalated_at),
-        "completed_at": _time(task.completed_at),
+        "id": row["id"],
+        "step_run": row["step_run_id"],
+        "step": row["step_name"],
+        "title": row["title"],
+        "summary": row["summary"],
+        "status": row["status"],
+        "assignee": users["assignee"],
+        "candidate_groups": groups.get(row["id"], []),
+        "claimed_by": users["claimed_by"],
+        "completed_by": users["completed_by"],
+        "completed_on_behalf_of": users["completed_on_behalf_of"],
+        "result": row["result"],
+        "close_reason": row["close_reason"],
+        "slot": row["slot"],
+        "reminders_sent": row["reminders_sent"],
+        **_times(row, "created_at", "due_at", "escalated_at", "completed_at"),
     }
 
 
-def _user(user: Any) -> dict[str, Any] | None:
+def _event(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "step": row["step_name"],
+        "payload": row["payload"],
+        "created_at": _time(row["created_at"]),
+    }
+
+
+def _comment(row: dict[str, Any], name: str) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "task": row["task_id"],
+        "author": _user(row["author_id"], row[f"author__{name}"]),
+        "text": row["text"],
+        "attachment": row["attachment"] or None,
+        "created_at": _time(row["created_at"]),
+    }
+
+
+def _signal(row: dict[str, Any], name: str) -> dict[str, Any]:
+    if row["consumed_at"] is not None:
+        state = "consumed"
+    else:
+        state = "discarded" if row["discarded_at"] is not None else "pending"
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "data": row["data"],
+        "state": state,
+        "idempotency_key": row["idempotency_key"],
+        "sent_by": _user(row["sent_by_id"], row[f"sent_by__{name}"]),
+        "consumed_by_step_run": row["consumed_by_step_run_id"],
+        **_times(row, "created_at", "consumed_at", "discarded_at"),
+    }
+
+
+def _user(pk: Any, username: Any) -> dict[str, Any] | None:
     """A user as ``{"id", "username"}``: the name stays readable if the user goes."""
-    if user is None:
-        return None
-    return {"id": user.pk, "username": user.get_username()}
+    return None if pk is None else {"id": pk, "username": username}
+
+
+def _times(row: dict[str, Any], *names: str) -> dict[str, str | None]:
+    return {name: _time(row[name]) for name in names}
 
 
 def _time(value: datetime | None) -> str | None:

@@ -19,7 +19,7 @@ from django_workflows.management.cli import progress_bar
 from django_workflows.models import WorkflowInstance
 
 from .factories import StaffFactory, UserFactory
-from .history import full_expense, history_engine  # noqa: F401 (a fixture)
+from .history import full_expense
 
 pytestmark = pytest.mark.django_db
 

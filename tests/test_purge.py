@@ -27,7 +27,7 @@ from django_workflows.models import (
 )
 
 from .factories import UserFactory
-from .history import CUTOFF, age, full_expense, history_engine  # noqa: F401 (a fixture)
+from .history import CUTOFF, age, full_expense
 
 pytestmark = pytest.mark.django_db
 DEPENDENTS = (StepRun, HumanTask, HumanTaskGroup, WorkflowEvent, Comment, WorkflowSignal)
@@ -138,7 +138,7 @@ def test_the_delete_statements_recheck_the_status(old_and_new):
 
 
 def test_purge_exports_exactly_what_it_deletes(old_and_new, tmp_path):
-    old, failed, fresh, _ = old_and_new
+    old, failed, *_ = old_and_new
     target = tmp_path / "archive.jsonl"
     target.write_text('{"earlier": "run"}\n')  # appended to, never overwritten
 

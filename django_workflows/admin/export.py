@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from ..export import document, export_queryset
+from ..export import instance_document
 
 
 class InstanceExportMixin:
@@ -34,7 +34,7 @@ class InstanceExportMixin:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if not self.has_view_permission(request, obj):
             raise PermissionDenied
-        doc = document(export_queryset().get(pk=obj.pk))
+        doc = instance_document(obj.pk)
         response = HttpResponse(
             json.dumps(doc, ensure_ascii=False, indent=2), content_type="application/json"
         )

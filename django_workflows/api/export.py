@@ -12,8 +12,7 @@ from rest_framework import exceptions, generics
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..export import FORMAT, document, export_queryset
-from ..models import WorkflowInstance
+from ..export import FORMAT, documents
 from ..permissions import visible_instances
 from .schema import extend_schema
 from .views import AUTH_ERRORS, NOT_FOUND, APIMixin
@@ -36,9 +35,10 @@ class InstanceExportView(APIMixin, generics.GenericAPIView):
         },
     )
     def get(self, request: Request, pk: str) -> Response:
-        rows = export_queryset(visible_instances(request.user))
         try:
-            instance = rows.get(pk=pk)
-        except (WorkflowInstance.DoesNotExist, ValidationError, ValueError, TypeError):
-            raise exceptions.NotFound(f"no workflow instance with id {pk!r}") from None
-        return Response(document(instance))
+            found = list(documents(visible_instances(request.user).filter(pk=pk)))
+        except (ValidationError, ValueError, TypeError):
+            found = []
+        if not found:
+            raise exceptions.NotFound(f"no workflow instance with id {pk!r}")
+        return Response(found[0])
