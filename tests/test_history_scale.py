@@ -65,7 +65,11 @@ def insert(count: int) -> None:
             tasks = HumanTask.objects.bulk_create(
                 [
                     HumanTask(
-                        instance=i, step_run=r, step_name="review", title="Review", status="completed"
+                        instance=i,
+                        step_run=r,
+                        step_name="review",
+                        title="Review",
+                        status="completed",
                     )
                     for i, r in zip(instances, runs, strict=True)
                 ],
