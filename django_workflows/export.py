@@ -13,7 +13,6 @@ Read-only: nothing here writes a row.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -350,10 +349,3 @@ def write(docs: Iterable[dict[str, Any]], out: Any, fmt: str = "jsonl") -> int:
         out.write(dumps(doc) + "\n")
         count += 1
     return count
-
-
-def to_csv(docs: Iterable[dict[str, Any]]) -> str:
-    """``docs`` as a CSV text (for small sets; ``write()`` streams)."""
-    buffer = io.StringIO()
-    write(docs, buffer, "csv")
-    return buffer.getvalue()

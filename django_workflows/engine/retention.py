@@ -106,7 +106,7 @@ def root_batches(
     """The candidates' ids, oldest first, ``batch_size`` at a time (keyset pages on
     ``(finished_at, id)``: deleting a page does not shift the next)."""
     rows = candidates(finished_before, workflow).order_by("finished_at", "id")
-    last: tuple[datetime, Any] | None = None
+    last: tuple[datetime | None, Any] | None = None
     while True:
         page = rows
         if last is not None:
