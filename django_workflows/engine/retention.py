@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Now
@@ -61,18 +60,19 @@ Exporter = Callable[[Iterator[dict[str, Any]]], object]
 @dataclass
 class PurgeResult:
     """What a purge did: instances deleted (sub-workflows included), trees skipped
-    (a member still active, or held by a transition), files deleted after commit."""
+    (a member still active, or held by a transition), attachment files deleted after
+    the commit (a count: nothing grows with the number purged)."""
 
     purged: int = 0
     skipped: int = 0
     roots: int = 0
-    files: list[str] = field(default_factory=list)
+    files: int = 0
 
     def add(self, other: PurgeResult) -> None:
         self.purged += other.purged
         self.skipped += other.skipped
         self.roots += other.roots
-        self.files.extend(other.files)
+        self.files += other.files
 
 
 def retention_period(value: Any = None) -> timedelta | None:
@@ -172,7 +172,7 @@ def purge_batch(
             export(documents(WorkflowInstance.objects.filter(pk__in=ids)))
         # Every statement re-checks the status: nothing active is ever deleted.
         alive = WorkflowInstance.objects.filter(pk__in=ids, status__in=FINISHED_STATUSES)
-        result.files = list(
+        files = list(
             Comment.objects.filter(instance__in=alive)
             .exclude(attachment="")
             .values_list("attachment", flat=True)
@@ -193,15 +193,17 @@ def purge_batch(
         _, per_model = alive.delete()
         result.purged = per_model.get(WorkflowInstance._meta.label, 0)
         result.roots = len(keep)
-        files = list(result.files)
-        transaction.on_commit(lambda: _delete_files(files))
+        result.files = len(files)
+        if files:
+            transaction.on_commit(lambda: _delete_files(files))
     return result
 
 
 def _delete_files(names: list[str]) -> None:
+    storage = Comment._meta.get_field("attachment").storage
     for name in names:
         try:
-            default_storage.delete(name)
+            storage.delete(name)
         except Exception:
             logger.exception("deleting the purged comment attachment %s failed", name)
 
