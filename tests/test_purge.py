@@ -326,3 +326,33 @@ def test_a_valid_retention_passes_the_check(settings, value):
     settings.DJANGO_WORKFLOWS = {**settings.DJANGO_WORKFLOWS, "RETENTION": value}
 
     assert [e for e in check_settings() if e.id == "django_workflows.E005"] == []
+
+
+def test_every_row_pointing_into_an_instance_is_handled_by_the_purge():
+    """A new foreign key to an instance, a step run or a task (in any installed app)
+    must be added to ``retention.purge_batch`` (or to this list, if the collector's
+    ``on_delete`` is right for it): the purge deletes those rows with raw DELETEs."""
+    handled = {
+        ("WorkflowInstance", "django_workflows.Comment", "instance"),
+        ("WorkflowInstance", "django_workflows.WorkflowSignal", "instance"),
+        ("WorkflowInstance", "django_workflows.WorkflowInstance", "parent"),
+        ("WorkflowInstance", "django_workflows.StepRun", "instance"),
+        ("WorkflowInstance", "django_workflows.HumanTask", "instance"),
+        ("WorkflowInstance", "django_workflows.WorkflowEvent", "instance"),
+        ("WorkflowInstance", "django_workflows.IdempotencyKey", "instance"),
+        ("StepRun", "django_workflows.WorkflowInstance", "parent_step_run"),
+        ("StepRun", "django_workflows.HumanTask", "step_run"),
+        ("StepRun", "django_workflows.WorkflowSignal", "consumed_by_step_run"),
+        ("HumanTask", "django_workflows.Comment", "task"),
+        ("HumanTask", "django_workflows.HumanTaskGroup", "task"),
+    }
+    found = {
+        (model.__name__, relation.related_model._meta.label, relation.field.name)
+        for model in (WorkflowInstance, StepRun, HumanTask)
+        for relation in model._meta.get_fields(include_hidden=True)
+        if relation.auto_created
+        and not relation.concrete
+        and relation.related_model
+        and not relation.related_model._meta.proxy
+    }
+    assert found == handled
