@@ -51,7 +51,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_workflows.W001",
             )
         )
+    errors.extend(_check_retention(workflow_settings.RETENTION))
     return errors
+
+
+def _check_retention(value: Any) -> list[CheckMessage]:
+    """``RETENTION``: None, a positive timedelta, or a positive number of days (E005)."""
+    from datetime import timedelta
+
+    if value is None:
+        return []
+    if isinstance(value, timedelta):
+        valid = value > timedelta(0)
+    else:
+        valid = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    if valid:
+        return []
+    return [
+        Error(
+            f"DJANGO_WORKFLOWS['RETENTION'] = {value!r} is not a positive period",
+            hint="Give a timedelta, such as timedelta(days=365), a number of days, or None "
+            "to keep finished instances forever.",
+            obj="settings.DJANGO_WORKFLOWS",
+            id="django_workflows.E005",
+        )
+    ]
 
 
 @register(Tags.database)

@@ -65,6 +65,9 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFY_BY_EMAIL": False,
     # The site's address ("https://example.com"), put before the task's link in mails.
     "SITE_URL": "",
+    # Delete finished instances (and their history) this long after they finished: a
+    # timedelta, or a number of days. The sweep purges one batch per pass. None: never.
+    "RETENTION": None,
 }
 
 IMPORT_STRINGS = ("ENGINE", "EVENT_BUS")

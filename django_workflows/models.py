@@ -146,6 +146,12 @@ class WorkflowInstance(models.Model):
             models.Index(fields=("definition", "status"), name="dwf_instance_definition"),
             models.Index(fields=("-started_at",), name="dwf_instance_started"),
             models.Index(fields=("business_key",), name="dwf_instance_business_key"),
+            # Retention's query: finished instances, oldest first (only those have it).
+            models.Index(
+                fields=("finished_at", "id"),
+                condition=Q(finished_at__isnull=False),
+                name="dwf_instance_finished",
+            ),
         ]
         constraints = [
             _status_check("dwf_instance_status_valid", WorkflowStatus),

@@ -5,6 +5,7 @@ from django_workflows import InMemoryEventBus, LocalExecutionEngine, WorkflowReg
 
 from . import workflows
 from .factories import GroupFactory, StaffFactory, UserFactory
+from .history import history_engine  # noqa: F401 (a fixture: tests/history.py)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -953,6 +953,7 @@ def test_checks_page_lists_every_check_id():
         "django_workflows.E002",
         "django_workflows.E003",
         "django_workflows.E004",
+        "django_workflows.E005",
         "django_workflows.W001",
         "django_workflows.W101",
         "django_workflows.W102",
@@ -966,7 +967,13 @@ def test_commands_page_lists_every_command_and_option():
 
     text = page("reference/commands.md")
     commands = sorted(n for n, app in get_commands().items() if app == "django_workflows")
-    assert commands == ["run_workflow", "workflow_migrate", "workflow_sweep"]
+    assert commands == [
+        "run_workflow",
+        "workflow_export",
+        "workflow_migrate",
+        "workflow_purge",
+        "workflow_sweep",
+    ]
     for name in commands:
         assert f"## `{name}`" in text
         parser = load_command_class("django_workflows", name).create_parser("manage.py", name)

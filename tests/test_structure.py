@@ -26,7 +26,7 @@ ENGINE_LAYERS = [
     {"transition"},
     {"signalwait"},  # what a transition does for WaitForSignal steps
     {"subflows"},  # sub-workflows started with the parent's transition
-    {"taskrows", "sweeping"},  # a human task's own rows; the sweep's loop
+    {"taskrows", "sweeping", "retention"},  # a task's own rows; the sweep's loop; purges
     {"users"},  # who a task is for: user pks, assignees
     {"routing", "leases", "protocol", "sql"},
 ]

@@ -39,6 +39,7 @@ from ._common import (
 from .columns import short_datetime
 from .comments import InstanceCommentMixin, comments_context
 from .diagram import render_svg, step_states, taken_edges
+from .export import InstanceExportMixin
 from .forms import CancelForm, RetryForm
 from .history import annotate_history
 from .migrate import MigrateActionMixin
@@ -77,7 +78,11 @@ ERROR_FIELDS = ("failed_step", "error", "traceback_display")
 
 @admin.register(WorkflowInstance)
 class WorkflowInstanceAdmin(
-    MigrateActionMixin, InstanceCommentMixin, SubWorkflowLinksMixin, admin.ModelAdmin
+    MigrateActionMixin,
+    InstanceCommentMixin,
+    SubWorkflowLinksMixin,
+    InstanceExportMixin,
+    admin.ModelAdmin,
 ):
     list_display = (
         "short_id",
@@ -259,6 +264,7 @@ class WorkflowInstanceAdmin(
             and self.has_retry_permission(request, obj),
             "cancel_url": reverse("admin:django_workflows_workflowinstance_cancel", args=[obj.pk]),
             "retry_url": reverse("admin:django_workflows_workflowinstance_retry", args=[obj.pk]),
+            "export_url": reverse("admin:django_workflows_workflowinstance_export", args=[obj.pk]),
             **comments_context(request, obj),
             **signals_context(obj),
         }

@@ -6,7 +6,7 @@ path("api/workflows/", include("django_workflows.api.urls")),
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import comments, migrate, root, signals, substitutes, views
+from . import comments, export, migrate, root, signals, substitutes, views
 
 app_name = "django_workflows_api"
 
@@ -33,6 +33,11 @@ urlpatterns = [
         "instances/<str:pk>/signals/",
         signals.InstanceSignalsView.as_view(),
         name="instance-signals",
+    ),
+    path(
+        "instances/<str:pk>/export/",
+        export.InstanceExportView.as_view(),
+        name="instance-export",
     ),
     path("schema/", root.SchemaView.as_view(), name="schema"),
 ]

@@ -20,7 +20,7 @@ from django.db.models.functions import Now
 from ..conf import workflow_settings
 from ..exceptions import StepCrashed
 from ..models import ACTIVE_INSTANCE_STATUSES, StepRun, StepRunStatus, WorkflowStatus
-from . import boundary, deadlines, subflow_join, sweeping, transition
+from . import boundary, deadlines, retention, subflow_join, sweeping, transition
 from .leases import fenced
 from .protocol import Engine
 from .transition import Transition
@@ -31,7 +31,8 @@ logger = logging.getLogger("django_workflows.engine")
 def sweep(engine: Engine, limit: int = 500) -> int:
     """The sweep: fire due timers and the due reminders and escalations of human tasks,
     recover runs whose lease expired, send due retries and runs queued for longer than
-    ``STALE_QUEUED_SECONDS``.
+    ``STALE_QUEUED_SECONDS``; with ``RETENTION`` set, purge one batch of old finished
+    instances (not counted in the result).
 
     ``qcluster`` runs it by itself; otherwise ``manage.py workflow_sweep`` (cron,
     a loop, tests). Returns how many runs and tasks it handled.
@@ -70,6 +71,11 @@ def sweep(engine: Engine, limit: int = 500) -> int:
             queued_at=Now(), due_at=None
         )
     engine.dispatch(due)
+    if workflow_settings.RETENTION is not None:  # one bounded batch of old history
+        try:
+            retention.sweep()
+        except Exception:
+            logger.exception("purging finished instances (RETENTION) failed")
     return handled + len(due)
 
 

@@ -38,6 +38,7 @@ OPERATIONS = {
     ("post", "/signals/"),
     ("get", "/instances/{id}/signals/"),
     ("post", "/instances/migrate/"),
+    ("get", "/instances/{id}/export/"),
 }
 
 
