@@ -28,7 +28,7 @@ ENGINE_LAYERS = [
     {"subflows"},  # sub-workflows started with the parent's transition
     {"taskrows", "sweeping", "retention"},  # a task's own rows; the sweep's loop; purges
     {"users"},  # who a task is for: user pks, assignees
-    {"routing", "leases", "protocol", "sql"},
+    {"routing", "leases", "protocol", "sql", "left"},
 ]
 
 #: Modules allowed past MAX_LINES, each one concept (see the docs' engine map).

@@ -20,7 +20,7 @@ from ..definition import WorkflowDefinition
 from ..exceptions import DefinitionError, WorkflowNotFound
 from ..models import StepRun, WorkflowInstance, WorkflowStatus
 from ..steps import BaseMachineStep
-from . import signalwait, transition
+from . import left, signalwait, transition
 from .protocol import Engine
 from .sql import fastpath
 from .transition import ClaimedRun, Transition, definition_for
@@ -106,7 +106,7 @@ def finish_unlocked(
             with transaction.atomic(using=alias):
                 tx.close(last=True)  # the block's last statement: it may carry the COMMIT
         if not tx.changed:
-            transition.remember(tx.instance)
+            left.remember(tx.instance)
             if tx.instance.status == WorkflowStatus.COMPLETED:
                 discard_left(engine, instance.pk)
             return tx.runnable, tx.claimed

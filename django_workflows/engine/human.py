@@ -26,7 +26,7 @@ from ..models import (
 )
 from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_task, completion
 from ..steps import BaseHumanStep
-from . import comments, nofm, runs, taskrows, transition
+from . import comments, left, nofm, runs, taskrows, transition
 from .protocol import Engine
 from .transition import Transition
 from .users import acting_user, assignee_pk, checked_pk
@@ -134,7 +134,7 @@ def complete(
         by_task=task_id if instance_id is None else None,
     )
     runs.go_on(engine, runnable, claimed)
-    return transition.as_left(instance.pk)
+    return left.as_left(instance.pk)
 
 
 def claim_task(task_id: Any, user: Any) -> HumanTask:

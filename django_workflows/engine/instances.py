@@ -29,7 +29,7 @@ from ..models import (
     WorkflowInstance,
     WorkflowStatus,
 )
-from . import runs, subflow_join, transition
+from . import left, runs, subflow_join, transition
 from .protocol import Engine
 from .subflows import definition_row
 from .transition import Transition
@@ -83,9 +83,9 @@ def start(
         tx.event(ev.WorkflowStarted, user_id=user_pk, business_key=instance.business_key)
         tx.advance(definition.initial_step, activate=True, refuse_bad_input=True)
         tx.close()
-    transition.remember(instance)
+    left.remember(instance)
     runs.go_on(engine, tx.runnable, tx.claimed)
-    return transition.as_left(instance.pk), True
+    return left.as_left(instance.pk), True
 
 
 def get_or_start(

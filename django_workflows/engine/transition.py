@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import threading
 import traceback as tb
 import uuid
 from collections.abc import Callable, Sequence
@@ -49,6 +48,7 @@ from ..registry import WorkflowRegistry
 from ..steps import BaseHumanStep, BaseMachineStep, StepType, SubWorkflowStep, TimerStep
 from . import routing, signalwait, subflows
 from .leases import fenced, lost_lease, new_lease
+from .left import remember
 from .protocol import Engine
 from .sql import fastpath
 from .sql.lock import lock_instance
@@ -586,22 +586,3 @@ def run(
         tx.close(last=True)  # the block's last statement: it may carry the COMMIT
     remember(instance)
     return instance, tx.runnable, tx.claimed
-
-
-_left = threading.local()
-
-
-def remember(instance: WorkflowInstance) -> None:
-    """``instance`` as this thread's last committed transition left it: what a call that
-    started or completed something returns (``as_left``), without reading it again."""
-    _left.instance = instance
-
-
-def as_left(instance_id: Any) -> WorkflowInstance:
-    """The instance as this thread's last committed transition of it left it, else
-    read from the database."""
-    instance = getattr(_left, "instance", None)
-    _left.instance = None
-    if instance is not None and instance.pk == instance_id:
-        return instance
-    return WorkflowInstance.objects.select_related("definition").get(pk=instance_id)
