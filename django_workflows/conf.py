@@ -65,6 +65,18 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFY_BY_EMAIL": False,
     # The site's address ("https://example.com"), put before the task's link in mails.
     "SITE_URL": "",
+    # Prometheus metrics (extra ``metrics``; docs/operations.md): recorded when
+    # prometheus_client is installed and this is on,
+    "METRICS": True,
+    # in this registry (a dotted path or the object; None: prometheus_client's default),
+    "METRICS_REGISTRY": None,
+    # served by metrics_view to a bearer token equal to this,
+    "METRICS_TOKEN": None,
+    # or to clients in these networks ("10.0.0.0/8", "127.0.0.1").
+    "METRICS_NETWORKS": [],
+    # OpenTelemetry spans (extra ``tracing``): made when opentelemetry-api is installed,
+    # a tracer provider is set, and this is on.
+    "TRACING": True,
 }
 
 IMPORT_STRINGS = ("ENGINE", "EVENT_BUS")

@@ -16,6 +16,7 @@ from typing import Any
 from django.db import connections, router, transaction
 from django.db.models import signals
 
+from .. import tracing
 from ..definition import WorkflowDefinition
 from ..exceptions import DefinitionError, WorkflowNotFound
 from ..models import StepRun, WorkflowInstance, WorkflowStatus
@@ -98,7 +99,7 @@ def finish_unlocked(
     tx.expect = fastpath.expectation(connection, instance)  # before planning
     tx.plan_fenced(run, token, changes)
     if tx.fenced is not None:
-        with transaction.atomic(using=alias):
+        with tracing.transition_span("finish", instance.pk, tx), transaction.atomic(using=alias):
             tx.close(last=True)  # the block's last statement: it may carry the COMMIT
         if not tx.changed:
             if tx.instance.status == WorkflowStatus.COMPLETED:
