@@ -84,6 +84,14 @@ def refresh(tracer_provider: Any = None) -> bool:
     return _decide()
 
 
+def reset() -> None:
+    """Forget the decision: the next hook decides again (reads the settings, looks for
+    a tracer provider). ``refresh()`` decides at once."""
+    global ACTIVE, _provider
+    ACTIVE, _provider = None, None
+    _origins.clear()
+
+
 def recorder() -> Any:
     """The step metrics (``metrics.StepMetrics``) when metrics are on, else None."""
     if ACTIVE is None:
