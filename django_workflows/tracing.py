@@ -199,18 +199,20 @@ class TransitionSpan:
             span.end()
 
     def _record(self, span: Any, tx: Any) -> None:
-        """The transition's events on its span; the runs it made runnable remember it."""
+        """The transition's events on its span (a step's completion is its own span's
+        end: not repeated); the runs it made runnable remember it."""
         step = _current_step.get()
         for event in tx.events:
-            status = getattr(event, "status", "")
-            attributes = {"workflow.step": getattr(event, "step_name", "")}
-            if status:
-                attributes["workflow.status"] = status
-            span.add_event(event.type, attributes)
-            if status in ("failed", "retrying"):
+            status = getattr(event, "status", None)
+            if status == "completed":
+                continue
+            name = getattr(event, "step_name", "")
+            span.add_event(event.type, {"workflow.step": name} if name else None)
+            if status is not None:  # a step's attempt failed (status failed or retrying)
                 error = getattr(event, "error", "")
                 span.set_status(Status(StatusCode.ERROR, error))
-                if step is not None and step.step_name == event.step_name:
+                span.set_attribute("workflow.status", status)
+                if step is not None and step.step_name == name:
                     step.span.set_status(Status(StatusCode.ERROR, error))
         if tx.runnable or tx.claimed is not None:
             context = trace.set_span_in_context(span)
