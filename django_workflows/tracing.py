@@ -4,13 +4,13 @@ The engine calls four hooks: ``transition_span`` around each transition (lock, p
 write, commit), ``step_span`` around each machine step (its ``execute()`` and the
 transition that commits its outcome), ``message_args`` when it puts a step run on a
 queue and ``remote_parent`` in the worker that takes it. Whether they do anything is
-decided once, at the first hook (again after ``refresh()`` or a change of the
-``DJANGO_WORKFLOWS`` setting):
+decided at the first hook (again after ``refresh()`` or a change of the
+``DJANGO_WORKFLOWS`` setting), and held in module flags:
 
 - spans, when ``opentelemetry-api`` is installed (extra ``tracing``), the ``TRACING``
   setting is on and a tracer provider is set (the user's SDK: ``trace.set_tracer_provider``
   or the ``opentelemetry-instrument`` launcher); ``refresh(tracer_provider=...)`` names
-  one instead;
+  one instead. While none is set, each hook looks whether one was (a dict lookup);
 - the step metrics (``metrics.py``: step duration, queue delay), when ``prometheus_client``
   is installed (extra ``metrics``) and the ``METRICS`` setting is on.
 
@@ -42,6 +42,8 @@ except ImportError:  # the extra is not installed: every hook is a no-op
 
 #: None until decided; then whether any hook does something.
 ACTIVE: bool | None = None
+#: Spans would be on but no tracer provider is set yet: the hooks look for one.
+_waiting = False
 _tracer: Any = None  # an OpenTelemetry tracer, when spans are on
 _metrics: Any = None  # metrics.StepMetrics, when the step metrics are on
 _provider: Any = None  # a tracer provider named by refresh(), else the global one
@@ -58,20 +60,34 @@ TRACEPARENT = "traceparent"
 
 
 def _decide() -> bool:
-    global ACTIVE, _tracer, _metrics
+    global ACTIVE, _tracer, _metrics, _waiting
     from . import metrics
     from .conf import workflow_settings
 
     with _lock:
         tracer = None
-        if trace is not None and workflow_settings.TRACING:
+        wanted = trace is not None and workflow_settings.TRACING
+        if wanted:
             provider = _provider if _provider is not None else trace.get_tracer_provider()
-            if not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            if _is_set(provider):
                 tracer = provider.get_tracer("django_workflows")
         _tracer = tracer
+        _waiting = wanted and tracer is None
         _metrics = metrics.step_metrics()
         ACTIVE = _tracer is not None or _metrics is not None
         return ACTIVE
+
+
+def _is_set(provider: Any) -> bool:
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def _on() -> bool:
+    """Whether any hook is on: decided at the first hook, and again once a tracer
+    provider appears (``trace.set_tracer_provider``) while spans wait for one."""
+    if ACTIVE is None or (_waiting and _is_set(trace.get_tracer_provider())):
+        return _decide()
+    return ACTIVE
 
 
 def refresh(tracer_provider: Any = None) -> bool:
@@ -94,15 +110,13 @@ def reset() -> None:
 
 def recorder() -> Any:
     """The step metrics (``metrics.StepMetrics``) when metrics are on, else None."""
-    if ACTIVE is None:
-        _decide()
+    _on()
     return _metrics
 
 
 def tracing_on() -> bool:
     """Whether spans are made (deciding now if not yet decided)."""
-    if ACTIVE is None:
-        _decide()
+    _on()
     return _tracer is not None
 
 
@@ -142,7 +156,7 @@ NULL = _Null()
 def transition_span(kind: Any, instance_id: Any, tx: Any = None) -> Any:
     """A span around one transition (``with``; ``.describe(tx)`` once the instance is
     locked). ``kind`` names it: a string, or the transition's body function."""
-    if ACTIVE is False or (ACTIVE is None and not _decide()) or _tracer is None:
+    if (ACTIVE is False and not _waiting) or not _on() or _tracer is None:
         return NULL
     return TransitionSpan(kind, instance_id, tx)
 
@@ -231,7 +245,7 @@ class TransitionSpan:
 def step_span(claimed: Any) -> Any:
     """A span around one machine step (its ``execute()`` and the transition committing
     its outcome), the step's duration and queue delay measured when metrics are on."""
-    if ACTIVE is False or (ACTIVE is None and not _decide()):
+    if (ACTIVE is False and not _waiting) or not _on():
         return NULL
     return StepSpan(claimed[0])
 
@@ -301,7 +315,7 @@ def message_args(run_id: int) -> tuple[str, ...]:
     """The extra arguments of a queue message for ``run_id``: ``(traceparent,)`` when
     there is a span to continue (the transition that made the run runnable, else the
     current one), else none (a message as without tracing)."""
-    if ACTIVE is False or (ACTIVE is None and not _decide()) or _tracer is None:
+    if (ACTIVE is False and not _waiting) or not _on() or _tracer is None:
         return ()
     context = _origins.pop(run_id, None)
     carrier: dict[str, str] = {}
@@ -313,9 +327,7 @@ def message_args(run_id: int) -> tuple[str, ...]:
 def remote_parent(traceparent: str | None) -> Any:
     """In a worker: the span context a message carried becomes the current one (``with``),
     so the step span of the run continues the trace that queued it."""
-    if not traceparent or ACTIVE is False or (ACTIVE is None and not _decide()):
-        return NULL
-    if _tracer is None:
+    if not traceparent or (ACTIVE is False and not _waiting) or not _on() or _tracer is None:
         return NULL
     return _Attached(TraceContextTextMapPropagator().extract({TRACEPARENT: traceparent}))
 

@@ -2,10 +2,13 @@
 steps, their attributes, parents across the local engine and across a queue."""
 
 import contextlib
+import io
+import json
 
 import pytest
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.trace import StatusCode
 
 from django_workflows import (
@@ -25,7 +28,8 @@ from django_workflows.engine.djangoq import DjangoQExecutionEngine
 from django_workflows.engine.queued import QueueExecutionEngine
 
 from . import workflows
-from .observability import spans_in_memory, workflow_settings
+from .observability import global_tracer_provider_restored, spans_in_memory, workflow_settings
+from .snippets import isolated_engine, run_page
 
 pytestmark = pytest.mark.django_db
 
@@ -236,3 +240,44 @@ def test_off_without_a_tracer_provider_or_with_the_setting_off(spans):
     assert not tracing.tracing_on()
     with workflow_settings(METRICS=False):
         assert tracing.step_span((None, None)) is tracing.NULL
+
+
+def test_the_console_exporter_example_of_the_docs(monkeypatch, django_capture_on_commit_callbacks):
+    # The exporter writes to sys.stdout as it was when it was imported: here, to ``out``.
+    out = io.StringIO()
+    service, _, formatter = ConsoleSpanExporter.__init__.__defaults__
+    monkeypatch.setattr(ConsoleSpanExporter.__init__, "__defaults__", (service, out, formatter))
+    with (
+        isolated_engine(),
+        global_tracer_provider_restored(),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        run_page("operations.md")
+    out, decoder, found = out.getvalue(), json.JSONDecoder(), []
+    at = out.index("{")
+    while at < len(out):  # the exporter prints one JSON object per span
+        span, at = decoder.raw_decode(out, at)
+        found.append(span)
+        while at < len(out) and out[at].isspace():
+            at += 1
+    names = [s["name"] for s in found]
+    assert sorted(names) == [
+        "call the payment service",
+        "workflow step charge",
+        "workflow step receipt",
+        "workflow transition finish",  # charge's
+        "workflow transition finish",  # receipt's
+        "workflow transition start",
+    ]
+    assert len({s["context"]["trace_id"] for s in found}) == 1  # one trace
+    spans = {s["name"]: s for s in found if s["name"] != "workflow transition finish"}
+    ids = {name: s["context"]["span_id"] for name, s in spans.items()}
+    assert spans["call the payment service"]["parent_id"] == ids["workflow step charge"]
+    assert spans["workflow step charge"]["parent_id"] == ids["workflow transition start"]
+    children = {s["name"]: s for s in found if s["parent_id"] == ids["workflow step charge"]}
+    assert set(children) == {"call the payment service", "workflow transition finish"}
+    finish = children["workflow transition finish"]
+    assert spans["workflow step receipt"]["parent_id"] == finish["context"]["span_id"]
+    assert spans["workflow step charge"]["attributes"]["workflow.name"] == "billing"
+    resource = spans["workflow step receipt"]["resource"]["attributes"]
+    assert resource["service.name"] == "approvals"
