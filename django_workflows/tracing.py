@@ -46,6 +46,7 @@ ACTIVE: bool | None = None
 _waiting = False
 _tracer: Any = None  # an OpenTelemetry tracer, when spans are on
 _metrics: Any = None  # metrics.StepMetrics, when the step metrics are on
+_step_transitions = True  # TRACE_STEP_TRANSITIONS: a step's own transition gets a span
 _provider: Any = None  # a tracer provider named by refresh(), else the global one
 
 #: Run id -> the context of the transition span that made it runnable (this process).
@@ -60,7 +61,7 @@ TRACEPARENT = "traceparent"
 
 
 def _decide() -> bool:
-    global ACTIVE, _tracer, _metrics, _waiting
+    global ACTIVE, _tracer, _metrics, _waiting, _step_transitions
     from . import metrics
     from .conf import workflow_settings
 
@@ -73,6 +74,7 @@ def _decide() -> bool:
                 tracer = provider.get_tracer("django_workflows")
         _tracer = tracer
         _waiting = wanted and tracer is None
+        _step_transitions = bool(workflow_settings.TRACE_STEP_TRANSITIONS)
         _metrics = metrics.step_metrics()
         ACTIVE = _tracer is not None or _metrics is not None
         return ACTIVE
@@ -158,7 +160,20 @@ def transition_span(kind: Any, instance_id: Any, tx: Any = None) -> Any:
     locked). ``kind`` names it: a string, or the transition's body function."""
     if (ACTIVE is False and not _waiting) or not _on() or _tracer is None:
         return NULL
+    if not _step_transitions:
+        step = _current_step.get()
+        if step is not None:  # the step's own finish or fail: an event on its span
+            return StepTransition(step, kind, tx)
     return TransitionSpan(kind, instance_id, tx)
+
+
+def _instance_attributes(instance: Any) -> dict[str, Any]:
+    definition = instance.definition
+    return {
+        "workflow.name": definition.name,
+        "workflow.version": definition.version,
+        "workflow.instance_id": str(instance.pk),
+    }
 
 
 def _kind(kind: Any) -> str:
@@ -178,27 +193,22 @@ class TransitionSpan:
 
     def __enter__(self) -> TransitionSpan:
         kind = _kind(self.kind)
-        attributes = {"workflow.transition": kind}
-        if self.instance_id is not None:
-            attributes["workflow.instance_id"] = str(self.instance_id)
+        tx, instance_id = self.tx, self.instance_id
+        if tx is not None:  # known already: all the attributes at once
+            attributes = _instance_attributes(tx.instance)
+        else:
+            attributes = {"workflow.instance_id": str(instance_id)} if instance_id else None
         self.span = _tracer.start_span(f"workflow transition {kind}", attributes=attributes)
         self.token = otel_context.attach(trace.set_span_in_context(self.span))
-        if self.tx is not None:
-            self.describe(self.tx)
         return self
 
     def describe(self, tx: Any) -> None:
         """The locked instance's workflow, version and id."""
         self.tx = tx
-        instance = tx.instance
-        definition = instance.definition
-        self.span.set_attributes(
-            {
-                "workflow.name": definition.name,
-                "workflow.version": definition.version,
-                "workflow.instance_id": str(instance.pk),
-            }
-        )
+        attributes = _instance_attributes(tx.instance)
+        if self.instance_id is not None:
+            del attributes["workflow.instance_id"]  # set at the start
+        self.span.set_attributes(attributes)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         span, tx = self.span, self.tx
@@ -207,36 +217,59 @@ class TransitionSpan:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{exc_type.__name__}: {exc}"))
             elif tx is not None:
-                self._record(span, tx)
+                _record(span, tx)
         finally:
             otel_context.detach(self.token)
             span.end()
 
-    def _record(self, span: Any, tx: Any) -> None:
-        """The transition's events on its span (a step's completion is its own span's
-        end: not repeated); the runs it made runnable remember it."""
-        step = _current_step.get()
-        for event in tx.events:
-            status = getattr(event, "status", None)
-            if status == "completed":
-                continue
-            name = getattr(event, "step_name", "")
-            span.add_event(event.type, {"workflow.step": name} if name else None)
-            if status is not None:  # a step's attempt failed (status failed or retrying)
-                error = getattr(event, "error", "")
-                span.set_status(Status(StatusCode.ERROR, error))
-                span.set_attribute("workflow.status", status)
-                if step is not None and step.step_name == name:
-                    step.span.set_status(Status(StatusCode.ERROR, error))
-        if tx.runnable or tx.claimed is not None:
-            context = trace.set_span_in_context(span)
-            ids = list(tx.runnable)
-            if tx.claimed is not None:
-                ids.append(tx.claimed[0].pk)
-            if len(_origins) + len(ids) > ORIGINS_LIMIT:  # never taken (a lost message)
-                _origins.clear()
-            for run_id in ids:
-                _origins[run_id] = context
+
+def _record(span: Any, tx: Any) -> None:
+    """The transition's events on its span (a step's completion is its own span's
+    end: not repeated); the runs it made runnable remember it."""
+    step = _current_step.get()
+    for event in tx.events:
+        status = getattr(event, "status", None)
+        if status == "completed":
+            continue
+        name = getattr(event, "step_name", "")
+        span.add_event(event.type, {"workflow.step": name} if name else None)
+        if status is not None:  # a step's attempt failed (status failed or retrying)
+            error = getattr(event, "error", "")
+            span.set_status(Status(StatusCode.ERROR, error))
+            span.set_attribute("workflow.status", status)
+            if step is not None and step.step_name == name:
+                step.span.set_status(Status(StatusCode.ERROR, error))
+    if tx.runnable or tx.claimed is not None:
+        context = trace.set_span_in_context(span)
+        ids = list(tx.runnable)
+        if tx.claimed is not None:
+            ids.append(tx.claimed[0].pk)
+        if len(_origins) + len(ids) > ORIGINS_LIMIT:  # never taken (a lost message)
+            _origins.clear()
+        for run_id in ids:
+            _origins[run_id] = context
+
+
+class StepTransition:
+    """A step's own transition (its finish or fail) with ``TRACE_STEP_TRANSITIONS`` off:
+    an event on the step's span instead of a span of its own."""
+
+    __slots__ = ("kind", "step", "tx")
+
+    def __init__(self, step: StepSpan, kind: Any, tx: Any) -> None:
+        self.step, self.kind, self.tx = step, kind, tx
+
+    def __enter__(self) -> StepTransition:
+        return self
+
+    def describe(self, tx: Any) -> None:
+        self.tx = tx
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        span = self.step.span
+        span.add_event(f"transition {_kind(self.kind)}")
+        if exc is None and self.tx is not None:
+            _record(span, self.tx)
 
 
 # -- machine steps -----------------------------------------------------------------------
@@ -280,7 +313,6 @@ class StepSpan:
                     "workflow.step": run.step_name,
                     "workflow.attempt": run.attempt,
                     "workflow.instance_id": str(run.instance_id),
-                    "workflow.step_run_id": run.pk,
                 },
             )
             self.token = otel_context.attach(trace.set_span_in_context(self.span))

@@ -110,7 +110,6 @@ def test_spans_of_transitions_and_steps_with_their_attributes(spans):
     (charge,) = found["workflow step charge"]
     assert start.parent is None  # nothing around the call: a trace starts here
     assert dict(start.attributes) == {
-        "workflow.transition": "start",
         "workflow.name": "pay",
         "workflow.version": "2",
         "workflow.instance_id": str(instance.pk),
@@ -121,7 +120,6 @@ def test_spans_of_transitions_and_steps_with_their_attributes(spans):
         "workflow.step": "charge",
         "workflow.attempt": 1,
         "workflow.instance_id": str(instance.pk),
-        "workflow.step_run_id": instance.step_runs.get(step_name="charge").pk,
     }
     # The step's parent is the transition that made it runnable.
     assert charge.parent.span_id == start.context.span_id
@@ -281,3 +279,29 @@ def test_the_console_exporter_example_of_the_docs(monkeypatch, django_capture_on
     assert spans["workflow step charge"]["attributes"]["workflow.name"] == "billing"
     resource = spans["workflow step receipt"]["resource"]["attributes"]
     assert resource["service.name"] == "approvals"
+
+
+def test_step_transitions_as_events_of_the_step_span(spans):
+    with workflow_settings(TRACE_STEP_TRANSITIONS=False):
+        tracing.refresh(tracer_provider=spans.provider)
+        LocalExecutionEngine(registry()).start_workflow("pay")
+
+    found = by_name(spans)
+    assert sorted(found) == [
+        "charge card",
+        "workflow step charge",
+        "workflow step flaky",
+        "workflow step receipt",
+        "workflow transition start",
+    ]
+    (charge,) = found["workflow step charge"]
+    first, second = sorted(
+        found["workflow step flaky"], key=lambda s: s.attributes["workflow.attempt"]
+    )
+    (receipt,) = found["workflow step receipt"]
+    assert [e.name for e in charge.events] == ["transition finish"]
+    assert first.parent.span_id == charge.context.span_id  # chained: the step queued it
+    assert [e.name for e in first.events] == ["transition fail", "StepExecuted"]
+    assert first.status.status_code == StatusCode.ERROR
+    assert second.parent.span_id == first.context.span_id  # the retry
+    assert receipt.parent.span_id == second.context.span_id
