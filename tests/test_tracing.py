@@ -305,3 +305,21 @@ def test_step_transitions_as_events_of_the_step_span(spans):
     assert first.status.status_code == StatusCode.ERROR
     assert second.parent.span_id == first.context.span_id  # the retry
     assert receipt.parent.span_id == second.context.span_id
+
+
+def test_a_celery_message_carries_the_traceparent(
+    spans, django_capture_on_commit_callbacks, monkeypatch
+):
+    celery = pytest.importorskip("celery")
+    from django_workflows.contrib.celery import CeleryExecutionEngine
+
+    app = celery.Celery("recording", set_as_current=False)
+    sent = []
+    monkeypatch.setattr(app, "send_task", lambda name, **options: sent.append(options["args"]))
+    engine = CeleryExecutionEngine(registry(), celery_app=app)
+    with django_capture_on_commit_callbacks(execute=True):
+        instance = engine.start_workflow("pay")
+    ((run_id, traceparent),) = sent
+    (start,) = by_name(spans)["workflow transition start"]
+    assert run_id == instance.step_runs.get().pk
+    assert traceparent.split("-")[2] == f"{start.context.span_id:016x}"
