@@ -22,6 +22,8 @@ Sections (``--only``):
   delay from a step becoming runnable to it starting.
 - memory: a ``qcluster`` with 1 worker (Redis broker) runs 10,000 instances (1,000 with
   ``--quick``); the worker's peak RSS after 10% and after 100% of them.
+- observability: sequential steps/s with metrics and tracing off, then on (the SDK, an
+  in-memory exporter), alternating over rounds (``observability_bench.py``).
 
 The cluster and sweeper run in process groups of their own (``DJANGO_DEBUG=0``,
 ``WORKFLOWS_ENGINE_CLASS=testproject.testapp.bench_tasks.DjangoQEngine``); every one is
@@ -50,6 +52,7 @@ from functools import partial
 from pathlib import Path
 
 from common import ROOT, Processes, drop_pg, percentile, recreate_pg, setup_django, wait_until
+from observability_bench import observability
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 PG_BENCH_DB = os.environ.get("BENCH_PG_DB", "bench_workflows")
@@ -930,7 +933,16 @@ def memory(report: Report, ctx: Context, quick: bool) -> None:
     )
 
 
-SECTIONS = ("floor", "sequential", "human", "fan-out", "scale", "worker", "memory")
+SECTIONS = (
+    "floor",
+    "sequential",
+    "human",
+    "fan-out",
+    "scale",
+    "worker",
+    "memory",
+    "observability",  # observability_bench.py: the hot path with metrics and tracing on
+)
 
 
 def profiled(fn: Callable[..., object], *args: object) -> object:
@@ -1029,6 +1041,7 @@ def run_database(
         section("scale", scale, report, quick)
         section("worker", worker, report, ctx, quick)
         section("memory", memory, report, ctx, quick)
+        section("observability", observability, report, n, bench_registry)
     finally:
         ctx.close()
     report.print()

@@ -8,7 +8,10 @@ class DjangoWorkflowsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            metrics,
+        )
         from .conf import workflow_settings
         from .notifications import on_event
         from .registry import autodiscover
@@ -17,6 +20,8 @@ class DjangoWorkflowsConfig(AppConfig):
         # Mails about human tasks; it does nothing unless NOTIFY_BY_EMAIL is on (read when
         # an event comes, so override_settings turns it on in a test).
         workflow_event.connect(on_event, dispatch_uid="django_workflows.notifications")
+        if metrics.available():  # the counters (extra ``metrics``; off with METRICS False)
+            workflow_event.connect(metrics.on_event, dispatch_uid="django_workflows.metrics")
 
         if workflow_settings.AUTODISCOVER:
             autodiscover()

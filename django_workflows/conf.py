@@ -68,6 +68,21 @@ DEFAULTS: dict[str, Any] = {
     # Delete finished instances (and their history) this long after they finished: a
     # timedelta, or a number of days. The sweep purges one batch per pass. None: never.
     "RETENTION": None,
+    # Prometheus metrics (extra ``metrics``; docs/operations.md): recorded when
+    # prometheus_client is installed and this is on,
+    "METRICS": True,
+    # in this registry (a dotted path or the object; None: prometheus_client's default),
+    "METRICS_REGISTRY": None,
+    # served by metrics_view to a bearer token equal to this,
+    "METRICS_TOKEN": None,
+    # or to clients in these networks ("10.0.0.0/8", "127.0.0.1").
+    "METRICS_NETWORKS": [],
+    # OpenTelemetry spans (extra ``tracing``): made when opentelemetry-api is installed,
+    # a tracer provider is set, and this is on.
+    "TRACING": True,
+    # Whether the transition committing a machine step's outcome gets a span of its own
+    # (a child of the step's); False: an event on the step's span (half the spans).
+    "TRACE_STEP_TRANSITIONS": True,
 }
 
 IMPORT_STRINGS = ("ENGINE", "EVENT_BUS")

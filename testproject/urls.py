@@ -3,6 +3,8 @@ from django.contrib.auth.views import LoginView
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from django_workflows.metrics import metrics_view
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
@@ -16,4 +18,6 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/", include("django.contrib.auth.urls")),
+    # Prometheus scrapes here (docs/operations.md): METRICS_TOKEN or METRICS_NETWORKS.
+    path("metrics", metrics_view, name="workflow-metrics"),
 ]

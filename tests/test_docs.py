@@ -185,6 +185,15 @@ def _names(**names):
 
 
 @contextlib.contextmanager
+def _operations_page(engine):
+    """The tracing example sets the global tracer provider: restored afterwards."""
+    from .observability import global_tracer_provider_restored
+
+    with global_tracer_provider_restored():
+        yield {}, None
+
+
+@contextlib.contextmanager
 def _admin_page(engine):
     run_workflow_module(engine)
     instance = engine.start_workflow("expense_claim", initial_data={"amount": 1})
@@ -231,6 +240,7 @@ PAGE_NAMES = {
         carol=UserFactory(username="carol"),
     ),
     "howto/comments-and-bulk-approval.md": _comments_page,
+    "operations.md": _operations_page,
 }
 # Pages about an optional backend: their blocks import its extra.
 EXTRAS = {

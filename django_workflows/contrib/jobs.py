@@ -4,11 +4,12 @@ so a worker's app module (a Celery app, a SAQ settings module) can import it ear
 from __future__ import annotations
 
 
-def run_step(run_id: int) -> None:
-    """Execute one step run, then send what it made runnable (through ``get_engine()``)."""
+def run_step(run_id: int, traceparent: str | None = None) -> None:
+    """Execute one step run, then send what it made runnable (through ``get_engine()``);
+    ``traceparent``: the span that queued it, when tracing."""
     from ..engine.djangoq import run_step
 
-    run_step(run_id)
+    run_step(run_id, traceparent)
 
 
 def sweep() -> int:

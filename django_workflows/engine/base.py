@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from django.core.files import File
 
 from .. import events as ev
+from .. import tracing
 from ..conf import workflow_settings
 from ..models import Comment, HumanTask, WorkflowInstance, WorkflowSignal
 from ..registry import WorkflowRegistry
@@ -304,7 +305,8 @@ class BaseExecutionEngine:
     def execute(self, claimed: ClaimedRun, *, claim_next: bool = False) -> Outcome:
         """Run the claimed step's ``execute()`` outside any transaction, then finish or
         fail it under its lease."""
-        return runs.execute(self, claimed, claim_next=claim_next)
+        with tracing.step_span(claimed):
+            return runs.execute(self, claimed, claim_next=claim_next)
 
     def finish(
         self, claimed: ClaimedRun, changes: dict[str, Any], *, claim_next: bool = False

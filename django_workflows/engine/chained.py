@@ -16,6 +16,7 @@ from typing import Any
 from django.db import connections, router, transaction
 from django.db.models import signals
 
+from .. import tracing
 from ..definition import WorkflowDefinition
 from ..exceptions import DefinitionError, WorkflowNotFound
 from ..models import StepRun, WorkflowInstance, WorkflowStatus
@@ -101,9 +102,13 @@ def finish_unlocked(
         if connection.get_autocommit():
             # Outside any transaction the one statement is a transaction of its own:
             # no BEGIN and no COMMIT to send, one round trip in all.
-            tx.close()
+            with tracing.transition_span("finish", instance.pk, tx):
+                tx.close()
         else:
-            with transaction.atomic(using=alias):
+            with (
+                tracing.transition_span("finish", instance.pk, tx),
+                transaction.atomic(using=alias),
+            ):
                 tx.close(last=True)  # the block's last statement: it may carry the COMMIT
         if not tx.changed:
             left.remember(tx.instance)

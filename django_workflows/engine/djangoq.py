@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .. import tracing
 from .queued import QueueExecutionEngine
 
 logger = logging.getLogger("django_workflows.engine")
@@ -21,12 +22,14 @@ SWEEP = "django_workflows.engine.djangoq.sweep"
 SCHEDULE_NAME = "django_workflows.sweep"
 
 
-def run_step(run_id: int) -> None:
-    """The django-q2 task: execute one step run, then send what it made runnable."""
+def run_step(run_id: int, traceparent: str | None = None) -> None:
+    """The django-q2 task: execute one step run, then send what it made runnable.
+    ``traceparent``: the span that queued it, when tracing (``tracing.message_args``)."""
     from . import get_engine
 
     engine = get_engine()
-    engine.dispatch(engine.process_run(run_id))
+    with tracing.remote_parent(traceparent):
+        engine.dispatch(engine.process_run(run_id))
 
 
 def sweep() -> int:
@@ -77,6 +80,7 @@ class DjangoQExecutionEngine(QueueExecutionEngine):
         async_task(
             RUN_STEP,
             run_id,
+            *tracing.message_args(run_id),
             task_name=f"workflow-step-{run_id}",
             broker=self._broker(),
             cluster=self.cluster,

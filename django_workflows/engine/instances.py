@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from .. import events as ev
+from .. import tracing
 from ..context import check_json, check_size
 from ..exceptions import (
     ContextError,
@@ -58,7 +59,7 @@ def start(
     # Asked before the start's own transaction opens (inside it, the local engine would
     # see a caller's transaction and leave its first step to a claim of its own).
     inline = engine.executes_inline()
-    with transaction.atomic():
+    with tracing.transition_span("start", None) as span, transaction.atomic():
         if existing is not None:
             # The caller's check, in the transaction that would create the instance
             # (a lock it takes there ends with it, before any step runs).
@@ -80,6 +81,7 @@ def start(
                 owner=owner, key=key, workflow_name=name, instance=instance
             )
         tx = Transition(engine, instance, definition, claim_next=inline)
+        span.describe(tx)
         tx.event(ev.WorkflowStarted, user_id=user_pk, business_key=instance.business_key)
         tx.advance(definition.initial_step, activate=True, refuse_bad_input=True)
         tx.close()

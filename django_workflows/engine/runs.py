@@ -16,6 +16,7 @@ holds (``leases.fenced``), so a duplicated, late or lost message changes nothing
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import threading
@@ -28,6 +29,7 @@ from django.db import connections, router, transaction
 from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 
+from .. import tracing
 from ..conf import workflow_settings
 from ..context import WorkflowContext
 from ..exceptions import ContextError, DefinitionError
@@ -113,7 +115,8 @@ def run_chain(engine: Engine, claimed: ClaimedRun) -> list[int]:
     Other runs made runnable on the way are dispatched at once (a parallel branch
     must not wait for this chain); those of the last link are returned."""
     for links_left in range(INLINE_CHAIN_LIMIT, 0, -1):
-        outcome = execute(engine, claimed, claim_next=engine.chain_steps and links_left > 1)
+        with tracing.step_span(claimed):
+            outcome = execute(engine, claimed, claim_next=engine.chain_steps and links_left > 1)
         if outcome.next is None:
             return outcome.runnable
         engine.dispatch(outcome.runnable)
@@ -328,7 +331,12 @@ def call_step(step: BaseStep, ctx: WorkflowContext, timeout: float | None) -> An
         finally:
             connections.close_all()
 
-    thread = threading.Thread(target=target, name=f"workflow-step-{ctx.step_name}", daemon=True)
+    thread = threading.Thread(  # in the caller's context: its span is the step's parent
+        target=contextvars.copy_context().run,
+        args=(target,),
+        name=f"workflow-step-{ctx.step_name}",
+        daemon=True,
+    )
     thread.start()
     thread.join(timeout)
     if thread.is_alive():

@@ -25,6 +25,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import events as ev
+from .. import tracing
 from ..conf import workflow_settings
 from ..context import WorkflowContext, check_size
 from ..definition import WorkflowDefinition
@@ -573,7 +574,10 @@ def run(
     Returns the instance, the runs it made runnable (to dispatch) and, with
     ``claim_next``, the run it created already claimed for the caller to execute.
     """
-    with transaction.atomic(using=router.db_for_write(WorkflowInstance)):
+    with (
+        tracing.transition_span(body, instance_id) as span,
+        transaction.atomic(using=router.db_for_write(WorkflowInstance)),
+    ):
         instance = lock_instance(instance_id, by_task=by_task)
         definition = None
         if needs_definition:
@@ -582,6 +586,7 @@ def run(
             with contextlib.suppress(WorkflowNotFound, DefinitionError):
                 definition = definition_for(engine.registry, instance)
         tx = Transition(engine, instance, definition, claim_next=claim_next)
+        span.describe(tx)
         body(tx)
         tx.close(last=True)  # the block's last statement: it may carry the COMMIT
     remember(instance)

@@ -14,6 +14,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "CeleryExecutionEngine needs Celery: pip install 'django-workflows-engine[celery]'"
     ) from exc
 
+from ... import tracing
 from ...conf import backend_setting
 from ...engine.queued import QueueExecutionEngine
 from .tasks import RUN_STEP
@@ -36,7 +37,8 @@ class CeleryExecutionEngine(QueueExecutionEngine):
         self.celery_app = _resolve_app(celery_app)
 
     def send(self, run_id: int) -> None:
-        self.celery_app.send_task(RUN_STEP, args=[run_id], ignore_result=True)
+        args = [run_id, *tracing.message_args(run_id)]
+        self.celery_app.send_task(RUN_STEP, args=args, ignore_result=True)
 
 
 def _resolve_app(app: Any) -> Any:

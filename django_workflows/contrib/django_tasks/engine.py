@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ... import tracing
 from ..queued import QueueExecutionEngine
 from .tasks import run_step
 
@@ -32,4 +33,4 @@ class DjangoTasksExecutionEngine(QueueExecutionEngine):
         self.task = run_step.using(backend=backend, queue_name=queue_name, priority=priority)
 
     def send(self, run_id: int) -> None:
-        self.task.enqueue(run_id)
+        self.task.enqueue(run_id, *tracing.message_args(run_id))

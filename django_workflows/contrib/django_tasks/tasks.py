@@ -18,9 +18,9 @@ from .. import jobs
 
 
 @task
-def run_step(run_id: int) -> None:
+def run_step(run_id: int, traceparent: str | None = None) -> None:
     """Execute one step run, then send what it made runnable."""
-    jobs.run_step(run_id)
+    jobs.run_step(run_id, traceparent)
 
 
 @task

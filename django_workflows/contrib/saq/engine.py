@@ -13,6 +13,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "SAQExecutionEngine needs SAQ: pip install 'django-workflows-engine[saq]'"
     ) from exc
 
+from ... import tracing
 from ..queued import QueueExecutionEngine
 from .worker import HEARTBEAT_SECONDS, queue_from_settings, run_workflow_step
 
@@ -40,8 +41,11 @@ class SAQExecutionEngine(QueueExecutionEngine):
     def send(self, run_id: int) -> None:
         # No job key: SAQ drops a job whose key is still incomplete, and a step run may
         # need a new job while its previous one is still active (a retry).
+        trace = dict(zip(("traceparent",), tracing.message_args(run_id), strict=False))
         self.run_on_loop(
-            self.queue.enqueue(RUN_STEP, run_id=run_id, timeout=0, heartbeat=HEARTBEAT_SECONDS)
+            self.queue.enqueue(
+                RUN_STEP, run_id=run_id, timeout=0, heartbeat=HEARTBEAT_SECONDS, **trace
+            )
         )
 
     def run_on_loop(self, coroutine: Any) -> Any:

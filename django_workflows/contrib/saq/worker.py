@@ -64,10 +64,12 @@ def _in_thread(func: Any, *args: Any) -> Any:
         close_old_connections()
 
 
-async def run_workflow_step(ctx: dict[str, Any], *, run_id: int) -> None:
+async def run_workflow_step(
+    ctx: dict[str, Any], *, run_id: int, traceparent: str | None = None
+) -> None:
     """The step job: execute one step run in a thread, touching the job's heartbeat."""
     work = asyncio.ensure_future(
-        sync_to_async(_in_thread, thread_sensitive=False)(jobs.run_step, run_id)
+        sync_to_async(_in_thread, thread_sensitive=False)(jobs.run_step, run_id, traceparent)
     )
     job = ctx.get("job")
     while True:
