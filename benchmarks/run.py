@@ -354,12 +354,14 @@ def fan_out(report: Report, n: int) -> None:
         list(pool.map(lambda _: close(), range(threads)))
     joins = StepRun.objects.filter(instance__in=instances, step_name="join", status="completed")
     once = joins.count() == n
+    # Issue 18: at least twice the 34 instances/s it measured, joins still exactly once.
+    per_instance = rate(n, seconds)
     report.add(
         "fan-out steps/s (8 threads)",
         f"{rate(steps, seconds):,.0f}/s",
-        f"{n} instances, {joins.count()} joins",
-        target="join once each",
-        ok=once,
+        f"{n} instances, {joins.count()} joins; {per_instance:,.1f} instances/s",
+        target="join once each, >= 68 instances/s",
+        ok=once and per_instance >= 68,
         per_second=rate(steps, seconds),
     )
 
@@ -850,8 +852,10 @@ def worker(report: Report, ctx: Context, quick: bool) -> None:
             per_second=steps,
             detail=f"{ratio:.0%} of django-q2; {burst_n} instances x 10 steps sent at once "
             f"(best of {rounds}), {steps / 10:,.1f} instances/s",
-            target=">= 50% of django-q2",
-            ok=ratio >= 0.5,
+            # Issue 18: 80% of django-q2's own rate on Redis; on the ORM broker the
+            # engine already passed django-q2 (its queue is the same database).
+            target=">= 80% of django-q2" if broker == "redis" else ">= 50% of django-q2",
+            ok=ratio >= (0.8 if broker == "redis" else 0.5),
         )
         report.add(
             f"worker: start delay, queued ({broker})",
