@@ -95,6 +95,8 @@ class HumanTaskCompleted(WorkflowEventBase):
     data: dict[str, Any] = field(default_factory=dict)
     #: The absent user, when ``user_id`` completed the task as their substitute.
     on_behalf_of_user_id: Any = None
+    #: Seconds from the task's creation to its completion.
+    waited_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -150,14 +150,7 @@ class StepMetrics:
             self._task_wait(event)
 
     def _task_wait(self, event: Any) -> None:
-        from .models import HumanTask
-
-        created = (
-            HumanTask.objects.filter(pk=event.task_id).values_list("created_at", flat=True).first()
-        )
-        if created is not None:
-            seconds = max((event.timestamp - created).total_seconds(), 0.0)
-            self.task_wait.labels(event.workflow_name, event.step_name).observe(seconds)
+        self.task_wait.labels(event.workflow_name, event.step_name).observe(event.waited_seconds)
 
 
 def crashed(error: str) -> bool:

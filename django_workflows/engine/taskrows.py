@@ -56,5 +56,6 @@ def record_completed(
         user_id=user_pk,
         data=changes,
         on_behalf_of_user_id=for_pk,
+        waited_seconds=round(max((now - task.created_at).total_seconds(), 0.0), 3),
     )
     return now
