@@ -5,6 +5,7 @@ the signals nobody consumed. Sending a signal is ``engine/signals.py``."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import QuerySet
@@ -17,6 +18,7 @@ from ..exceptions import DefinitionError
 from ..models import ACTIVE_INSTANCE_STATUSES, StepRun, StepRunStatus, WorkflowSignal
 from ..signal_steps import WaitForSignal
 from ..steps import BaseStep
+from .sql import fastpath
 
 if TYPE_CHECKING:
     from .transition import Transition
@@ -92,6 +94,29 @@ def discard(tx: Transition) -> None:
     WorkflowSignal.objects.filter(pk__in=[pk for pk, _ in rows]).update(discarded_at=timezone.now())
     for pk, name in rows:
         tx.event(ev.SignalDiscarded, signal=name, signal_id=pk)
+
+
+def write_instance(
+    tx: Transition,
+    connection: Any,
+    rows: list[tuple[str, str, Any, Any]],
+    finished: bool,
+    last: bool,
+) -> None:
+    """PostgreSQL: the instance and its history rows in one statement
+    (``fastpath.write_instance``, with the COMMIT when ``last`` allows); when it
+    ``finished``, the signals nobody consumed are discarded in the same statement, as
+    ``discard`` does (their ``SignalDiscarded`` events after the others)."""
+    template = tx.make_event(ev.SignalDiscarded) if finished else None
+    found = fastpath.write_instance(
+        connection,
+        tx.instance,
+        rows,
+        commit=last and fastpath.commits_in_statement(connection),
+        discard_at=template.timestamp if template is not None else None,
+    )
+    if template is not None:
+        tx.events.extend(dataclasses.replace(template, signal=n, signal_id=pk) for pk, n in found)
 
 
 def blocks_fast_path(tx: Transition) -> bool:

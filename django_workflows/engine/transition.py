@@ -404,28 +404,20 @@ class Transition:
         subflows.write(self)
         if not starting:
             self._settle_status()
-            if instance.status in (WorkflowStatus.COMPLETED, WorkflowStatus.CANCELED):
-                signalwait.discard(self)  # signals nobody consumed
-        rows = [
-            (
-                event.type,
-                getattr(event, "step_name", ""),
-                jsonable(event.payload()),
-                event.timestamp,
-            )
-            for event in self.events
-        ]
+        finished = instance.status in (WorkflowStatus.COMPLETED, WorkflowStatus.CANCELED)
         connection = connections[router.db_for_write(WorkflowInstance, instance=instance)]
         if not starting and fastpath.writes_instance(connection):
-            # PostgreSQL: the instance and its history in one statement, with the COMMIT.
-            commit = last and fastpath.commits_in_statement(connection)
-            fastpath.write_instance(connection, instance, rows, commit=commit)
+            # PostgreSQL: the instance, its history and the signals nobody consumed, in
+            # one statement with the COMMIT.
+            signalwait.write_instance(self, connection, history(self.events), finished, last)
         else:
             if not starting:
+                if finished:
+                    signalwait.discard(self)  # signals nobody consumed
                 instance.save(update_fields=list(fastpath.INSTANCE_FIELDS))
             WorkflowEvent.objects.bulk_create(
                 WorkflowEvent(instance=instance, type=t, step_name=s, payload=p, created_at=c)
-                for t, s, p, c in rows
+                for t, s, p, c in history(self.events)
             )
         transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
 
@@ -466,15 +458,7 @@ class Transition:
             token=token,
             changes=changes,
             new_runs=self.new_runs,
-            events=[
-                (
-                    event.type,
-                    getattr(event, "step_name", ""),
-                    jsonable(event.payload()),
-                    event.timestamp,
-                )
-                for event in self.events
-            ],
+            events=history(self.events),
             instance=instance,
             commit=last and fastpath.commits_in_statement(connection),
             expect=self.expect,
@@ -542,6 +526,13 @@ def plain(tx: Transition) -> bool:
     return not tx.new_tasks and all(
         new.status in (StepRunStatus.QUEUED, StepRunStatus.RUNNING) for new in tx.new_runs
     )
+
+
+def history(events: list[ev.WorkflowEventBase]) -> list[tuple[str, str, Any, Any]]:
+    """The events as history rows: (type, step name, payload, created_at)."""
+    return [
+        (e.type, getattr(e, "step_name", ""), jsonable(e.payload()), e.timestamp) for e in events
+    ]
 
 
 def jsonable(payload: dict[str, Any]) -> dict[str, Any]:

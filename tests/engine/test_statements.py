@@ -109,3 +109,49 @@ def test_a_completion_by_task_id(fast_registry, others):  # noqa: F811
     instance = done[0]
     assert instance.status == WorkflowStatus.COMPLETED
     assert instance.context == type(instance).objects.get(pk=instance.pk).context
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("pending", [0, 2])
+def test_a_completion_that_finishes_discards_pending_signals_in_its_statement(pending):
+    """The instance finished: its buffered signals are discarded, with their events after
+    the others, in the statement that writes the instance (PostgreSQL)."""
+    from django_workflows import Edge, WorkflowDefinition, WorkflowRegistry  # noqa: F401
+    from django_workflows.events import InMemoryEventBus
+    from django_workflows.models import WorkflowEvent, WorkflowSignal
+
+    from .test_fast_path import Approve
+
+    registry = WorkflowRegistry()
+    registry.register_definition(
+        WorkflowDefinition(name="one_ok", version="1", initial_step="ok", steps={"ok": Approve()})
+    )
+    bus = InMemoryEventBus()
+    engine = LocalExecutionEngine(registry, event_bus=bus)
+    warm = engine.start_workflow("one_ok")
+    engine.complete_task(HumanTask.objects.get(instance=warm).pk, None, {})
+    instance = engine.start_workflow("one_ok")
+    for n in range(pending):
+        engine.send_signal(f"late{n}", {"n": n}, instance_id=instance.pk)
+    task = HumanTask.objects.get(instance=instance)
+    delivered = len(bus.events)
+    sqls = captured(lambda: engine.complete_task(task.pk, None, {}))
+    # the lock, the task, its update, its run's update, then one statement on
+    # PostgreSQL; SQLite: the signals' look-up (and their update), instance, events
+    assert len(statements(sqls)) == (5 if pg else 7 + (1 if pending else 0)), statements(sqls)
+    signals = WorkflowSignal.objects.filter(instance=instance).order_by("id")
+    assert [s.discarded_at is not None for s in signals] == [True] * pending
+    types = list(
+        WorkflowEvent.objects.filter(instance=instance)
+        .order_by("id")
+        .values_list("type", flat=True)
+    )
+    assert types[-1 - pending :] == ["WorkflowCompleted"] + ["SignalDiscarded"] * pending
+    payloads = [
+        e.payload for e in WorkflowEvent.objects.filter(instance=instance, type="SignalDiscarded")
+    ]
+    assert payloads == [
+        {"signal": s.name, "signal_id": s.pk, "user_id": None, "reason": ""} for s in signals
+    ]
+    sent = [e for e in bus.events[delivered:] if e.type == "SignalDiscarded"]
+    assert [(e.signal, e.signal_id) for e in sent] == [(s.name, s.pk) for s in signals]

@@ -345,28 +345,74 @@ def write_instance(
     events: list[tuple[str, str, Any, Any]],
     *,
     commit: bool = False,
-) -> None:
+    discard_at: Any = None,
+) -> list[tuple[int, str]]:
     """PostgreSQL: the end of a locked transition's ORM path, the instance's ``UPDATE``
     and the ``INSERT`` of its events, in one statement (with ``commit``, the
-    transaction's ``COMMIT`` too: see ``commits_in_statement``)."""
+    transaction's ``COMMIT`` too: see ``commits_in_statement``).
+
+    With ``discard_at`` (the instance finished), its pending signals are marked
+    discarded at that time in the same statement, each with a ``SignalDiscarded`` row
+    after the events; returns their (id, name), oldest first. The caller holds the
+    instance's lock, which every sender of a signal takes first: none comes meanwhile."""
     t = _tables_for(connection)
-    shape = ("instance", len(events), commit)
+    discard = discard_at is not None
+    shape = ("instance", len(events), commit, discard)
     sql = t.sql.get(shape)
     if sql is None:
-        ctes = [f"inst AS (UPDATE {t.inst_table} SET {t.inst_set} WHERE {t.inst_pk} = %s)"]
-        if events:
-            values = ", ".join([t.event_row] * len(events))
-            ctes.append(
-                f"events AS (INSERT INTO {t.event_table} ({t.event_columns}) VALUES {values})"
-            )
-        sql = t.sql[shape] = (
-            "WITH " + ", ".join(ctes) + " SELECT 1" + ("; COMMIT" if commit else "")
-        )
-    params = _instance_params(t, connection, instance) + _event_params(
-        t, connection, instance.pk, events
-    )
+        sql = t.sql[shape] = _instance_sql(t, connection, len(events), commit, discard)
+    params = _instance_params(t, connection, instance)
+    ef = t.event_fields
+    if discard:
+        at = ef[4].get_db_prep_save(discard_at, connection)
+        params += [at, ef[0].get_db_prep_save(instance.pk, connection)]
+    params += _event_params(t, connection, instance.pk, events)
+    if discard:
+        params += [ef[0].get_db_prep_save(instance.pk, connection), at]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        if not discard:
+            return []
+        ids, names = cursor.fetchone()
+    return list(zip(ids or [], names or [], strict=True))
+
+
+def _instance_sql(t: _Tables, connection: Any, n_events: int, commit: bool, discard: bool) -> str:
+    from ...signal_models import WorkflowSignal
+
+    qn = connection.ops.quote_name
+    ctes = [f"inst AS (UPDATE {t.inst_table} SET {t.inst_set} WHERE {t.inst_pk} = %s)"]
+    rows = []
+    if n_events:
+        rows.append(f"SELECT * FROM (VALUES {', '.join([t.event_row] * n_events)}) AS v")
+    if discard:
+        meta = WorkflowSignal._meta
+        c = {name: qn(concrete_field(meta, name).column) for name in ("instance", "name")}
+        c.update({name: qn(name) for name in ("consumed_at", "discarded_at")})
+        pk = qn(meta.pk.column)
+        ctes.append(
+            f"sig AS (UPDATE {qn(meta.db_table)} SET {c['discarded_at']} = %s "
+            f"WHERE {c['instance']} = %s AND {c['consumed_at']} IS NULL "
+            f"AND {c['discarded_at']} IS NULL RETURNING {pk}, {c['name']})"
+        )
+        # SignalDiscarded's payload, as the ORM path writes it (engine.signalwait).
+        rows.append(
+            f"SELECT %s{_cast(t.event_fields[0], connection)}, 'SignalDiscarded', '', "
+            f"jsonb_build_object('signal', s.{c['name']}, 'signal_id', s.{pk}, "
+            f"'user_id', NULL, 'reason', ''), %s{_cast(t.event_fields[4], connection)} "
+            f"FROM (SELECT * FROM sig ORDER BY {pk}) AS s"
+        )
+    if rows:  # one INSERT: the rows' ids in this order
+        rows_sql = " UNION ALL ".join(rows)
+        ctes.append(f"events AS (INSERT INTO {t.event_table} ({t.event_columns}) {rows_sql})")
+    end = (
+        f"SELECT ARRAY(SELECT {pk} FROM sig ORDER BY {pk}), "
+        f"ARRAY(SELECT {c['name']} FROM sig ORDER BY {pk})"
+        if discard
+        else "SELECT 1"
+    )
+    sql = "WITH " + ", ".join(ctes) + " " + end
+    return sql + "; COMMIT" if commit else sql
 
 
 def _done_sql(t: _Tables) -> str:
