@@ -52,7 +52,32 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     errors.extend(_check_retention(workflow_settings.RETENTION))
+    errors.extend(_check_metrics_registry(workflow_settings.METRICS_REGISTRY))
     return errors
+
+
+def _check_metrics_registry(value: Any) -> list[CheckMessage]:
+    """``METRICS_REGISTRY``: None, or a registry (an object with ``register``) or the
+    dotted path of one (E006). Only with ``prometheus_client`` installed."""
+    from . import metrics
+
+    if value is None or not metrics.available():
+        return []
+    try:
+        metrics.load_registry(value)
+    except Exception as exc:
+        return [
+            Error(
+                f"DJANGO_WORKFLOWS['METRICS_REGISTRY'] = {value!r} is not a metrics "
+                f"registry: {exc}",
+                hint="Give the dotted path of a prometheus_client CollectorRegistry (or the "
+                "registry itself), or None for prometheus_client's default registry. "
+                "Until then metrics are off.",
+                obj="settings.DJANGO_WORKFLOWS",
+                id="django_workflows.E006",
+            )
+        ]
+    return []
 
 
 def _check_retention(value: Any) -> list[CheckMessage]:

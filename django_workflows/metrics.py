@@ -45,6 +45,8 @@ WAIT_BUCKETS = (60, 300, 900, 3600, 4 * 3600, 8 * 3600, 86400, 2 * 86400, 7 * 86
 
 _lock = threading.Lock()
 _by_registry: dict[int, StepMetrics] = {}
+#: The ``METRICS_REGISTRY`` values that failed (logged once each).
+_broken: set[str] = set()
 
 
 def available() -> bool:
@@ -57,25 +59,47 @@ def registry() -> Any:
     ``prometheus_client``'s default one."""
     from .conf import workflow_settings
 
-    value = workflow_settings.METRICS_REGISTRY
+    return load_registry(workflow_settings.METRICS_REGISTRY)
+
+
+def load_registry(value: Any) -> Any:
+    """``METRICS_REGISTRY``'s registry: ``ImportError`` if a dotted path does not import,
+    ``TypeError`` if what it names is not a registry (no ``register``)."""
     if value is None:
         return prometheus_client.REGISTRY
-    return import_string(value) if isinstance(value, str) else value
+    target = import_string(value) if isinstance(value, str) else value
+    if not callable(getattr(target, "register", None)):
+        raise TypeError(f"{value!r} is not a registry (it has no register())")
+    return target
 
 
 def step_metrics() -> StepMetrics | None:
     """The metrics of the configured registry (created and registered once), or None
-    when metrics are off."""
+    when metrics are off. A registry that fails to load or to take the metrics is
+    logged (once) and turns metrics off: metrics never fail a workflow."""
     from .conf import workflow_settings
 
     if prometheus_client is None or not workflow_settings.METRICS:
         return None
-    target = registry()
-    with _lock:
-        found = _by_registry.get(id(target))
-        if found is None:
-            found = _by_registry[id(target)] = StepMetrics(target)
-        return found
+    try:
+        target = registry()
+        with _lock:
+            found = _by_registry.get(id(target))
+            if found is None:
+                found = _by_registry[id(target)] = StepMetrics(target)
+            return found
+    except Exception:
+        key = repr(workflow_settings.METRICS_REGISTRY)
+        with _lock:
+            first = key not in _broken
+            _broken.add(key)
+        if first:
+            logger.exception(
+                "DJANGO_WORKFLOWS['METRICS_REGISTRY'] = %s: building the metrics failed; "
+                "metrics are off (see manage.py check)",
+                key,
+            )
+        return None
 
 
 class StepMetrics:
@@ -283,8 +307,8 @@ def scrape_registry() -> Any:
         multiprocess.MultiProcessCollector(fresh)
         fresh.register(DatabaseCollector())
         return fresh
-    step_metrics()  # registered (with the gauges) even before the first event
-    return registry()
+    # Registered (with the gauges) even before the first event; None if that failed.
+    return registry() if step_metrics() is not None else None
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -310,4 +334,12 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         )
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return HttpResponse(generate_latest(scrape_registry()), content_type=CONTENT_TYPE_LATEST)
+    target = scrape_registry()
+    if target is None:
+        return HttpResponse(
+            "Metrics are off: DJANGO_WORKFLOWS['METRICS_REGISTRY'] did not load (see the "
+            "log and manage.py check).\n",
+            status=503,
+            content_type="text/plain",
+        )
+    return HttpResponse(generate_latest(target), content_type=CONTENT_TYPE_LATEST)

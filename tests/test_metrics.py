@@ -217,3 +217,46 @@ def test_metrics_off(client, engine, django_capture_on_commit_callbacks):
     assert response.status_code == 503
     assert b"METRICS" in response.content
     assert registry.get_sample_value("django_workflows_instances_started_total") is None
+
+
+# -- a bad METRICS_REGISTRY ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["no.such.Registry", 42])
+def test_a_bad_registry_is_a_check_error_and_turns_metrics_off(
+    bad, client, engine, caplog, django_capture_on_commit_callbacks
+):
+    from django_workflows import metrics, tracing
+    from django_workflows.checks import check_settings
+
+    metrics._broken.clear()
+    with workflow_settings(METRICS_REGISTRY=bad, METRICS_TOKEN="s3cret"):
+        [error] = [e for e in check_settings() if e.id == "django_workflows.E006"]
+        assert "METRICS_REGISTRY" in error.msg and repr(bad) in error.msg
+        tracing.reset()
+        try:
+            with caplog.at_level("ERROR", logger="django_workflows.metrics"):
+                with django_capture_on_commit_callbacks(execute=True):
+                    first = engine.start_workflow("notifications")
+                    second = engine.start_workflow("notifications")
+                response = client.get("/metrics", **AUTH)
+        finally:
+            tracing.reset()
+    # The engine keeps running; the failure is logged once; the view says why.
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == second.status == WorkflowStatus.COMPLETED
+    logged = [r for r in caplog.records if "METRICS_REGISTRY" in r.getMessage()]
+    assert len(logged) == 1
+    assert response.status_code == 503
+    assert b"METRICS_REGISTRY" in response.content
+
+
+def test_a_valid_registry_passes_the_check():
+    from django_workflows.checks import check_settings
+
+    for good in (None, "prometheus_client.REGISTRY"):
+        with workflow_settings(METRICS_REGISTRY=good):
+            assert [e for e in check_settings() if e.id == "django_workflows.E006"] == []
+    with own_registry():
+        assert [e for e in check_settings() if e.id == "django_workflows.E006"] == []
