@@ -53,7 +53,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     errors.extend(_check_retention(workflow_settings.RETENTION))
     errors.extend(_check_metrics_registry(workflow_settings.METRICS_REGISTRY))
+    errors.extend(_check_metrics_networks(workflow_settings.METRICS_NETWORKS))
     return errors
+
+
+def _check_metrics_networks(value: Any) -> list[CheckMessage]:
+    """``METRICS_NETWORKS``: a list of addresses or networks (E007)."""
+    from .metrics import parse_networks
+
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        return [
+            Error(
+                f"DJANGO_WORKFLOWS['METRICS_NETWORKS'] = {value!r}: {exc}",
+                hint='Give a list of addresses or CIDR blocks, such as ["10.0.0.0/8", '
+                '"127.0.0.1"]. Until then metrics_view serves no network (a token still '
+                "works).",
+                obj="settings.DJANGO_WORKFLOWS",
+                id="django_workflows.E007",
+            )
+        ]
+    return []
 
 
 def _check_metrics_registry(value: Any) -> list[CheckMessage]:

@@ -286,14 +286,34 @@ def allowed(request: HttpRequest) -> bool:
     header = request.headers.get("Authorization", "")
     if token and header.startswith("Bearer "):
         return hmac.compare_digest(header[7:].strip().encode(), str(token).encode())
-    networks = workflow_settings.METRICS_NETWORKS
+    try:
+        networks = parse_networks(workflow_settings.METRICS_NETWORKS)
+    except ValueError as exc:  # reported by manage.py check; deny meanwhile
+        logger.error("DJANGO_WORKFLOWS['METRICS_NETWORKS']: %s; denying the scrape", exc)
+        return False
     if networks:
         try:
             address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
         except ValueError:
             return False
-        return any(address in ipaddress.ip_network(net, strict=False) for net in networks)
+        return any(address in net for net in networks)
     return False
+
+
+def parse_networks(value: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``METRICS_NETWORKS`` parsed: ``ValueError`` for a string instead of a list, or an
+    entry that is not an address or network."""
+    if not value:
+        return []
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
+        raise ValueError(f"{value!r} is not a list of networks (such as [{value!r}])")
+    networks = []
+    for entry in value:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{entry!r} is not an address or network: {exc}") from exc
+    return networks
 
 
 def scrape_registry() -> Any:

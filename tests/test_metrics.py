@@ -260,3 +260,33 @@ def test_a_valid_registry_passes_the_check():
             assert [e for e in check_settings() if e.id == "django_workflows.E006"] == []
     with own_registry():
         assert [e for e in check_settings() if e.id == "django_workflows.E006"] == []
+
+
+# -- a bad METRICS_NETWORKS ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "text"),
+    [(["not-a-net"], "'not-a-net' is not an address"), ("127.0.0.1", "is not a list")],
+)
+def test_bad_networks_are_a_check_error_and_the_view_denies(bad, text, client, caplog):
+    from django_workflows.checks import check_settings
+
+    with own_registry(METRICS_TOKEN=None, METRICS_NETWORKS=bad):
+        [error] = [e for e in check_settings() if e.id == "django_workflows.E007"]
+        with caplog.at_level("ERROR", logger="django_workflows.metrics"):
+            response = client.get("/metrics")
+    assert text in error.msg
+    assert response.status_code == 403
+    assert any("METRICS_NETWORKS" in r.getMessage() for r in caplog.records)
+    # A token still works.
+    with own_registry(METRICS_NETWORKS=bad):
+        assert client.get("/metrics", **AUTH).status_code == 200
+
+
+def test_valid_networks_pass_the_check():
+    from django_workflows.checks import check_settings
+
+    for good in ([], ["10.0.0.0/8", "127.0.0.1", "::1", "10.1.2.3/8"]):
+        with workflow_settings(METRICS_NETWORKS=good):
+            assert [e for e in check_settings() if e.id == "django_workflows.E007"] == []
