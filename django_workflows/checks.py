@@ -102,26 +102,25 @@ def _check_metrics_registry(value: Any) -> list[CheckMessage]:
 
 
 def _check_retention(value: Any) -> list[CheckMessage]:
-    """``RETENTION``: None, a positive timedelta, or a positive number of days (E005)."""
-    from datetime import timedelta
+    """``RETENTION``: None, a positive timedelta, or a positive number of days, small
+    enough to subtract from now (E005): what ``retention.retention_period`` accepts."""
+    from .engine.retention import retention_period
 
     if value is None:
         return []
-    if isinstance(value, timedelta):
-        valid = value > timedelta(0)
-    else:
-        valid = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-    if valid:
-        return []
-    return [
-        Error(
-            f"DJANGO_WORKFLOWS['RETENTION'] = {value!r} is not a positive period",
-            hint="Give a timedelta, such as timedelta(days=365), a number of days, or None "
-            "to keep finished instances forever.",
-            obj="settings.DJANGO_WORKFLOWS",
-            id="django_workflows.E005",
-        )
-    ]
+    try:
+        retention_period(value)
+    except ValueError as exc:
+        return [
+            Error(
+                f"DJANGO_WORKFLOWS['RETENTION'] = {value!r}: {exc}",
+                hint="Give a timedelta, such as timedelta(days=365), a number of days, or "
+                "None to keep finished instances forever.",
+                obj="settings.DJANGO_WORKFLOWS",
+                id="django_workflows.E005",
+            )
+        ]
+    return []
 
 
 @register(Tags.database)

@@ -356,3 +356,23 @@ def test_every_row_pointing_into_an_instance_is_handled_by_the_purge():
         and not relation.related_model._meta.proxy
     }
     assert found == handled
+
+
+@pytest.mark.parametrize("value", [1e9, 10**12, timedelta(days=999999), float("inf")])
+def test_a_huge_retention_is_reported_as_too_large(
+    settings, value, old_and_new, history_engine, caplog
+):
+    settings.DJANGO_WORKFLOWS = {**settings.DJANGO_WORKFLOWS, "RETENTION": value}
+
+    [error] = [e for e in check_settings() if e.id == "django_workflows.E005"]
+    assert "too large" in error.msg
+    with pytest.raises(ValueError, match="too large"):
+        retention.retention_period()
+    with pytest.raises(CommandError, match="too large"):
+        call_command("workflow_purge", stdout=io.StringIO())
+    # The sweep goes on: one line naming the check, no traceback, nothing purged.
+    with caplog.at_level("ERROR", logger="django_workflows.engine"):
+        history_engine.run_due_timers()
+    [record] = [r for r in caplog.records if "RETENTION" in r.getMessage()]
+    assert "E005" in record.getMessage() and record.exc_info is None
+    assert WorkflowInstance.objects.count() == 4

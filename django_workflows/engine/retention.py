@@ -30,6 +30,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from ..conf import workflow_settings
 from ..export import documents
@@ -76,18 +77,24 @@ class PurgeResult:
 
 
 def retention_period(value: Any = None) -> timedelta | None:
-    """``RETENTION`` as a ``timedelta`` (a number is days); ``ValueError`` if invalid."""
+    """``RETENTION`` as a ``timedelta`` (a number is days); ``ValueError`` if invalid,
+    including a period too large to subtract from now (the system check E005 calls
+    this too)."""
     value = workflow_settings.RETENTION if value is None else value
     if value is None:
         return None
-    if isinstance(value, timedelta):
-        period = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        period = timedelta(days=value)
-    else:
-        raise ValueError(f"{value!r} is not a timedelta or a number of days")
-    if period <= timedelta(0):
-        raise ValueError(f"{value!r} is not a positive period")
+    try:
+        if isinstance(value, timedelta):
+            period = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            period = timedelta(days=value)
+        else:
+            raise ValueError(f"{value!r} is not a timedelta or a number of days")
+        if period <= timedelta(0):
+            raise ValueError(f"{value!r} is not a positive period")
+        timezone.now() - period  # noqa: B018  (the cut-off must be a date)
+    except OverflowError as exc:
+        raise ValueError(f"{value!r} is too large a period (at most about 2000 years)") from exc
     return period
 
 
@@ -255,7 +262,15 @@ def sweep(limit: int | None = None) -> int:
     instances went. Nothing when it is None."""
     if workflow_settings.RETENTION is None:
         return 0
-    period = retention_period()
+    try:
+        period = retention_period()
+    except ValueError as exc:  # manage.py check reports it (E005): no traceback per sweep
+        logger.error(
+            'DJANGO_WORKFLOWS["RETENTION"]: %s; nothing purged (system check '
+            "django_workflows.E005)",
+            exc,
+        )
+        return 0
     cutoff = Now() - period
     roots = list(
         candidates(cutoff)

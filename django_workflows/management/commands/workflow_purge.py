@@ -95,7 +95,10 @@ class Command(BaseCommand):
             raise CommandError(
                 'give --finished-before DATE (DJANGO_WORKFLOWS["RETENTION"] is None)'
             )
-        return timezone.now() - period
+        try:
+            return timezone.now() - period
+        except OverflowError as exc:  # retention_period() refuses these; defensive
+            raise CommandError(f'DJANGO_WORKFLOWS["RETENTION"] = {period!r} is too large') from exc
 
     def _dry_run(self, cutoff, workflow: str | None, verbosity: int) -> None:
         plan = retention.plan(cutoff, workflow)
