@@ -92,7 +92,7 @@ def retention_period(value: Any = None) -> timedelta | None:
             raise ValueError(f"{value!r} is not a timedelta or a number of days")
         if period <= timedelta(0):
             raise ValueError(f"{value!r} is not a positive period")
-        timezone.now() - period  # noqa: B018  (the cut-off must be a date)
+        timezone.now() - period  # the cut-off must be a date
     except OverflowError as exc:
         raise ValueError(f"{value!r} is too large a period (at most about 2000 years)") from exc
     return period
