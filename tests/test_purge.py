@@ -262,7 +262,11 @@ def test_dry_run_prints_what_would_go_and_deletes_nothing(old_and_new, parent_an
     ("args", "message"),
     [
         (("--finished-before", "soon"), "--finished-before 'soon': expected a date"),
-        (("--finished-before", "2026-01-01", "--batch-size", "0"), "--batch-size must be"),
+        (("--finished-before", "2026-01-01", "--batch-size", "0"), "--batch-size: 0 is not"),
+        (
+            ("--finished-before", "2026-01-01", "--batch-size", "99999999999999999999"),
+            "--batch-size: 99999999999999999999 is not between 1 and 100000",
+        ),
         ((), r'give --finished-before DATE \(DJANGO_WORKFLOWS\["RETENTION"\] is None\)'),
         (("--finished-before", "2026-01-01", "--export", "/nonexistent/a.jsonl"), "--export"),
     ],

@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_workflows.export import CHUNK_SIZE, documents, write
-from django_workflows.management.cli import parse_when, progress_bar
+from django_workflows.management.cli import batch_size, parse_when, progress_bar
 from django_workflows.models import WorkflowInstance, WorkflowStatus
 
 
@@ -45,14 +45,13 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
+            type=batch_size,
+            metavar="N",
             default=CHUNK_SIZE,
             help=f"Instances read per query (default {CHUNK_SIZE}).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be positive")
         if options["version"] and not options["workflow"]:
             raise CommandError("--version needs --workflow")
         rows = WorkflowInstance.objects.all()
