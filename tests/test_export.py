@@ -258,3 +258,26 @@ def test_the_progress_bar_draws_on_a_terminal_only():
 
     assert "3/3" in terminal.getvalue() and "instances" in terminal.getvalue()
     assert piped.getvalue() == "" and quiet.getvalue() == ""
+
+
+def test_csv_cells_that_start_like_a_formula_are_neutralised(mixed, tmp_path):
+    from django_workflows.export import csv_row, documents
+
+    instance = mixed[1]
+    WorkflowInstance.objects.filter(pk=instance.pk).update(
+        business_key='=HYPERLINK("http://evil")', error="-2+3 cmd|' /C calc'!A0"
+    )
+    instance.started_by.username = "@SUM(1+1)"
+    instance.started_by.save()
+    [doc] = documents(WorkflowInstance.objects.filter(pk=instance.pk))
+    record = dict(zip(CSV_COLUMNS, csv_row(doc), strict=True))
+    assert record["business_key"] == '\'=HYPERLINK("http://evil")'
+    assert record["error"] == "'-2+3 cmd|' /C calc'!A0"
+    assert record["started_by"] == "'@SUM(1+1)"
+    for start in ("+1", "\tx", "\rx"):
+        doc["workflow"] = start
+        assert csv_row(doc)[1] == "'" + start
+    doc["workflow"] = "expense"  # plain text, numbers and JSON stay as they are
+    row = csv_row(doc)
+    assert row[1] == "expense" and row[11] == len(doc["step_runs"])
+    assert json.loads(row[-1]) == doc["context"]
