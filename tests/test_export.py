@@ -281,3 +281,22 @@ def test_csv_cells_that_start_like_a_formula_are_neutralised(mixed, tmp_path):
     row = csv_row(doc)
     assert row[1] == "expense" and row[11] == len(doc["step_runs"])
     assert json.loads(row[-1]) == doc["context"]
+
+
+class _ClosedPipe(io.StringIO):
+    """stdout piped into ``head -c 10``: the reader goes away after a few bytes."""
+
+    def write(self, text):
+        if self.tell() >= 10:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_closed_pipe_ends_the_export_quietly(mixed):
+    out, err = _ClosedPipe(), io.StringIO()
+
+    with pytest.raises(SystemExit) as exit_:
+        call_command("workflow_export", stdout=out, stderr=err)
+
+    assert exit_.value.code == 1
+    assert out.getvalue().startswith("{") and err.getvalue() == ""
