@@ -1,10 +1,30 @@
+import argparse
+import math
 import signal
 import threading
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
 from django_workflows.engine import get_engine
+
+
+#: The longest ``--interval``: a day (a sweeper sleeping longer fires no timer).
+MAX_INTERVAL = 86400.0
+
+
+def interval(value: str) -> float:
+    """``--interval``: a finite number of seconds, more than 0 and at most a day (an
+    argparse type: ``inf``, ``nan``, ``0`` are usage errors)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_INTERVAL):
+        raise argparse.ArgumentTypeError(
+            f"{value} is not a number of seconds more than 0 and at most {MAX_INTERVAL:g}"
+        )
+    return seconds
 
 
 class Command(BaseCommand):
@@ -23,7 +43,13 @@ class Command(BaseCommand):
             action="store_true",
             help="Create the django-q2 schedule running the sweep every minute.",
         )
-        parser.add_argument("--interval", type=float, default=1.0, help="Seconds between sweeps.")
+        parser.add_argument(
+            "--interval",
+            type=interval,
+            default=1.0,
+            metavar="SECONDS",
+            help=f"Seconds between sweeps (more than 0, at most {MAX_INTERVAL:g}).",
+        )
 
     def handle(self, *args, **options) -> None:
         if options["install_schedule"]:
@@ -33,8 +59,6 @@ class Command(BaseCommand):
             verb = "created" if created else "updated"
             self.stdout.write(self.style.SUCCESS(f"{verb} django-q2 schedule {schedule.name!r}"))
             return
-        if options["interval"] <= 0:
-            raise CommandError("--interval must be positive")
         engine = get_engine()
         if not options["loop"]:
             self.stdout.write(f"handled {engine.run_due_timers()}")
