@@ -8,7 +8,6 @@ from django.db import close_old_connections
 
 from django_workflows.engine import get_engine
 
-
 #: The longest ``--interval``: a day (a sweeper sleeping longer fires no timer).
 MAX_INTERVAL = 86400.0
 
