@@ -380,3 +380,19 @@ def test_a_huge_retention_is_reported_as_too_large(
     [record] = [r for r in caplog.records if "RETENTION" in r.getMessage()]
     assert "E005" in record.getMessage() and record.exc_info is None
     assert WorkflowInstance.objects.count() == 4
+
+
+def test_the_sweep_command_says_how_many_instances_it_purged(old_and_new, settings):
+    out = io.StringIO()
+    call_command("workflow_sweep", stdout=out)
+    assert out.getvalue() == "handled 0\n"  # without RETENTION: as before
+    settings.DJANGO_WORKFLOWS = {**settings.DJANGO_WORKFLOWS, "RETENTION": 45}  # days
+
+    out = io.StringIO()
+    call_command("workflow_sweep", stdout=out)
+
+    assert out.getvalue() == "handled 0, purged 2\n"
+    assert WorkflowInstance.objects.count() == 2
+    out = io.StringIO()
+    call_command("workflow_sweep", stdout=out)
+    assert out.getvalue() == "handled 0, purged 0\n"

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -256,6 +258,21 @@ def plan(finished_before: Any, workflow: str | None = None) -> dict[str, Any]:
     return {"roots": sum(by_workflow.values()), "children": children, "by_workflow": by_workflow}
 
 
+_tally: ContextVar[PurgeResult | None] = ContextVar("retention_tally", default=None)
+
+
+@contextmanager
+def tally() -> Iterator[PurgeResult]:
+    """What the sweeps run inside the block purged (``manage.py workflow_sweep`` prints
+    it): ``with retention.tally() as purged: engine.run_due_timers()``."""
+    result = PurgeResult()
+    token = _tally.set(result)
+    try:
+        yield result
+    finally:
+        _tally.reset(token)
+
+
 def sweep(limit: int | None = None) -> int:
     """One batch (``limit`` roots, default ``SWEEP_BATCH``) of the default retention, if
     ``DJANGO_WORKFLOWS["RETENTION"]`` is set (the sweep calls it); returns how many
@@ -279,4 +296,8 @@ def sweep(limit: int | None = None) -> int:
     )
     if not roots:
         return 0
-    return purge_batch(roots, cutoff).purged
+    done = purge_batch(roots, cutoff)
+    counting = _tally.get()
+    if counting is not None:
+        counting.add(done)
+    return done.purged

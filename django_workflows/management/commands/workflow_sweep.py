@@ -2,11 +2,13 @@ import argparse
 import math
 import signal
 import threading
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
-from django_workflows.engine import get_engine
+from django_workflows.conf import workflow_settings
+from django_workflows.engine import get_engine, retention
 
 #: The longest ``--interval``: a day (a sweeper sleeping longer fires no timer).
 MAX_INTERVAL = 86400.0
@@ -60,7 +62,7 @@ class Command(BaseCommand):
             return
         engine = get_engine()
         if not options["loop"]:
-            self.stdout.write(f"handled {engine.run_due_timers()}")
+            self.stdout.write(self._sweep(engine))
             return
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,9 +72,18 @@ class Command(BaseCommand):
         while not stop.is_set():
             close_old_connections()
             try:
-                handled = engine.run_due_timers()
-                if handled and options["verbosity"] > 1:
-                    self.stdout.write(f"handled {handled}")
+                line = self._sweep(engine)
+                if line != "handled 0" and options["verbosity"] > 1:
+                    self.stdout.write(line)
             except Exception as exc:  # a database restart must not end the sweeper
                 self.stderr.write(f"sweep failed: {exc}")
             stop.wait(options["interval"])
+
+    def _sweep(self, engine: Any) -> str:
+        """One sweep, and what it did: ``handled N``, with ``RETENTION`` set
+        ``handled N, purged M`` (finished instances deleted)."""
+        with retention.tally() as purged:
+            handled = engine.run_due_timers()
+        if workflow_settings.RETENTION is None:
+            return f"handled {handled}"
+        return f"handled {handled}, purged {purged.purged}"
