@@ -283,9 +283,9 @@ def allowed(request: HttpRequest) -> bool:
     from .conf import workflow_settings
 
     token = workflow_settings.METRICS_TOKEN
-    header = request.headers.get("Authorization", "")
-    if token and header.startswith("Bearer "):
-        return hmac.compare_digest(header[7:].strip().encode(), str(token).encode())
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if token and scheme.lower() == "bearer":  # the scheme is case-insensitive (RFC 7235)
+        return hmac.compare_digest(credentials.strip().encode(), str(token).encode())
     try:
         networks = parse_networks(workflow_settings.METRICS_NETWORKS)
     except ValueError as exc:  # reported by manage.py check; deny meanwhile

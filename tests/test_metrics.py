@@ -290,3 +290,15 @@ def test_valid_networks_pass_the_check():
     for good in ([], ["10.0.0.0/8", "127.0.0.1", "::1", "10.1.2.3/8"]):
         with workflow_settings(METRICS_NETWORKS=good):
             assert [e for e in check_settings() if e.id == "django_workflows.E007"] == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "Bearer   s3cret", " beArer s3cret"],
+)
+def test_the_bearer_scheme_is_case_insensitive(client, header):
+    with own_registry():
+        assert client.get("/metrics", HTTP_AUTHORIZATION=header).status_code == 200
+        wrong = header.replace("s3cret", "wrong")
+        assert client.get("/metrics", HTTP_AUTHORIZATION=wrong).status_code == 403
+        assert client.get("/metrics", HTTP_AUTHORIZATION="Basic s3cret").status_code == 403
