@@ -253,9 +253,9 @@ def _database_values() -> dict[str, Any]:
         .annotate(n=Count("id"))
         .values_list("name", "n")
     )
-    ungrouped = open_tasks.filter(candidate_groups__isnull=True).count()
-    if ungrouped:
-        tasks.append(("", ungrouped))
+    # Always a sample, 0 included: the gauge never vanishes (an ``absent()`` alert on
+    # it means the scrape failed, not that every task is done).
+    tasks.append(("", open_tasks.filter(candidate_groups__isnull=True).count()))
     instances = list(
         WorkflowInstance.objects.values("definition__name", "status")
         .annotate(n=Count("id"))

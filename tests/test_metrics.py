@@ -166,6 +166,12 @@ def test_gauges_are_read_from_the_database_when_scraped(
         samples = scrape(client)
 
     assert value(empty, "django_workflows_queued_runs") == 0
+    # No task open: the gauge stays, as its group="" (no candidate group) sample at 0.
+    assert empty[("django_workflows_open_tasks", ("group", ""))] == 0
+    assert [k for k in empty if k[0] == "django_workflows_open_tasks"] == [
+        ("django_workflows_open_tasks", ("group", ""))
+    ]
+    assert samples[("django_workflows_open_tasks", ("group", ""))] == 0
     assert value(empty, "django_workflows_oldest_queued_run_age_seconds") == 0
     assert value(samples, "django_workflows_open_tasks", group="managers") == 3
     assert value(samples, "django_workflows_overdue_tasks") == 1
