@@ -52,30 +52,75 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     errors.extend(_check_retention(workflow_settings.RETENTION))
+    errors.extend(_check_metrics_registry(workflow_settings.METRICS_REGISTRY))
+    errors.extend(_check_metrics_networks(workflow_settings.METRICS_NETWORKS))
     return errors
 
 
+def _check_metrics_networks(value: Any) -> list[CheckMessage]:
+    """``METRICS_NETWORKS``: a list of addresses or networks (E007)."""
+    from .metrics import parse_networks
+
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        return [
+            Error(
+                f"DJANGO_WORKFLOWS['METRICS_NETWORKS'] = {value!r}: {exc}",
+                hint='Give a list of addresses or CIDR blocks, such as ["10.0.0.0/8", '
+                '"127.0.0.1"]. Until then metrics_view serves no network (a token still '
+                "works).",
+                obj="settings.DJANGO_WORKFLOWS",
+                id="django_workflows.E007",
+            )
+        ]
+    return []
+
+
+def _check_metrics_registry(value: Any) -> list[CheckMessage]:
+    """``METRICS_REGISTRY``: None, or a registry (an object with ``register``) or the
+    dotted path of one (E006). Only with ``prometheus_client`` installed."""
+    from . import metrics
+
+    if value is None or not metrics.available():
+        return []
+    try:
+        metrics.load_registry(value)
+    except Exception as exc:
+        return [
+            Error(
+                f"DJANGO_WORKFLOWS['METRICS_REGISTRY'] = {value!r} is not a metrics "
+                f"registry: {exc}",
+                hint="Give the dotted path of a prometheus_client CollectorRegistry (or the "
+                "registry itself), or None for prometheus_client's default registry. "
+                "Until then metrics are off.",
+                obj="settings.DJANGO_WORKFLOWS",
+                id="django_workflows.E006",
+            )
+        ]
+    return []
+
+
 def _check_retention(value: Any) -> list[CheckMessage]:
-    """``RETENTION``: None, a positive timedelta, or a positive number of days (E005)."""
-    from datetime import timedelta
+    """``RETENTION``: None, a positive timedelta, or a positive number of days, small
+    enough to subtract from now (E005): what ``retention.retention_period`` accepts."""
+    from .engine.retention import retention_period
 
     if value is None:
         return []
-    if isinstance(value, timedelta):
-        valid = value > timedelta(0)
-    else:
-        valid = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-    if valid:
-        return []
-    return [
-        Error(
-            f"DJANGO_WORKFLOWS['RETENTION'] = {value!r} is not a positive period",
-            hint="Give a timedelta, such as timedelta(days=365), a number of days, or None "
-            "to keep finished instances forever.",
-            obj="settings.DJANGO_WORKFLOWS",
-            id="django_workflows.E005",
-        )
-    ]
+    try:
+        retention_period(value)
+    except ValueError as exc:
+        return [
+            Error(
+                f"DJANGO_WORKFLOWS['RETENTION'] = {value!r}: {exc}",
+                hint="Give a timedelta, such as timedelta(days=365), a number of days, or "
+                "None to keep finished instances forever.",
+                obj="settings.DJANGO_WORKFLOWS",
+                id="django_workflows.E005",
+            )
+        ]
+    return []
 
 
 @register(Tags.database)

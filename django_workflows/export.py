@@ -308,9 +308,26 @@ def dumps(doc: dict[str, Any]) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
+#: What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, prefixed with a single
+    quote (shown as text); other values unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_row(doc: dict[str, Any]) -> list[Any]:
-    """A document as one CSV row of ``CSV_COLUMNS``: the instance and its row counts."""
+    """A document as one CSV row of ``CSV_COLUMNS``: the instance and its row counts;
+    text cells starting like a formula are neutralised (``csv_cell``)."""
     user = doc["started_by"]
+    return [csv_cell(value) for value in _csv_values(doc, user)]
+
+
+def _csv_values(doc: dict[str, Any], user: dict[str, Any] | None) -> list[Any]:
     return [
         doc["id"],
         doc["workflow"],

@@ -45,6 +45,8 @@ WAIT_BUCKETS = (60, 300, 900, 3600, 4 * 3600, 8 * 3600, 86400, 2 * 86400, 7 * 86
 
 _lock = threading.Lock()
 _by_registry: dict[int, StepMetrics] = {}
+#: The ``METRICS_REGISTRY`` values that failed (logged once each).
+_broken: set[str] = set()
 
 
 def available() -> bool:
@@ -57,25 +59,47 @@ def registry() -> Any:
     ``prometheus_client``'s default one."""
     from .conf import workflow_settings
 
-    value = workflow_settings.METRICS_REGISTRY
+    return load_registry(workflow_settings.METRICS_REGISTRY)
+
+
+def load_registry(value: Any) -> Any:
+    """``METRICS_REGISTRY``'s registry: ``ImportError`` if a dotted path does not import,
+    ``TypeError`` if what it names is not a registry (no ``register``)."""
     if value is None:
         return prometheus_client.REGISTRY
-    return import_string(value) if isinstance(value, str) else value
+    target = import_string(value) if isinstance(value, str) else value
+    if not callable(getattr(target, "register", None)):
+        raise TypeError(f"{value!r} is not a registry (it has no register())")
+    return target
 
 
 def step_metrics() -> StepMetrics | None:
     """The metrics of the configured registry (created and registered once), or None
-    when metrics are off."""
+    when metrics are off. A registry that fails to load or to take the metrics is
+    logged (once) and turns metrics off: metrics never fail a workflow."""
     from .conf import workflow_settings
 
     if prometheus_client is None or not workflow_settings.METRICS:
         return None
-    target = registry()
-    with _lock:
-        found = _by_registry.get(id(target))
-        if found is None:
-            found = _by_registry[id(target)] = StepMetrics(target)
-        return found
+    try:
+        target = registry()
+        with _lock:
+            found = _by_registry.get(id(target))
+            if found is None:
+                found = _by_registry[id(target)] = StepMetrics(target)
+            return found
+    except Exception:
+        key = repr(workflow_settings.METRICS_REGISTRY)
+        with _lock:
+            first = key not in _broken
+            _broken.add(key)
+        if first:
+            logger.exception(
+                "DJANGO_WORKFLOWS['METRICS_REGISTRY'] = %s: building the metrics failed; "
+                "metrics are off (see manage.py check)",
+                key,
+            )
+        return None
 
 
 class StepMetrics:
@@ -229,9 +253,9 @@ def _database_values() -> dict[str, Any]:
         .annotate(n=Count("id"))
         .values_list("name", "n")
     )
-    ungrouped = open_tasks.filter(candidate_groups__isnull=True).count()
-    if ungrouped:
-        tasks.append(("", ungrouped))
+    # Always a sample, 0 included: the gauge never vanishes (an ``absent()`` alert on
+    # it means the scrape failed, not that every task is done).
+    tasks.append(("", open_tasks.filter(candidate_groups__isnull=True).count()))
     instances = list(
         WorkflowInstance.objects.values("definition__name", "status")
         .annotate(n=Count("id"))
@@ -259,17 +283,37 @@ def allowed(request: HttpRequest) -> bool:
     from .conf import workflow_settings
 
     token = workflow_settings.METRICS_TOKEN
-    header = request.headers.get("Authorization", "")
-    if token and header.startswith("Bearer "):
-        return hmac.compare_digest(header[7:].strip().encode(), str(token).encode())
-    networks = workflow_settings.METRICS_NETWORKS
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if token and scheme.lower() == "bearer":  # the scheme is case-insensitive (RFC 7235)
+        return hmac.compare_digest(credentials.strip().encode(), str(token).encode())
+    try:
+        networks = parse_networks(workflow_settings.METRICS_NETWORKS)
+    except ValueError as exc:  # reported by manage.py check; deny meanwhile
+        logger.error("DJANGO_WORKFLOWS['METRICS_NETWORKS']: %s; denying the scrape", exc)
+        return False
     if networks:
         try:
             address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
         except ValueError:
             return False
-        return any(address in ipaddress.ip_network(net, strict=False) for net in networks)
+        return any(address in net for net in networks)
     return False
+
+
+def parse_networks(value: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``METRICS_NETWORKS`` parsed: ``ValueError`` for a string instead of a list, or an
+    entry that is not an address or network."""
+    if not value:
+        return []
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
+        raise ValueError(f"{value!r} is not a list of networks (such as [{value!r}])")
+    networks = []
+    for entry in value:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{entry!r} is not an address or network: {exc}") from exc
+    return networks
 
 
 def scrape_registry() -> Any:
@@ -283,8 +327,8 @@ def scrape_registry() -> Any:
         multiprocess.MultiProcessCollector(fresh)
         fresh.register(DatabaseCollector())
         return fresh
-    step_metrics()  # registered (with the gauges) even before the first event
-    return registry()
+    # Registered (with the gauges) even before the first event; None if that failed.
+    return registry() if step_metrics() is not None else None
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -310,4 +354,12 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         )
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return HttpResponse(generate_latest(scrape_registry()), content_type=CONTENT_TYPE_LATEST)
+    target = scrape_registry()
+    if target is None:
+        return HttpResponse(
+            "Metrics are off: DJANGO_WORKFLOWS['METRICS_REGISTRY'] did not load (see the "
+            "log and manage.py check).\n",
+            status=503,
+            content_type="text/plain",
+        )
+    return HttpResponse(generate_latest(target), content_type=CONTENT_TYPE_LATEST)

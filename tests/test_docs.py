@@ -964,6 +964,8 @@ def test_checks_page_lists_every_check_id():
         "django_workflows.E003",
         "django_workflows.E004",
         "django_workflows.E005",
+        "django_workflows.E006",
+        "django_workflows.E007",
         "django_workflows.W001",
         "django_workflows.W101",
         "django_workflows.W102",

@@ -222,7 +222,9 @@ def test_the_command_writes_csv_to_a_file(mixed, tmp_path):
         (("--finished-before", "yesterday"), "--finished-before 'yesterday': expected a date"),
         (("--started-after", "2026-02-30"), "--started-after '2026-02-30': expected a date"),
         (("--version", "1.0.0"), "--version needs --workflow"),
-        (("--batch-size", "0"), "--batch-size must be positive"),
+        (("--batch-size", "0"), "--batch-size: 0 is not between 1 and 100000"),
+        (("--batch-size", "2147483648"), "--batch-size: 2147483648 is not between 1 and 100000"),
+        (("--batch-size", "lots"), "--batch-size: 'lots' is not an integer"),
         (("--status", "lost"), "invalid choice: 'lost'"),
         (("--format", "xml"), "invalid choice: 'xml'"),
         (("--output", "/nonexistent/dir/x.jsonl"), "--output '/nonexistent/dir/x.jsonl'"),
@@ -256,3 +258,45 @@ def test_the_progress_bar_draws_on_a_terminal_only():
 
     assert "3/3" in terminal.getvalue() and "instances" in terminal.getvalue()
     assert piped.getvalue() == "" and quiet.getvalue() == ""
+
+
+def test_csv_cells_that_start_like_a_formula_are_neutralised(mixed, tmp_path):
+    from django_workflows.export import csv_row, documents
+
+    instance = mixed[1]
+    WorkflowInstance.objects.filter(pk=instance.pk).update(
+        business_key='=HYPERLINK("http://evil")', error="-2+3 cmd|' /C calc'!A0"
+    )
+    instance.started_by.username = "@SUM(1+1)"
+    instance.started_by.save()
+    [doc] = documents(WorkflowInstance.objects.filter(pk=instance.pk))
+    record = dict(zip(CSV_COLUMNS, csv_row(doc), strict=True))
+    assert record["business_key"] == '\'=HYPERLINK("http://evil")'
+    assert record["error"] == "'-2+3 cmd|' /C calc'!A0"
+    assert record["started_by"] == "'@SUM(1+1)"
+    for start in ("+1", "\tx", "\rx"):
+        doc["workflow"] = start
+        assert csv_row(doc)[1] == "'" + start
+    doc["workflow"] = "expense"  # plain text, numbers and JSON stay as they are
+    row = csv_row(doc)
+    assert row[1] == "expense" and row[11] == len(doc["step_runs"])
+    assert json.loads(row[-1]) == doc["context"]
+
+
+class _ClosedPipe(io.StringIO):
+    """stdout piped into ``head -c 10``: the reader goes away after a few bytes."""
+
+    def write(self, text):
+        if self.tell() >= 10:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_closed_pipe_ends_the_export_quietly(mixed):
+    out, err = _ClosedPipe(), io.StringIO()
+
+    with pytest.raises(SystemExit) as exit_:
+        call_command("workflow_export", stdout=out, stderr=err)
+
+    assert exit_.value.code == 1
+    assert out.getvalue().startswith("{") and err.getvalue() == ""

@@ -166,6 +166,12 @@ def test_gauges_are_read_from_the_database_when_scraped(
         samples = scrape(client)
 
     assert value(empty, "django_workflows_queued_runs") == 0
+    # No task open: the gauge stays, as its group="" (no candidate group) sample at 0.
+    assert empty[("django_workflows_open_tasks", ("group", ""))] == 0
+    assert [k for k in empty if k[0] == "django_workflows_open_tasks"] == [
+        ("django_workflows_open_tasks", ("group", ""))
+    ]
+    assert samples[("django_workflows_open_tasks", ("group", ""))] == 0
     assert value(empty, "django_workflows_oldest_queued_run_age_seconds") == 0
     assert value(samples, "django_workflows_open_tasks", group="managers") == 3
     assert value(samples, "django_workflows_overdue_tasks") == 1
@@ -217,3 +223,88 @@ def test_metrics_off(client, engine, django_capture_on_commit_callbacks):
     assert response.status_code == 503
     assert b"METRICS" in response.content
     assert registry.get_sample_value("django_workflows_instances_started_total") is None
+
+
+# -- a bad METRICS_REGISTRY ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["no.such.Registry", 42])
+def test_a_bad_registry_is_a_check_error_and_turns_metrics_off(
+    bad, client, engine, caplog, django_capture_on_commit_callbacks
+):
+    from django_workflows import metrics, tracing
+    from django_workflows.checks import check_settings
+
+    metrics._broken.clear()
+    with workflow_settings(METRICS_REGISTRY=bad, METRICS_TOKEN="s3cret"):
+        [error] = [e for e in check_settings() if e.id == "django_workflows.E006"]
+        assert "METRICS_REGISTRY" in error.msg and repr(bad) in error.msg
+        tracing.reset()
+        try:
+            with caplog.at_level("ERROR", logger="django_workflows.metrics"):
+                with django_capture_on_commit_callbacks(execute=True):
+                    first = engine.start_workflow("notifications")
+                    second = engine.start_workflow("notifications")
+                response = client.get("/metrics", **AUTH)
+        finally:
+            tracing.reset()
+    # The engine keeps running; the failure is logged once; the view says why.
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == second.status == WorkflowStatus.COMPLETED
+    logged = [r for r in caplog.records if "METRICS_REGISTRY" in r.getMessage()]
+    assert len(logged) == 1
+    assert response.status_code == 503
+    assert b"METRICS_REGISTRY" in response.content
+
+
+def test_a_valid_registry_passes_the_check():
+    from django_workflows.checks import check_settings
+
+    for good in (None, "prometheus_client.REGISTRY"):
+        with workflow_settings(METRICS_REGISTRY=good):
+            assert [e for e in check_settings() if e.id == "django_workflows.E006"] == []
+    with own_registry():
+        assert [e for e in check_settings() if e.id == "django_workflows.E006"] == []
+
+
+# -- a bad METRICS_NETWORKS ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "text"),
+    [(["not-a-net"], "'not-a-net' is not an address"), ("127.0.0.1", "is not a list")],
+)
+def test_bad_networks_are_a_check_error_and_the_view_denies(bad, text, client, caplog):
+    from django_workflows.checks import check_settings
+
+    with own_registry(METRICS_TOKEN=None, METRICS_NETWORKS=bad):
+        [error] = [e for e in check_settings() if e.id == "django_workflows.E007"]
+        with caplog.at_level("ERROR", logger="django_workflows.metrics"):
+            response = client.get("/metrics")
+    assert text in error.msg
+    assert response.status_code == 403
+    assert any("METRICS_NETWORKS" in r.getMessage() for r in caplog.records)
+    # A token still works.
+    with own_registry(METRICS_NETWORKS=bad):
+        assert client.get("/metrics", **AUTH).status_code == 200
+
+
+def test_valid_networks_pass_the_check():
+    from django_workflows.checks import check_settings
+
+    for good in ([], ["10.0.0.0/8", "127.0.0.1", "::1", "10.1.2.3/8"]):
+        with workflow_settings(METRICS_NETWORKS=good):
+            assert [e for e in check_settings() if e.id == "django_workflows.E007"] == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "Bearer   s3cret", " beArer s3cret"],
+)
+def test_the_bearer_scheme_is_case_insensitive(client, header):
+    with own_registry():
+        assert client.get("/metrics", HTTP_AUTHORIZATION=header).status_code == 200
+        wrong = header.replace("s3cret", "wrong")
+        assert client.get("/metrics", HTTP_AUTHORIZATION=wrong).status_code == 403
+        assert client.get("/metrics", HTTP_AUTHORIZATION="Basic s3cret").status_code == 403

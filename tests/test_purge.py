@@ -262,7 +262,11 @@ def test_dry_run_prints_what_would_go_and_deletes_nothing(old_and_new, parent_an
     ("args", "message"),
     [
         (("--finished-before", "soon"), "--finished-before 'soon': expected a date"),
-        (("--finished-before", "2026-01-01", "--batch-size", "0"), "--batch-size must be"),
+        (("--finished-before", "2026-01-01", "--batch-size", "0"), "--batch-size: 0 is not"),
+        (
+            ("--finished-before", "2026-01-01", "--batch-size", "99999999999999999999"),
+            "--batch-size: 99999999999999999999 is not between 1 and 100000",
+        ),
         ((), r'give --finished-before DATE \(DJANGO_WORKFLOWS\["RETENTION"\] is None\)'),
         (("--finished-before", "2026-01-01", "--export", "/nonexistent/a.jsonl"), "--export"),
     ],
@@ -356,3 +360,39 @@ def test_every_row_pointing_into_an_instance_is_handled_by_the_purge():
         and not relation.related_model._meta.proxy
     }
     assert found == handled
+
+
+@pytest.mark.parametrize("value", [1e9, 10**12, timedelta(days=999999), float("inf")])
+def test_a_huge_retention_is_reported_as_too_large(
+    settings, value, old_and_new, history_engine, caplog
+):
+    settings.DJANGO_WORKFLOWS = {**settings.DJANGO_WORKFLOWS, "RETENTION": value}
+
+    [error] = [e for e in check_settings() if e.id == "django_workflows.E005"]
+    assert "too large" in error.msg
+    with pytest.raises(ValueError, match="too large"):
+        retention.retention_period()
+    with pytest.raises(CommandError, match="too large"):
+        call_command("workflow_purge", stdout=io.StringIO())
+    # The sweep goes on: one line naming the check, no traceback, nothing purged.
+    with caplog.at_level("ERROR", logger="django_workflows.engine"):
+        history_engine.run_due_timers()
+    [record] = [r for r in caplog.records if "RETENTION" in r.getMessage()]
+    assert "E005" in record.getMessage() and record.exc_info is None
+    assert WorkflowInstance.objects.count() == 4
+
+
+def test_the_sweep_command_says_how_many_instances_it_purged(old_and_new, settings):
+    out = io.StringIO()
+    call_command("workflow_sweep", stdout=out)
+    assert out.getvalue() == "handled 0\n"  # without RETENTION: as before
+    settings.DJANGO_WORKFLOWS = {**settings.DJANGO_WORKFLOWS, "RETENTION": 45}  # days
+
+    out = io.StringIO()
+    call_command("workflow_sweep", stdout=out)
+
+    assert out.getvalue() == "handled 0, purged 2\n"
+    assert WorkflowInstance.objects.count() == 2
+    out = io.StringIO()
+    call_command("workflow_sweep", stdout=out)
+    assert out.getvalue() == "handled 0, purged 0\n"

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +32,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from ..conf import workflow_settings
 from ..export import documents
@@ -76,18 +79,24 @@ class PurgeResult:
 
 
 def retention_period(value: Any = None) -> timedelta | None:
-    """``RETENTION`` as a ``timedelta`` (a number is days); ``ValueError`` if invalid."""
+    """``RETENTION`` as a ``timedelta`` (a number is days); ``ValueError`` if invalid,
+    including a period too large to subtract from now (the system check E005 calls
+    this too)."""
     value = workflow_settings.RETENTION if value is None else value
     if value is None:
         return None
-    if isinstance(value, timedelta):
-        period = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        period = timedelta(days=value)
-    else:
-        raise ValueError(f"{value!r} is not a timedelta or a number of days")
-    if period <= timedelta(0):
-        raise ValueError(f"{value!r} is not a positive period")
+    try:
+        if isinstance(value, timedelta):
+            period = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            period = timedelta(days=value)
+        else:
+            raise ValueError(f"{value!r} is not a timedelta or a number of days")
+        if period <= timedelta(0):
+            raise ValueError(f"{value!r} is not a positive period")
+        timezone.now() - period  # the cut-off must be a date
+    except OverflowError as exc:
+        raise ValueError(f"{value!r} is too large a period (at most about 2000 years)") from exc
     return period
 
 
@@ -249,13 +258,36 @@ def plan(finished_before: Any, workflow: str | None = None) -> dict[str, Any]:
     return {"roots": sum(by_workflow.values()), "children": children, "by_workflow": by_workflow}
 
 
+_tally: ContextVar[PurgeResult | None] = ContextVar("retention_tally", default=None)
+
+
+@contextmanager
+def tally() -> Iterator[PurgeResult]:
+    """What the sweeps run inside the block purged (``manage.py workflow_sweep`` prints
+    it): ``with retention.tally() as purged: engine.run_due_timers()``."""
+    result = PurgeResult()
+    token = _tally.set(result)
+    try:
+        yield result
+    finally:
+        _tally.reset(token)
+
+
 def sweep(limit: int | None = None) -> int:
     """One batch (``limit`` roots, default ``SWEEP_BATCH``) of the default retention, if
     ``DJANGO_WORKFLOWS["RETENTION"]`` is set (the sweep calls it); returns how many
     instances went. Nothing when it is None."""
     if workflow_settings.RETENTION is None:
         return 0
-    period = retention_period()
+    try:
+        period = retention_period()
+    except ValueError as exc:  # manage.py check reports it (E005): no traceback per sweep
+        logger.error(
+            'DJANGO_WORKFLOWS["RETENTION"]: %s; nothing purged (system check '
+            "django_workflows.E005)",
+            exc,
+        )
+        return 0
     cutoff = Now() - period
     roots = list(
         candidates(cutoff)
@@ -264,4 +296,8 @@ def sweep(limit: int | None = None) -> int:
     )
     if not roots:
         return 0
-    return purge_batch(roots, cutoff).purged
+    done = purge_batch(roots, cutoff)
+    counting = _tally.get()
+    if counting is not None:
+        counting.add(done)
+    return done.purged

@@ -6,6 +6,7 @@ pipes and redirected output stay clean) and never at ``--verbosity 0``."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from datetime import datetime, time
 from typing import Any
@@ -34,6 +35,22 @@ def parse_when(value: str, option: str) -> datetime:
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment)
     return moment
+
+
+#: The largest ``--batch-size`` (a batch is one query's ``LIMIT`` and one transaction).
+MAX_BATCH_SIZE = 100_000
+
+
+def batch_size(value: str) -> int:
+    """``--batch-size``: an integer from 1 to ``MAX_BATCH_SIZE`` (an argparse type: a
+    usage error otherwise, never a database error)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if not 1 <= number <= MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_BATCH_SIZE}")
+    return number
 
 
 def progress_bar(command: BaseCommand, total: int, unit: str, verbosity: int) -> tqdm:

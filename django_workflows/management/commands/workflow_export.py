@@ -1,9 +1,11 @@
+import os
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_workflows.export import CHUNK_SIZE, documents, write
-from django_workflows.management.cli import parse_when, progress_bar
+from django_workflows.management.cli import batch_size, parse_when, progress_bar
 from django_workflows.models import WorkflowInstance, WorkflowStatus
 
 
@@ -45,14 +47,13 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
+            type=batch_size,
+            metavar="N",
             default=CHUNK_SIZE,
             help=f"Instances read per query (default {CHUNK_SIZE}).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be positive")
         if options["version"] and not options["workflow"]:
             raise CommandError("--version needs --workflow")
         rows = WorkflowInstance.objects.all()
@@ -87,11 +88,30 @@ class Command(BaseCommand):
                 with out:
                     count = write(docs, out, options["format"])
             else:
-                count = write(docs, _Stdout(self), options["format"])
+                try:
+                    count = write(docs, _Stdout(self), options["format"])
+                    self.stdout.flush()
+                except BrokenPipeError:  # `| head`: the reader is gone, stop quietly
+                    _quiet_stdout(self)
+                    raise SystemExit(1) from None
         finally:
             bar.close()
         if output and output != "-" and options["verbosity"] > 0:
             self.stderr.write(f"exported {count} instances to {output}")
+
+
+def _quiet_stdout(command: BaseCommand) -> None:
+    """After a broken pipe, point the process's stdout at /dev/null: Python flushes it
+    at exit and would print a second traceback (the recipe of Python's ``signal``
+    docs)."""
+    stream = getattr(command.stdout, "_out", None)
+    if stream is not sys.stdout:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a captured stream)
+        pass
 
 
 class _Stdout:

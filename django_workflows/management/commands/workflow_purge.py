@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from django_workflows.engine import retention
 from django_workflows.export import write
-from django_workflows.management.cli import parse_when, progress_bar
+from django_workflows.management.cli import batch_size, parse_when, progress_bar
 
 
 class Command(BaseCommand):
@@ -35,14 +35,13 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=int,
+            type=batch_size,
+            metavar="N",
             default=200,
             help="Instances (with their sub-workflows) per transaction (default 200).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be positive")
         cutoff = self._cutoff(options["finished_before"])
         workflow = options["workflow"]
         if options["dry_run"]:
@@ -95,7 +94,10 @@ class Command(BaseCommand):
             raise CommandError(
                 'give --finished-before DATE (DJANGO_WORKFLOWS["RETENTION"] is None)'
             )
-        return timezone.now() - period
+        try:
+            return timezone.now() - period
+        except OverflowError as exc:  # retention_period() refuses these; defensive
+            raise CommandError(f'DJANGO_WORKFLOWS["RETENTION"] = {period!r} is too large') from exc
 
     def _dry_run(self, cutoff, workflow: str | None, verbosity: int) -> None:
         plan = retention.plan(cutoff, workflow)

@@ -1,10 +1,31 @@
+import argparse
+import math
 import signal
 import threading
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
-from django_workflows.engine import get_engine
+from django_workflows.conf import workflow_settings
+from django_workflows.engine import get_engine, retention
+
+#: The longest ``--interval``: a day (a sweeper sleeping longer fires no timer).
+MAX_INTERVAL = 86400.0
+
+
+def interval(value: str) -> float:
+    """``--interval``: a finite number of seconds, more than 0 and at most a day (an
+    argparse type: ``inf``, ``nan``, ``0`` are usage errors)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_INTERVAL):
+        raise argparse.ArgumentTypeError(
+            f"{value} is not a number of seconds more than 0 and at most {MAX_INTERVAL:g}"
+        )
+    return seconds
 
 
 class Command(BaseCommand):
@@ -23,7 +44,13 @@ class Command(BaseCommand):
             action="store_true",
             help="Create the django-q2 schedule running the sweep every minute.",
         )
-        parser.add_argument("--interval", type=float, default=1.0, help="Seconds between sweeps.")
+        parser.add_argument(
+            "--interval",
+            type=interval,
+            default=1.0,
+            metavar="SECONDS",
+            help=f"Seconds between sweeps (more than 0, at most {MAX_INTERVAL:g}).",
+        )
 
     def handle(self, *args, **options) -> None:
         if options["install_schedule"]:
@@ -33,11 +60,9 @@ class Command(BaseCommand):
             verb = "created" if created else "updated"
             self.stdout.write(self.style.SUCCESS(f"{verb} django-q2 schedule {schedule.name!r}"))
             return
-        if options["interval"] <= 0:
-            raise CommandError("--interval must be positive")
         engine = get_engine()
         if not options["loop"]:
-            self.stdout.write(f"handled {engine.run_due_timers()}")
+            self.stdout.write(self._sweep(engine))
             return
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -47,9 +72,18 @@ class Command(BaseCommand):
         while not stop.is_set():
             close_old_connections()
             try:
-                handled = engine.run_due_timers()
-                if handled and options["verbosity"] > 1:
-                    self.stdout.write(f"handled {handled}")
+                line = self._sweep(engine)
+                if line != "handled 0" and options["verbosity"] > 1:
+                    self.stdout.write(line)
             except Exception as exc:  # a database restart must not end the sweeper
                 self.stderr.write(f"sweep failed: {exc}")
             stop.wait(options["interval"])
+
+    def _sweep(self, engine: Any) -> str:
+        """One sweep, and what it did: ``handled N``, with ``RETENTION`` set
+        ``handled N, purged M`` (finished instances deleted)."""
+        with retention.tally() as purged:
+            handled = engine.run_due_timers()
+        if workflow_settings.RETENTION is None:
+            return f"handled {handled}"
+        return f"handled {handled}, purged {purged.purged}"
