@@ -145,6 +145,12 @@ class WorkflowInstance(models.Model):
             models.Index(fields=("definition", "status"), name="dwf_instance_definition"),
             models.Index(fields=("-started_at",), name="dwf_instance_started"),
             models.Index(fields=("business_key",), name="dwf_instance_business_key"),
+            # The dashboard's finished per day and failing steps, over a period.
+            models.Index(
+                fields=("finished_at",),
+                condition=Q(finished_at__isnull=False),
+                name="dwf_instance_finished",
+            ),
         ]
         constraints = [
             _status_check("dwf_instance_status_valid", WorkflowStatus),
@@ -247,6 +253,12 @@ class StepRun(models.Model):
                 fields=("due_at",), condition=Q(status="scheduled"), name="dwf_run_timer_due"
             ),
             models.Index(fields=("timeout_at",), condition=TIMEOUT_ARMED, name="dwf_run_timeout"),
+            # The dashboard's durations, failures and queue delay over a period.
+            models.Index(
+                fields=("finished_at",),
+                condition=Q(finished_at__isnull=False),
+                name="dwf_run_finished",
+            ),
         ]
         constraints = [
             _status_check("dwf_run_status_valid", StepRunStatus),
@@ -415,6 +427,17 @@ class MyTask(HumanTask):
         default_permissions = ()
         verbose_name = _("my task")
         verbose_name_plural = _("my tasks")
+
+
+class Dashboard(WorkflowInstance):
+    """No table of its own: the admin's "Dashboard" row and its one permission,
+    ``django_workflows.view_dashboard`` (see ``admin/dashboard.py``)."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ("view",)
+        verbose_name = _("dashboard")
+        verbose_name_plural = _("dashboard")
 
 
 class HumanTaskGroup(models.Model):
