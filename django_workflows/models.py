@@ -259,6 +259,9 @@ class StepRun(models.Model):
                 condition=Q(finished_at__isnull=False),
                 name="dwf_run_finished",
             ),
+            models.Index(
+                fields=("finished_at",), condition=Q(status="failed"), name="dwf_run_failed"
+            ),
         ]
         constraints = [
             _status_check("dwf_run_status_valid", StepRunStatus),

@@ -1,25 +1,35 @@
 """Aggregates over the workflow tables, for the admin's dashboard: read-only, each one
-statement whatever the number of rows (grouped in the database, never row by row).
+statement, grouped in the database (never row by row), with a cost bounded whatever
+the number of rows where a sort would otherwise grow with them.
 
-Percentiles are computed the same way on every database, so that SQLite and PostgreSQL
-give the same numbers: one statement numbers the values of each group in order (the
-``ROW_NUMBER`` and ``COUNT`` window functions, SQLite 3.25+ and PostgreSQL alike) and
-returns, per group, only the two values around each percentile's position; Python
-interpolates between them as PostgreSQL's ``percentile_cont`` does. Durations are
-milliseconds computed in SQL (``EXTRACT(EPOCH ...)`` on PostgreSQL, ``julianday`` on
-SQLite), exact to well under a millisecond; the results are rounded to milliseconds.
+- Counts (per day, per step, per group) are grouped counts: a hash aggregate over the
+  rows of the period, found through the ``finished_at`` / ``started_at`` indexes.
+- The slowest steps' p50 and p95 are exact (interpolated as PostgreSQL's
+  ``percentile_cont``) over the most recent ``SAMPLE`` machine runs finished in the
+  period: one statement numbers the values of each step in order (``ROW_NUMBER`` and
+  ``COUNT`` window functions, SQLite 3.25+ and PostgreSQL alike) and returns only the
+  two values around each percentile's position. The same SQL on both databases, so
+  they give the same numbers.
+- The queue delay per day is estimated from a histogram (``DELAY_BUCKETS``): the runs
+  counted per day and bucket, the percentile interpolated inside its bucket, as
+  Prometheus's ``histogram_quantile`` does; no sort at all.
+- Durations are milliseconds computed in SQL (``EXTRACT(EPOCH ...)`` on PostgreSQL,
+  ``julianday`` on SQLite, exact to well under a millisecond), rounded to milliseconds.
+- Local days: ``AT TIME ZONE`` on PostgreSQL (Django's ``TruncDate``); on SQLite,
+  ``date()`` shifted by the zone's UTC offset, one offset per stretch between the
+  zone's changes (DST) in the period: no Python function called per row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from itertools import pairwise
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, F, FloatField, Func, Min, Q, QuerySet
+from django.db.models import Count, DateField, F, FloatField, Func, Min, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -44,6 +54,26 @@ AGE_BUCKETS: tuple[tuple[str, timedelta], ...] = (
     ("> 7 d", timedelta(days=7)),
 )
 FINISHED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELED)
+#: The slowest steps' percentiles are over at most this many runs, the most recent.
+SAMPLE = 20_000
+#: Upper bounds (ms) of the queue delay histogram's buckets; the last one is open.
+DELAY_BUCKETS = (
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    5000,
+    10_000,
+    30_000,
+    60_000,
+    300_000,
+    900_000,
+    3_600_000,
+)
 
 
 class MillisBetween(Func):
@@ -61,6 +91,36 @@ class MillisBetween(Func):
         start, end = (compiler.compile(e) for e in self.source_expressions)
         sql = f"((julianday({end[0]}) - julianday({start[0]})) * 86400000.0)"
         return sql, (*end[1], *start[1])
+
+
+class LocalDate(Func):
+    """The date of a datetime column in ``scope``'s time zone (see the module)."""
+
+    output_field = DateField()
+
+    def __init__(self, expression: str, scope: Scope) -> None:
+        super().__init__(F(expression))
+        self.scope = scope
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        truncated = TruncDate(self.source_expressions[0], tzinfo=self.scope.tz)
+        return compiler.compile(truncated)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        column, params = compiler.compile(self.source_expressions[0])
+        stretches = self.scope.offsets()
+        if len(stretches) == 1:
+            return f"date({column}, %s)", (*params, f"{stretches[0][1]:+d} seconds")
+        cases, args = [], []
+        for until, seconds in stretches[:-1]:
+            cases.append(f"WHEN {column} < %s THEN %s")
+            args += [
+                *params,
+                connection.ops.adapt_datetimefield_value(until),
+                f"{seconds:+d} seconds",
+            ]
+        sql = f"date({column}, CASE {' '.join(cases)} ELSE %s END)"
+        return sql, (*params, *args, f"{stretches[-1][1]:+d} seconds")
 
 
 @dataclass(frozen=True)
@@ -84,6 +144,27 @@ class Scope:
     @property
     def days(self) -> list[date]:
         return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+    def offsets(self) -> list[tuple[datetime, int]]:
+        """The zone's UTC offsets (seconds) in the period, a day either side: each one
+        with the instant it stops (the last one's is the period's end)."""
+        # In UTC: arithmetic on datetimes of a zone is wall-clock arithmetic.
+        step, at = timedelta(hours=1), self.since.astimezone(UTC) - timedelta(days=1)
+        end = self.until.astimezone(UTC) + timedelta(days=1)
+
+        def offset(moment: datetime) -> int:
+            return int(moment.astimezone(self.tz).utcoffset().total_seconds())  # type: ignore[union-attr]
+
+        found = [(at, offset(at))]
+        while at < end:
+            at = min(at + step, end)
+            if offset(at) != found[-1][1]:
+                low = at - step  # the change is in (low, at]: to the minute
+                while at - low > timedelta(minutes=1):
+                    middle = low + (at - low) / 2
+                    low, at = (middle, at) if offset(middle) == found[-1][1] else (low, middle)
+                found.append((at, offset(at)))
+        return [(nxt[0], off) for (_s, off), nxt in zip(found, [*found[1:], (end, 0)], strict=True)]
 
     def instances(self, prefix: str = "") -> Q:
         """The workflow filter, on instances (``prefix="instance__"`` from their rows)."""
@@ -148,7 +229,7 @@ def instances_per_day(scope: Scope) -> dict[str, dict[date, int]]:
     series.update({str(status): {} for status in FINISHED})
     started = (
         rows.filter(started_at__gte=scope.since, started_at__lt=scope.until)
-        .annotate(day=TruncDate("started_at", tzinfo=scope.tz))
+        .annotate(day=LocalDate("started_at", scope))
         .values("day")
         .annotate(n=Count("pk"))
         .order_by()
@@ -157,7 +238,7 @@ def instances_per_day(scope: Scope) -> dict[str, dict[date, int]]:
         series["started"][_day(row["day"])] = row["n"]
     finished = (
         rows.filter(finished_at__gte=scope.since, finished_at__lt=scope.until, status__in=FINISHED)
-        .annotate(day=TruncDate("finished_at", tzinfo=scope.tz))
+        .annotate(day=LocalDate("finished_at", scope))
         .values("day", "status")
         .annotate(n=Count("pk"))
         .order_by()
@@ -178,7 +259,7 @@ class StepTiming:
 
 def slowest_steps(scope: Scope, limit: int = 10) -> list[StepTiming]:
     """Machine steps by their p95 duration (start to finish of the last attempt) over the
-    runs finished (completed or failed) in the period: one statement."""
+    runs finished (completed or failed) in the period, the last ``SAMPLE``: one statement."""
     rows = StepRun.objects.filter(
         scope.instances("instance__"),
         step_type=StepTypeChoices.MACHINE,
@@ -191,6 +272,7 @@ def slowest_steps(scope: Scope, limit: int = 10) -> list[StepTiming]:
         g_step=F("step_name"),
         v_ms=MillisBetween("started_at", "finished_at"),
     )
+    rows = rows.values("g_workflow", "g_step", "v_ms").order_by("-finished_at")[:SAMPLE]
     found = percentiles(rows, ("g_workflow", "g_step"), "v_ms")
     timings = [StepTiming(*p.key, p.count, p.values[50], p.values[95]) for p in found]
     timings.sort(key=lambda t: (-t.p95, -t.p50, t.workflow, t.step))
@@ -316,8 +398,8 @@ def worker_backlog(scope: Scope, now: datetime) -> Backlog:
 
 def queue_delay_per_day(scope: Scope) -> dict[date, Percentiles]:
     """The delay from a machine run becoming runnable to a worker starting it, p50 and
-    p95 per local day of its start, over the runs started in the period and finished
-    since: one statement."""
+    p95 per local day of its start, estimated from a histogram (see the module), over
+    the runs started in the period and finished since: one statement."""
     rows = StepRun.objects.filter(
         scope.instances("instance__"),
         step_type=StepTypeChoices.MACHINE,
@@ -325,11 +407,39 @@ def queue_delay_per_day(scope: Scope) -> dict[date, Percentiles]:
         started_at__lt=scope.until,
         finished_at__gte=scope.since,  # started in the period and finished: the index's
         queued_at__isnull=False,
-    ).annotate(
-        g_day=TruncDate("started_at", tzinfo=scope.tz),
-        v_ms=MillisBetween("queued_at", "started_at"),
+    ).annotate(g_day=LocalDate("started_at", scope), v_ms=MillisBetween("queued_at", "started_at"))
+    inner, params = rows.values("g_day", "v_ms").query.sql_with_params()
+    cases = " ".join(f"WHEN v_ms <= {le} THEN {n}" for n, le in enumerate(DELAY_BUCKETS))
+    sql = (
+        f"SELECT g_day, CASE {cases} ELSE {len(DELAY_BUCKETS)} END AS bucket, COUNT(*) "  # noqa: S608
+        f"FROM (SELECT g_day, ROUND(v_ms) AS v_ms FROM ({inner}) AS dwf_raw) AS dwf_delays "
+        "GROUP BY 1, 2"  # whole milliseconds: the same bucket on every database
     )
-    return {_day(p.key[0]): p for p in percentiles(rows, ("g_day",), "v_ms")}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        fetched = cursor.fetchall()
+    days: dict[date, list[int]] = {}
+    for day, bucket, n in fetched:
+        days.setdefault(_day(day), [0] * (len(DELAY_BUCKETS) + 1))[int(bucket)] = int(n)
+    return {day: histogram_percentiles(day, counts) for day, counts in days.items()}
+
+
+def histogram_percentiles(key: Any, counts: list[int]) -> Percentiles:
+    """PERCENTILES from the counts of DELAY_BUCKETS (and the open one past them)."""
+    total = sum(counts)
+    values = {}
+    for p in PERCENTILES:
+        rank, seen = p / 100 * total, 0
+        for n, count in enumerate(counts):
+            if count and seen + count >= rank:
+                if n == len(DELAY_BUCKETS):  # the open bucket: its lower bound
+                    values[p] = float(DELAY_BUCKETS[-1])
+                else:
+                    low = DELAY_BUCKETS[n - 1] if n else 0
+                    values[p] = round(low + (DELAY_BUCKETS[n] - low) * (rank - seen) / count)
+                break
+            seen += count
+    return Percentiles((key,), total, values)
 
 
 def fill_days(scope: Scope, values: dict[date, Any], default: Any = 0) -> list[Any]:

@@ -68,7 +68,7 @@ def line_chart(
     title: str, labels: Sequence[str], series: Sequence[Series], fmt: Formatter = plain
 ) -> SafeString:
     """Lines with a point per label (days), a y axis from 0 with round ticks, a legend."""
-    left, right, top, bottom, height = 56, 12, 30, 34, 240
+    left, right, top, bottom, height = 56, 28, 30, 34, 240
     plot_w, plot_h = WIDTH - left - right, height - top - bottom
     values = [v for s in series for v in s.values if v is not None]
     ticks = nice_ticks(max(values, default=0))
@@ -171,7 +171,7 @@ def bar_chart(
     overlay: bool = False,
 ) -> SafeString:
     """Horizontal bars, one per row, labelled on the left, a value axis on top."""
-    left, right, row, top = 190, 150, 26, 44 if legend else 26
+    left, right, row, top = 230, 140, 26, 44 if legend else 26
     height = top + row * max(len(bars), 1) + 8
     plot_w = WIDTH - left - right
     totals = [
@@ -200,7 +200,7 @@ def bar_chart(
         )
     for n, (bar, total) in enumerate(zip(bars, totals, strict=True)):
         y = top + n * row + 4
-        label = bar.label if len(bar.label) <= 28 else bar.label[:27] + "…"
+        label = bar.label if len(bar.label) <= 32 else bar.label[:31] + "…"
         parts.append(
             format_html(
                 '<text class="dwf-label" x="{}" y="{}" text-anchor="end">{}'
