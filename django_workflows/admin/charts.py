@@ -171,7 +171,7 @@ def bar_chart(
     overlay: bool = False,
 ) -> SafeString:
     """Horizontal bars, one per row, labelled on the left, a value axis on top."""
-    left, right, row, top = 230, 140, 26, 44 if legend else 26
+    left, right, row, top = 220, 170, 26, 44 if legend else 26
     height = top + row * max(len(bars), 1) + 8
     plot_w = WIDTH - left - right
     totals = [
