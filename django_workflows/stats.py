@@ -233,7 +233,7 @@ def instances_per_day(scope: Scope) -> dict[str, dict[date, int]]:
         rows.filter(started_at__gte=scope.since, started_at__lt=scope.until)
         .annotate(day=LocalDate("started_at", scope))
         .values("day")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .order_by()
     )
     for row in started:
@@ -242,7 +242,7 @@ def instances_per_day(scope: Scope) -> dict[str, dict[date, int]]:
         rows.filter(finished_at__gte=scope.since, finished_at__lt=scope.until, status__in=FINISHED)
         .annotate(day=LocalDate("finished_at", scope))
         .values("day", "status")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .order_by()
     )
     for row in finished:
@@ -300,7 +300,7 @@ def failing_steps(scope: Scope, limit: int = 10) -> list[StepFailures]:
             finished_at__lt=scope.until,
         )
         .values("instance__definition__name", "step_name")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .order_by("-n", "instance__definition__name", "step_name")[:limit]
     )
     instances = (
@@ -311,7 +311,7 @@ def failing_steps(scope: Scope, limit: int = 10) -> list[StepFailures]:
             finished_at__lt=scope.until,
         )
         .values("definition__name", "failed_step")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .order_by("-n", "definition__name", "failed_step")[:limit]
     )
     found: dict[tuple[str, str], StepFailures] = {}
