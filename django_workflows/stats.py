@@ -13,7 +13,7 @@ the number of rows where a sort would otherwise grow with them.
 - The queue delay per day is estimated from a histogram (``DELAY_BUCKETS``): the runs
   counted per day and bucket, the percentile interpolated inside its bucket, as
   Prometheus's ``histogram_quantile`` does; no sort at all.
-- Durations are milliseconds computed in SQL (``EXTRACT(EPOCH ...)`` on PostgreSQL,
+- Durations are milliseconds computed in SQL (``date_part('epoch', ...)`` on PostgreSQL,
   ``julianday`` on SQLite, exact to well under a millisecond), rounded to milliseconds.
 - Local days: ``AT TIME ZONE`` on PostgreSQL (Django's ``TruncDate``); on SQLite,
   ``date()`` shifted by the zone's UTC offset, one offset per stretch between the
@@ -84,7 +84,7 @@ class MillisBetween(Func):
 
     def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> Any:  # PostgreSQL
         start, end = (compiler.compile(e) for e in self.source_expressions)
-        sql = f"(CAST(EXTRACT(EPOCH FROM ({end[0]} - {start[0]})) AS double precision) * 1000.0)"
+        sql = f"(date_part('epoch', {end[0]} - {start[0]}) * 1000.0)"  # float8, not numeric
         return sql, (*end[1], *start[1])
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
