@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import cached_property
 from itertools import pairwise
 from typing import Any
 
@@ -108,7 +109,7 @@ class LocalDate(Func):
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         column, params = compiler.compile(self.source_expressions[0])
-        stretches = self.scope.offsets()
+        stretches = self.scope.stretches
         if stretches == [(stretches[0][0], 0)]:  # UTC: the stored text's first ten
             return f"substr({column}, 1, 10)", params
         if len(stretches) == 1:
@@ -146,6 +147,10 @@ class Scope:
     @property
     def days(self) -> list[date]:
         return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+    @cached_property
+    def stretches(self) -> list[tuple[datetime, int]]:
+        return self.offsets()
 
     def offsets(self) -> list[tuple[datetime, int]]:
         """The zone's UTC offsets (seconds) in the period, a day either side: each one
