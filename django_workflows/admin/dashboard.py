@@ -69,11 +69,6 @@ class DashboardForm(forms.Form):
         return stats.Scope(data["start"], data["end"], ids)
 
 
-def default_scope() -> stats.Scope:
-    end = timezone.localdate()
-    return stats.Scope(end - timedelta(days=DEFAULT_DAYS - 1), end)
-
-
 @admin.register(Dashboard)
 class DashboardAdmin(admin.ModelAdmin):
     """One page, the row's link; ``view_dashboard`` (Django's own permission check)."""
