@@ -155,7 +155,6 @@ def settle() -> None:
 def dashboard(report, quick: bool) -> None:
     """The page must not grow with the rows: same statements; p99 < 500 ms at 100,000."""
     from django.contrib.auth import get_user_model
-    from django.db import connection
     from django.test import Client
     from run import bench_registry, clear_workflow_rows, progress, timed
 
