@@ -16,6 +16,8 @@ Sections (``--only``):
   as a share of it, column "raw floor") and the same step through the ORM.
 - scale: list pages (API, admin, the inbox) over 1,000 and 100,000 waiting instances
   with an open task each (10,000 with ``--quick``), bulk-inserted as a fixture.
+- dashboard: the admin's dashboard over 1,000 and 100,000 instances of the last 30 days
+  (``dashboard_bench.py``).
 - worker: a real ``qcluster`` with 2 workers and the sweeper, on the ORM broker, then on
   Redis: the 10-step workflow's steps/s end to end against django-q2's own throughput
   for a trivial task (``testproject/testapp/bench_tasks.py``) on the same broker, and the
@@ -51,6 +53,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import dashboard_bench
 from common import ROOT, Processes, drop_pg, percentile, recreate_pg, setup_django, wait_until
 from observability_bench import observability
 
@@ -945,7 +948,8 @@ SECTIONS = (
     "scale",
     "worker",
     "memory",
-    "observability",  # observability_bench.py: the hot path with metrics and tracing on
+    "observability",
+    "dashboard",  # observability_bench.py: the hot path with metrics and tracing on
 )
 
 
@@ -1043,6 +1047,7 @@ def run_database(
         if connection.vendor == "postgresql":  # SQLite has one writer: nothing to race
             section("fan-out", fan_out, report, n // 2)
         section("scale", scale, report, quick)
+        section("dashboard", dashboard_bench.dashboard, report, quick)
         section("worker", worker, report, ctx, quick)
         section("memory", memory, report, ctx, quick)
         section("observability", observability, report, n, bench_registry)

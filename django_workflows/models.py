@@ -152,6 +152,12 @@ class WorkflowInstance(models.Model):
                 condition=Q(finished_at__isnull=False),
                 name="dwf_instance_finished",
             ),
+            # The dashboard's finished per day and failing steps, over a period.
+            models.Index(
+                fields=("finished_at", "status"),  # covers the count per day and status
+                condition=Q(finished_at__isnull=False),
+                name="dwf_instance_finished_status",
+            ),
         ]
         constraints = [
             _status_check("dwf_instance_status_valid", WorkflowStatus),
@@ -255,6 +261,17 @@ class StepRun(models.Model):
                 fields=("due_at",), condition=Q(status="scheduled"), name="dwf_run_timer_due"
             ),
             models.Index(fields=("timeout_at",), condition=TIMEOUT_ARMED, name="dwf_run_timeout"),
+            # The dashboard's durations, failures and queue delay over a period.
+            models.Index(
+                fields=("finished_at",),
+                condition=Q(finished_at__isnull=False),
+                name="dwf_run_finished",
+            ),
+            models.Index(  # status first: SQLite's planner then prefers it to the above
+                fields=("status", "finished_at"),
+                condition=Q(status="failed"),
+                name="dwf_run_failed",
+            ),
         ]
         constraints = [
             _status_check("dwf_run_status_valid", StepRunStatus),
@@ -424,6 +441,17 @@ class MyTask(HumanTask):
         default_permissions = ()
         verbose_name = _("my task")
         verbose_name_plural = _("my tasks")
+
+
+class Dashboard(WorkflowInstance):
+    """No table of its own: the admin's "Dashboard" row and its one permission,
+    ``django_workflows.view_dashboard`` (see ``admin/dashboard.py``)."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ("view",)
+        verbose_name = _("dashboard")
+        verbose_name_plural = _("dashboard")
 
 
 class HumanTaskGroup(models.Model):

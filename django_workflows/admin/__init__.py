@@ -6,6 +6,8 @@
 - Definitions: the stored versions with their graph and their instances by status.
 - "My tasks (N)": a row of the admin index, the app index and the navigation sidebar
   that leads to the inbox, with the count of the user's open tasks.
+- Dashboard: charts of a period and a workflow (``view_dashboard``): instances per day,
+  the slowest and the most failing steps, the tasks waiting, the worker's queue.
 - Signals: the external signals sent to instances, pending (buffered), consumed or
   discarded; read-only (``engine.send_signal`` writes them).
 - Substitutions: out-of-office substitutes, each user's own (``change_substitution``:
@@ -15,6 +17,7 @@ Every workflow page is read-only: state changes go through the engine (``get_eng
 Substitutions are a user's settings, edited with a form validated by the model.
 """
 
+from .dashboard import DashboardAdmin
 from .definitions import DefinitionVersionAdmin
 from .instances import WorkflowInstanceAdmin
 from .mytasks import MyTaskAdmin
@@ -23,6 +26,7 @@ from .substitutes import SubstitutionAdmin
 from .tasks import HumanTaskAdmin
 
 __all__ = [
+    "DashboardAdmin",
     "DefinitionVersionAdmin",
     "HumanTaskAdmin",
     "MyTaskAdmin",

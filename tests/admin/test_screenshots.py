@@ -41,6 +41,8 @@ USED_BY = {
     "admin-substitution-add.png": ["admin.md", "howto/substitutes.md"],
     "admin-substitutions.png": ["admin.md"],
     "admin-nofm.png": ["admin.md", "howto/n-of-m-approvals.md"],
+    # Taken by tests/admin/test_browser_dashboard.py.
+    "admin-dashboard.png": ["admin.md"],
     # Taken by tests/admin/test_browser_migrate.py.
     "admin-migrate.png": ["admin.md", "howto/new-version.md"],
 }
