@@ -30,17 +30,18 @@ from ..permissions import (
 from ._common import (
     TEMPLATE_DIR,
     Report,
-    badge,
     instance_link,
     lookup,
     pretty_json,
     short_id,
+    status_badge,
 )
 from .columns import short_datetime
 from .comments import InstanceCommentMixin, comments_context
 from .diagram import render_svg, step_states, taken_edges
 from .forms import CancelForm, RetryForm
 from .history import annotate_history
+from .listing import BoundedListMixin
 from .migrate import MigrateActionMixin
 from .signals import signals_context
 from .subflows import SUBFLOW_FIELDS, SubWorkflowLinksMixin
@@ -77,7 +78,11 @@ ERROR_FIELDS = ("failed_step", "error", "traceback_display")
 
 @admin.register(WorkflowInstance)
 class WorkflowInstanceAdmin(
-    MigrateActionMixin, InstanceCommentMixin, SubWorkflowLinksMixin, admin.ModelAdmin
+    BoundedListMixin,
+    MigrateActionMixin,
+    InstanceCommentMixin,
+    SubWorkflowLinksMixin,
+    admin.ModelAdmin,
 ):
     list_display = (
         "short_id",
@@ -93,8 +98,8 @@ class WorkflowInstanceAdmin(
     list_filter = ("status", "definition", ("started_at", admin.DateFieldListFilter))
     list_select_related = ("definition", "started_by")
     list_per_page = 50
-    # The changelist counts the filtered rows once; not a second time for "(N total)".
-    show_full_result_count = False
+    # The changelist counts the filtered rows up to a bound (listing.BoundedListMixin);
+    # not a second time for "(N total)".
     ordering = ("-started_at",)
     sortable_by = ("status_display", "started_display", "updated_display")
     search_fields = ("id", "business_key")
@@ -171,7 +176,7 @@ class WorkflowInstanceAdmin(
 
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_display(self, obj: WorkflowInstance) -> SafeString:
-        return badge(obj.status, obj.get_status_display())
+        return status_badge(obj)
 
     @admin.display(description=gettext_lazy("current step"))
     def current_steps_display(self, obj: WorkflowInstance) -> str:
