@@ -15,11 +15,11 @@ from django.utils.safestring import SafeString
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
+from ..links import pk_url
 from ..models import WorkflowInstance
 
 # Shared with the app's own pages: there since they are shown there too.
 from ..taskpage import compact_json, instance_label, pretty_json, safe_next, short_id
-from .listing import change_url
 
 __all__ = [
     "TEMPLATE_DIR",
@@ -60,7 +60,7 @@ def instance_link(instance: WorkflowInstance, *, linked: bool = True) -> SafeStr
     label = instance_label(instance)
     if not linked:
         return format_html("{}", label)
-    url = change_url("admin:django_workflows_workflowinstance_change", instance.pk)
+    url = pk_url("admin:django_workflows_workflowinstance_change", instance.pk)
     return format_html('<a href="{}">{}</a>', url, label)
 
 

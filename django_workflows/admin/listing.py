@@ -11,60 +11,33 @@ pages at scale"):
   A filter that leaves a few rows still shows their exact number.
 - **The rows.** The checkbox of each row went through the form renderer's templates, and
   each row's link through ``reverse()``. Here the checkbox is one ``format_html`` and the
-  change links come from one ``reverse()`` per page (``change_url``).
+  change links come from one ``reverse()`` per process (``links.pk_url``).
 """
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from typing import Any
 
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse
-from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
+from ..links import pk_url
 from ..paging import BoundedPaginator
-
-#: A primary key that ``quote()`` and ``reverse()`` leave as it is (ints, UUIDs).
-_PLAIN_PK = re.compile(r"[0-9A-Za-z_-]+")
-_SENTINEL = "dwf0sentinel0"
-
-
-@lru_cache(maxsize=256)
-def _url_around_pk(
-    name: str, script_prefix: str, urlconf: Any, current_app: str | None
-) -> tuple[str, str]:
-    """The URL of ``name`` before and after its pk (the script prefix: part of the key)."""
-    url = reverse(name, args=[_SENTINEL], urlconf=urlconf, current_app=current_app)
-    head, _sentinel, tail = url.partition(_SENTINEL)
-    return head, tail
-
-
-def change_url(name: str, pk: Any, current_app: str | None = None) -> str:
-    """``reverse(name, args=[quote(pk)])`` for a URL whose one argument is a primary key;
-    for a plain pk (int, UUID) one ``reverse()`` per URL name, script prefix and
-    URLconf, then string concatenation."""
-    text = str(pk)
-    if not _PLAIN_PK.fullmatch(text):
-        return reverse(name, args=[quote(pk)], current_app=current_app)
-    head, tail = _url_around_pk(name, get_script_prefix(), get_urlconf(), current_app)
-    return head + text + tail
 
 
 class BoundedChangeList(ChangeList):
-    """Django's changelist with ``change_url`` for each row's link."""
+    """Django's changelist with ``links.pk_url`` for each row's link."""
 
     def url_for_result(self, result: Model) -> str:
         name = f"admin:{self.opts.app_label}_{self.opts.model_name}_change"
-        return change_url(name, getattr(result, self.pk_attname), self.model_admin.admin_site.name)
+        return pk_url(name, getattr(result, self.pk_attname), self.model_admin.admin_site.name)
 
 
 class BoundedListMixin:

@@ -12,8 +12,8 @@ from django.urls import reverse, set_script_prefix
 from django.utils import translation
 
 from django_workflows.admin._common import badge, status_badge
-from django_workflows.admin.listing import change_url
 from django_workflows.admin.tasks import HumanTaskAdmin
+from django_workflows.links import pk_url as change_url
 from django_workflows.models import HumanTask, WorkflowInstance
 from django_workflows.paging import BoundedPaginator
 
@@ -131,6 +131,10 @@ def test_change_links_are_reverses_answers(start):
     assert change_url(name, task.pk) == reverse(name, args=[task.pk])
     instance_name = "admin:django_workflows_workflowinstance_change"
     assert change_url(instance_name, instance.pk) == reverse(instance_name, args=[instance.pk])
+    # The app's own pages: <int:pk>.
+    assert change_url("django_workflows:task", task.pk) == reverse(
+        "django_workflows:task", args=[task.pk]
+    )
     # A pk that needs quoting goes through reverse() itself.
     assert change_url(name, "a/b c") == reverse(name, args=[quote("a/b c")])
     set_script_prefix("/mounted/")
