@@ -389,11 +389,21 @@ def clear_workflow_rows() -> None:
 # -- scale: list pages over many rows ---------------------------------------------------
 
 
+#: Past this many rows at once, PostgreSQL copies the first instance in SQL (millions).
+SQL_FIXTURE_ROWS = 200_000
+
+
 def insert_fixture(definition, group, start: int, count: int) -> None:
     """``count`` instances WAITING at the human step ``review`` of ``bench_review``: each
     with its step run WAITING and an open task for the group ``managers``. Rows written
-    directly with bulk_create: a fixture to measure reads on, not engine usage."""
-    from django.db import transaction
+    directly with bulk_create: a fixture to measure reads on, not engine usage.
+    On PostgreSQL, more than ``SQL_FIXTURE_ROWS`` (after the first): copies of the first
+    instance, its run, task and group, made in SQL (``copy_fixture``)."""
+    from django.db import connection, transaction
+
+    if connection.vendor == "postgresql" and start > 0 and count > SQL_FIXTURE_ROWS:
+        copy_fixture(start, count)
+        return
 
     from django_workflows.models import (
         HumanTask,
@@ -451,6 +461,76 @@ def insert_fixture(definition, group, start: int, count: int) -> None:
                 [HumanTaskGroup(task=task, name=group.name) for task in tasks],
                 batch_size=1000,
             )
+
+
+def copy_fixture(start: int, count: int) -> None:
+    """PostgreSQL: ``count`` copies of the instance ``bench-0`` with its run, task and
+    candidate group, numbered from ``start``, 500,000 a statement (data-modifying CTEs);
+    each instance started a millisecond after the one before."""
+    from django.db import connection, transaction
+
+    from django_workflows.models import HumanTask, HumanTaskGroup, StepRun, WorkflowInstance
+
+    def columns(model, overrides: dict[str, str]) -> tuple[str, str]:
+        names = [f.column for f in model._meta.concrete_fields if not f.primary_key]
+        if model._meta.pk.column in overrides:
+            names.insert(0, model._meta.pk.column)
+        quoted = ", ".join(connection.ops.quote_name(n) for n in names)
+        values = ", ".join(overrides.get(n, f"t.{connection.ops.quote_name(n)}") for n in names)
+        return quoted, values
+
+    table = {
+        m: connection.ops.quote_name(m._meta.db_table)
+        for m in (WorkflowInstance, StepRun, HumanTask, HumanTaskGroup)
+    }
+    instance = WorkflowInstance.objects.get(business_key="bench-0")
+    run = StepRun.objects.get(instance=instance)
+    task = HumanTask.objects.get(instance=instance)
+    group = HumanTaskGroup.objects.get(task=task)
+    i_cols, i_vals = columns(
+        WorkflowInstance,
+        {
+            "id": "gen_random_uuid()",
+            "business_key": "'bench-' || n",
+            "context": "jsonb_build_object('n', n)",
+            "started_at": "t.started_at + n * interval '1 millisecond'",
+            "updated_at": "t.updated_at + n * interval '1 millisecond'",
+        },
+    )
+    r_cols, r_vals = columns(StepRun, {"instance_id": "i.id"})
+    t_cols, t_vals = columns(
+        HumanTask,
+        {
+            "instance_id": "r.instance_id",
+            "step_run_id": "r.id",
+            "title": "'Review ' || i.n",
+            "created_at": "t.created_at + i.n * interval '1 millisecond'",
+        },
+    )
+    g_cols, g_vals = columns(HumanTaskGroup, {"task_id": "k.id"})
+    sql = f"""
+        WITH new_i AS (
+            INSERT INTO {table[WorkflowInstance]} ({i_cols})
+            SELECT {i_vals} FROM {table[WorkflowInstance]} t, generate_series(%s, %s) n
+            WHERE t.id = %s RETURNING id, (context->>'n')::int AS n
+        ), new_r AS (
+            INSERT INTO {table[StepRun]} ({r_cols})
+            SELECT {r_vals} FROM {table[StepRun]} t, new_i i WHERE t.id = %s
+            RETURNING id, instance_id
+        ), new_t AS (
+            INSERT INTO {table[HumanTask]} ({t_cols})
+            SELECT {t_vals} FROM {table[HumanTask]} t, new_r r JOIN new_i i ON i.id = r.instance_id
+            WHERE t.id = %s RETURNING id
+        )
+        INSERT INTO {table[HumanTaskGroup]} ({g_cols})
+        SELECT {g_vals} FROM {table[HumanTaskGroup]} t, new_t k WHERE t.id = %s
+    """  # noqa: S608 - our own tables and columns
+    chunk = 500_000
+    for first in range(start, start + count, chunk):
+        last = min(first + chunk, start + count) - 1
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, [first, last, instance.pk, run.pk, task.pk, group.pk])
+        progress(f"scale: {last + 1:,} rows")
 
 
 @dataclass
