@@ -21,6 +21,18 @@ COUNT_LIMIT = 1000
 
 _MAX_BOUND = 2**62  # a LIMIT every database takes
 
+#: What a list of tasks never shows of a task's instance and definition: the JSON and
+#: the long texts, decoded on every row otherwise (the definition's graph: dozens of
+#: objects per row, and the collector's work with them). Read on access if needed.
+TASK_LIST_DEFERRED = (
+    "instance__definition__graph",
+    "instance__definition__description",
+    "instance__context",
+    "instance__tokens",
+    "instance__error",
+    "instance__error_traceback",
+)
+
 
 def bounded_count(queryset: QuerySet, bound: int) -> tuple[int, bool]:
     """The rows of ``queryset`` counted up to ``bound``: (the count, whether it is exact).

@@ -35,7 +35,7 @@ from .engine import get_engine
 from .exceptions import StateConflict, TaskNotFound, WorkflowError
 from .forms import form_for_step, page_form_for_step
 from .models import HumanTask, TaskStatus, WorkflowInstance
-from .paging import BoundedPaginator
+from .paging import TASK_LIST_DEFERRED, BoundedPaginator
 from .permissions import (
     COMPLETE_ANY_TASK,
     can_complete_task,
@@ -112,7 +112,7 @@ def inbox_page(user: Any, asked: Any, per_page: int = INBOX_PAGE_SIZE) -> Page:
     """A page of "My tasks": the open tasks ``user`` may complete, due first; each task
     knows whether it is ``overdue``."""
     tasks = (
-        completable_tasks(user, task_rows())
+        completable_tasks(user, task_rows().defer(*TASK_LIST_DEFERRED))
         .prefetch_related("candidate_groups")
         .order_by(F("due_at").asc(nulls_last=True), "created_at", "pk")
     )

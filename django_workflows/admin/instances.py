@@ -142,7 +142,9 @@ class WorkflowInstanceAdmin(
         return super().get_queryset(request).select_related("definition", "started_by")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowInstance]:
-        return visible_instances(request.user, self._all_rows(request))
+        # The list never shows the definition's graph: not decoded on every row.
+        rows = self._all_rows(request).defer("definition__graph", "definition__description")
+        return visible_instances(request.user, rows)
 
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None

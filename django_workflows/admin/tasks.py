@@ -25,6 +25,7 @@ from django.utils.translation import gettext_lazy
 
 from .. import taskpage
 from ..models import HumanTask
+from ..paging import TASK_LIST_DEFERRED
 from ..permissions import (
     can_complete_task,
     can_view_instance,
@@ -139,7 +140,11 @@ class HumanTaskAdmin(BoundedListMixin, BulkCompleteMixin, TaskColumns, admin.Mod
         )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HumanTask]:
-        rows = self._all_rows(request).prefetch_related("candidate_groups")  # the "for" column
+        rows = (
+            self._all_rows(request)
+            .defer(*TASK_LIST_DEFERRED)
+            .prefetch_related("candidate_groups")  # the "for" column
+        )
         return visible_tasks(request.user, rows)
 
     def get_object(
