@@ -157,3 +157,19 @@ def test_status_badges_are_the_choice_labels(start, failed):
     with translation.override("de"):
         assert status_badge(instance) == badge(instance.status, instance.get_status_display())
     assert HumanTaskAdmin.get_changelist is not admin.ModelAdmin.get_changelist
+
+
+@pytest.mark.parametrize(
+    "url",
+    [TASKS, reverse("admin:django_workflows_humantask_inbox"), "/api/workflows/tasks/?all=1"],
+)
+def test_task_lists_do_not_read_the_graph_or_the_context(admin_client, start, url):
+    start("approval", amount=1)
+
+    response, sqls = statements(admin_client, url)
+
+    rows = [s for s in sqls if "django_workflows_humantask" in s and "COUNT(" not in s.upper()]
+    page = next(s for s in rows if "django_workflows_definitionversion" in s)
+    assert '"django_workflows_definitionversion"."graph"' not in page
+    assert '"django_workflows_workflowinstance"."context"' not in page
+    assert "approval" in response.content.decode()  # the definition's name is shown
