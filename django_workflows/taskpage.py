@@ -20,12 +20,11 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
@@ -36,7 +35,7 @@ from .engine import get_engine
 from .exceptions import StateConflict, TaskNotFound, WorkflowError
 from .forms import form_for_step, page_form_for_step
 from .models import HumanTask, TaskStatus, WorkflowInstance
-from .paging import COUNT_LIMIT, bounded_count
+from .paging import TASK_LIST_DEFERRED, BoundedPaginator
 from .permissions import (
     COMPLETE_ANY_TASK,
     can_complete_task,
@@ -103,30 +102,6 @@ def _shown(value: Any) -> str:
 # -- the inbox -----------------------------------------------------------------------
 
 
-class BoundedPaginator(Paginator):
-    """Counts at most ``count_limit`` rows past the page asked for.
-
-    The inbox's filter is evaluated per row; an exact count would read every open task
-    on every page. ``count_is_exact`` says whether there are more.
-    """
-
-    count_limit = COUNT_LIMIT
-    count_is_exact = True
-
-    def __init__(self, object_list: Any, per_page: int, page: Any) -> None:
-        super().__init__(object_list, per_page)
-        try:
-            self.page_asked = max(int(page), 1)
-        except (TypeError, ValueError):
-            self.page_asked = 1
-
-    @cached_property
-    def count(self) -> int:
-        bound = self.page_asked * self.per_page + self.count_limit
-        count, self.count_is_exact = bounded_count(self.object_list, bound)
-        return count
-
-
 def task_rows() -> QuerySet[HumanTask]:
     return HumanTask.objects.select_related(
         "instance__definition", "assignee", "claimed_by", "completed_by"
@@ -137,7 +112,7 @@ def inbox_page(user: Any, asked: Any, per_page: int = INBOX_PAGE_SIZE) -> Page:
     """A page of "My tasks": the open tasks ``user`` may complete, due first; each task
     knows whether it is ``overdue``."""
     tasks = (
-        completable_tasks(user, task_rows())
+        completable_tasks(user, task_rows().defer(*TASK_LIST_DEFERRED))
         .prefetch_related("candidate_groups")
         .order_by(F("due_at").asc(nulls_last=True), "created_at", "pk")
     )

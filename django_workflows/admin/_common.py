@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from django.contrib import messages
@@ -9,11 +10,12 @@ from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
+from ..links import pk_url
 from ..models import WorkflowInstance
 
 # Shared with the app's own pages: there since they are shown there too.
@@ -31,6 +33,7 @@ __all__ = [
     "pretty_json",
     "safe_next",
     "short_id",
+    "status_badge",
 ]
 
 TEMPLATE_DIR = "admin/django_workflows"
@@ -41,11 +44,23 @@ def badge(value: str, label: Any) -> SafeString:
     return format_html('<span class="dwf-badge dwf-badge-{}">{}</span>', value, label)
 
 
+@lru_cache(maxsize=512)
+def _status_badge(model: type[Model], field: str, value: Any, language: str | None) -> SafeString:
+    label = dict(model._meta.get_field(field).flatchoices).get(value, value)
+    return badge(value, label)
+
+
+def status_badge(obj: Model, field: str = "status") -> SafeString:
+    """``badge(value, get_FIELD_display())`` of a choice field, built once per value and
+    language: a list shows the same few statuses on every row."""
+    return _status_badge(type(obj), field, getattr(obj, field), get_language())
+
+
 def instance_link(instance: WorkflowInstance, *, linked: bool = True) -> SafeString:
     label = instance_label(instance)
     if not linked:
         return format_html("{}", label)
-    url = reverse("admin:django_workflows_workflowinstance_change", args=[instance.pk])
+    url = pk_url("admin:django_workflows_workflowinstance_change", instance.pk)
     return format_html('<a href="{}">{}</a>', url, label)
 
 

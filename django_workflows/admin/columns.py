@@ -25,12 +25,10 @@ def short_datetime(value: Any) -> SafeString:
     if value is None:
         return mark_safe("-")
     local = timezone.localtime(value)
-    return format_html(
-        '<time datetime="{}"><span class="dwf-date">{}</span> '
-        '<span class="dwf-time">{}</span></time>',
-        local.isoformat(),
-        local.strftime("%Y-%m-%d"),
-        local.strftime("%H:%M"),
+    # Digits, dashes, colons, a "+" and a "T": nothing to escape.
+    return mark_safe(  # noqa: S308
+        f'<time datetime="{local.isoformat()}"><span class="dwf-date">{local:%Y-%m-%d}</span> '
+        f'<span class="dwf-time">{local:%H:%M}</span></time>'
     )
 
 

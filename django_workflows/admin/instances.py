@@ -30,11 +30,11 @@ from ..permissions import (
 from ._common import (
     TEMPLATE_DIR,
     Report,
-    badge,
     instance_link,
     lookup,
     pretty_json,
     short_id,
+    status_badge,
 )
 from .columns import short_datetime
 from .comments import InstanceCommentMixin, comments_context
@@ -42,6 +42,7 @@ from .diagram import render_svg, step_states, taken_edges
 from .export import InstanceExportMixin
 from .forms import CancelForm, RetryForm
 from .history import annotate_history
+from .listing import BoundedListMixin
 from .migrate import MigrateActionMixin
 from .signals import signals_context
 from .subflows import SUBFLOW_FIELDS, SubWorkflowLinksMixin
@@ -78,6 +79,7 @@ ERROR_FIELDS = ("failed_step", "error", "traceback_display")
 
 @admin.register(WorkflowInstance)
 class WorkflowInstanceAdmin(
+    BoundedListMixin,
     MigrateActionMixin,
     InstanceCommentMixin,
     SubWorkflowLinksMixin,
@@ -98,8 +100,8 @@ class WorkflowInstanceAdmin(
     list_filter = ("status", "definition", ("started_at", admin.DateFieldListFilter))
     list_select_related = ("definition", "started_by")
     list_per_page = 50
-    # The changelist counts the filtered rows once; not a second time for "(N total)".
-    show_full_result_count = False
+    # The changelist counts the filtered rows up to a bound (listing.BoundedListMixin);
+    # not a second time for "(N total)".
     ordering = ("-started_at",)
     sortable_by = ("status_display", "started_display", "updated_display")
     search_fields = ("id", "business_key")
@@ -142,7 +144,9 @@ class WorkflowInstanceAdmin(
         return super().get_queryset(request).select_related("definition", "started_by")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowInstance]:
-        return visible_instances(request.user, self._all_rows(request))
+        # The list never shows the definition's graph: not decoded on every row.
+        rows = self._all_rows(request).defer("definition__graph", "definition__description")
+        return visible_instances(request.user, rows)
 
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None
@@ -176,7 +180,7 @@ class WorkflowInstanceAdmin(
 
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_display(self, obj: WorkflowInstance) -> SafeString:
-        return badge(obj.status, obj.get_status_display())
+        return status_badge(obj)
 
     @admin.display(description=gettext_lazy("current step"))
     def current_steps_display(self, obj: WorkflowInstance) -> str:

@@ -25,6 +25,7 @@ from django.utils.translation import gettext_lazy
 
 from .. import taskpage
 from ..models import HumanTask
+from ..paging import TASK_LIST_DEFERRED
 from ..permissions import (
     can_complete_task,
     can_view_instance,
@@ -38,15 +39,16 @@ from ..steps import BaseHumanStep
 from ..taskpage import BoundedPaginator, is_overdue
 from ._common import (
     TEMPLATE_DIR,
-    badge,
     forbidden,
     instance_link,
     lookup,
     pretty_json,
     safe_next,
+    status_badge,
 )
 from .bulk import BulkCompleteMixin
 from .columns import TaskColumns, short_datetime
+from .listing import BoundedListMixin
 
 __all__ = ["BoundedPaginator", "HumanTaskAdmin"]
 
@@ -61,7 +63,7 @@ ADMIN_URLS = {
 
 
 @admin.register(HumanTask)
-class HumanTaskAdmin(BulkCompleteMixin, TaskColumns, admin.ModelAdmin):
+class HumanTaskAdmin(BoundedListMixin, BulkCompleteMixin, TaskColumns, admin.ModelAdmin):
     # Short cells (see columns.py): every column fits 1280 px with the nav sidebar open.
     list_display = (
         "title",
@@ -80,7 +82,6 @@ class HumanTaskAdmin(BulkCompleteMixin, TaskColumns, admin.ModelAdmin):
     )
     list_select_related = ("instance__definition", "assignee", "claimed_by", "completed_by")
     list_per_page = 50
-    show_full_result_count = False
     search_fields = ("title",)
     ordering = ("-created_at",)
     sortable_by = ("title", "status_display", "due_display")
@@ -139,7 +140,11 @@ class HumanTaskAdmin(BulkCompleteMixin, TaskColumns, admin.ModelAdmin):
         )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[HumanTask]:
-        rows = self._all_rows(request).prefetch_related("candidate_groups")  # the "for" column
+        rows = (
+            self._all_rows(request)
+            .defer(*TASK_LIST_DEFERRED)
+            .prefetch_related("candidate_groups")  # the "for" column
+        )
         return visible_tasks(request.user, rows)
 
     def get_object(
@@ -179,7 +184,7 @@ class HumanTaskAdmin(BulkCompleteMixin, TaskColumns, admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("status"), ordering="status")
     def status_display(self, obj: HumanTask) -> SafeString:
-        return badge(obj.status, obj.get_status_display())
+        return status_badge(obj)
 
     @admin.display(description=gettext_lazy("workflow instance"))
     def instance_display(self, obj: HumanTask) -> SafeString:

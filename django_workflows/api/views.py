@@ -31,6 +31,7 @@ from ..engine import get_engine
 from ..exceptions import InvalidAssignee, StepNotFound, WorkflowNotFound
 from ..forms import schema_for_step
 from ..models import DefinitionVersion, HumanTask, TaskStatus, WorkflowInstance, WorkflowStatus
+from ..paging import TASK_LIST_DEFERRED
 from ..permissions import can_complete_task, visible_instances, visible_tasks
 from ..registry import version_key
 from ..steps import BaseHumanStep
@@ -459,8 +460,10 @@ class TaskViewSet(
     def list(self, request: Request) -> Response:
         params = TaskFilter(data=request.query_params, context={"request": request})
         params.is_valid(raise_exception=True)
-        queryset = HumanTask.objects.select_related("instance__definition").prefetch_related(
-            "candidate_groups"
+        queryset = (
+            HumanTask.objects.select_related("instance__definition")
+            .defer(*TASK_LIST_DEFERRED)
+            .prefetch_related("candidate_groups")
         )
         return self.paginated(self.filter_queryset(params.filter(queryset)), TaskSerializer)
 

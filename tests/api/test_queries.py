@@ -100,3 +100,31 @@ def test_instance_detail_queries_do_not_grow_with_runs_and_events(
     assert len(body["step_runs"]) == 12 and len(body["open_tasks"]) == 1
 
     assert many == few
+
+
+@pytest.mark.parametrize(
+    ("who", "url", "params"),
+    [
+        ("starter", "/instances/", {}),
+        ("viewer", "/instances/", {}),
+        ("manager", "/tasks/", {}),
+        ("viewer", "/tasks/", {"all": 1}),
+    ],
+)
+def test_list_counts_stop_at_a_bound(client_for, api_engine, starter, manager, who, url, params):
+    """No list counts a whole table: its count is a COUNT(*) of a LIMIT-ed subquery
+    (``paging.bounded_count``), on every database."""
+    viewer = StaffFactory()
+    viewer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_workflowinstance", "view_humantask"])
+    )
+    client = client_for({"starter": starter, "manager": manager, "viewer": viewer}[who])
+    start_expenses(api_engine, starter, 3)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(API + url, params)
+
+    assert response.status_code == 200 and response.json()["count"] == 3
+    counts = [q["sql"] for q in captured if "COUNT(" in q["sql"].upper()]
+    assert counts, "the page counts its rows"
+    assert all("LIMIT 1051" in sql for sql in counts), counts
