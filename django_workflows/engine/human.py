@@ -66,9 +66,11 @@ def complete(
             if step_name not in tx.graph.steps:
                 raise StepNotFound(f"workflow {tx.graph} has no step {step_name!r}")
             tasks = tasks.filter(step_name=step_name)
-        open_tasks = tasks.filter(status=TaskStatus.OPEN).select_related("step_run")
+        open_tasks = tasks.filter(status=TaskStatus.OPEN)
         if task_id is None and step_name is not None and nofm.applies(tx.graph.steps[step_name]):
             task = nofm.pick(open_tasks, user)  # one task per assignee: the user's
+        elif task_id is not None:  # at most one row: no order to compile
+            task = next(iter(open_tasks.order_by()[:1]), None)
         else:
             task = open_tasks.first()
         if task is None:
