@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connections, transaction
 
 from .. import events as ev
 from ..context import check_size
@@ -19,8 +19,6 @@ from ..forms import form_for_step
 from ..models import (
     ACTIVE_INSTANCE_STATUSES,
     HumanTask,
-    StepRun,
-    StepRunStatus,
     TaskStatus,
     WorkflowInstance,
 )
@@ -28,6 +26,7 @@ from ..permissions import COMPLETE_ANY_TASK, can_complete_task, can_reassign_tas
 from ..steps import BaseHumanStep
 from . import comments, left, nofm, runs, taskrows, transition
 from .protocol import Engine
+from .sql import taskdone
 from .transition import Transition
 from .users import acting_user, assignee_pk, checked_pk
 
@@ -69,8 +68,10 @@ def complete(
         open_tasks = tasks.filter(status=TaskStatus.OPEN)
         if task_id is None and step_name is not None and nofm.applies(tx.graph.steps[step_name]):
             task = nofm.pick(open_tasks, user)  # one task per assignee: the user's
-        elif task_id is not None:  # at most one row: no order to compile
-            task = next(iter(open_tasks.order_by()[:1]), None)
+        elif task_id is not None and taskdone.reads(connection := connections[tasks.db]):
+            task = taskdone.open_task(connection, task_id, tx.instance)  # SQL built once
+        elif task_id is not None:
+            task = next(iter(open_tasks.order_by()[:1]), None)  # at most one row
         else:
             task = open_tasks.first()
         if task is None:
@@ -111,10 +112,7 @@ def complete(
             if comment:
                 tx.events.append(comments.write(tx.instance, comment, user_pk, task=task)[1])
             return
-        now = taskrows.record_completed(tx, task, changes, user_pk, for_pk)
-        StepRun.objects.filter(pk=task.step_run_id).update(
-            status=StepRunStatus.COMPLETED, changes=changes, finished_at=now
-        )
+        taskrows.record_completed(tx, task, changes, user_pk, for_pk, with_run=True)
         if comment:  # in the completion's transaction: refused, it leaves no comment
             tx.events.append(comments.write(tx.instance, comment, user_pk, task=task)[1])
         tx.leave(task.step_name)

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django.db import connections, router
 from django.utils import timezone
 
 from .. import events as ev
-from ..models import HumanTask, HumanTaskGroup, TaskStatus
-from .sql import concrete_field
+from ..models import HumanTask, HumanTaskGroup, StepRun, StepRunStatus, TaskStatus
+from .sql import concrete_field, taskdone
 
 if TYPE_CHECKING:
     from .transition import Transition
@@ -36,19 +37,33 @@ def replace_groups(task: HumanTask, names: Sequence[str]) -> None:
 
 
 def record_completed(
-    tx: Transition, task: HumanTask, changes: dict[str, Any], user_pk: Any, for_pk: Any
+    tx: Transition,
+    task: HumanTask,
+    changes: dict[str, Any],
+    user_pk: Any,
+    for_pk: Any,
+    *,
+    with_run: bool = False,
 ) -> datetime:
     """``task`` completed by ``user_pk`` (for ``for_pk``, a substitute's absent user) with
-    ``changes``: its row saved and ``HumanTaskCompleted`` planned. Returns the time."""
+    ``changes``: its row saved and ``HumanTaskCompleted`` planned. ``with_run``: its step
+    run completed too (a task alone on its step; one statement on PostgreSQL). Returns
+    the time."""
     now = timezone.now()
     task.status = TaskStatus.COMPLETED
     task.completed_by_id = user_pk
     task.completed_on_behalf_of_id = for_pk
     task.completed_at = now
     task.result = changes
-    task.save(
-        update_fields=["status", "completed_by", "completed_on_behalf_of", "completed_at", "result"]
-    )
+    connection = connections[router.db_for_write(HumanTask)]
+    if with_run and taskdone.applies(connection):
+        taskdone.write(connection, task, changes, now)
+    else:
+        task.save(update_fields=list(taskdone.TASK_FIELDS))
+        if with_run:
+            StepRun.objects.filter(pk=task.step_run_id).update(
+                status=StepRunStatus.COMPLETED, changes=changes, finished_at=now
+            )
     tx.event(
         ev.HumanTaskCompleted,
         step_name=task.step_name,

@@ -97,13 +97,14 @@ def test_a_completion_by_task_id(fast_registry, others):  # noqa: F811
     engine.complete_task(first.pk, None, {})  # warm
     done: list = []
     sqls = captured(lambda: done.append(engine.complete_task(task.pk, None, {})))
-    # lock (the task's instance found in it), the open task, its update, its run's
-    # update, the next run's insert (already claimed: no claim after), the instance and
-    # its events (one statement on PostgreSQL, with the COMMIT); then the last step and
-    # the pending-signal check as the instance completes; no read-back
+    # lock (the task's instance found in it), the open task, its update and its run's
+    # (one statement on PostgreSQL), the next run's insert (already claimed: no claim
+    # after), the instance and its events (one statement on PostgreSQL, with the
+    # COMMIT); then the last step and the pending-signal check as the instance
+    # completes; no read-back
     body = statements(sqls)
     assert claims(sqls) == []
-    assert len(body) == (6 + 2 if pg else 7 + 5), body
+    assert len(body) == (5 + 2 if pg else 7 + 5), body
     if pg:
         assert any(sql.startswith("WITH inst AS") and sql.endswith("; COMMIT") for sql in body)
     instance = done[0]
@@ -136,9 +137,10 @@ def test_a_completion_that_finishes_discards_pending_signals_in_its_statement(pe
     task = HumanTask.objects.get(instance=instance)
     delivered = len(bus.events)
     sqls = captured(lambda: engine.complete_task(task.pk, None, {}))
-    # the lock, the task, its update, its run's update, then one statement on
-    # PostgreSQL; SQLite: the signals' look-up (and their update), instance, events
-    assert len(statements(sqls)) == (5 if pg else 7 + (1 if pending else 0)), statements(sqls)
+    # the lock, the task, its update and its run's (one statement on PostgreSQL), then
+    # one statement on PostgreSQL; SQLite: the signals' look-up (and their update),
+    # instance, events
+    assert len(statements(sqls)) == (4 if pg else 7 + (1 if pending else 0)), statements(sqls)
     signals = WorkflowSignal.objects.filter(instance=instance).order_by("id")
     assert [s.discarded_at is not None for s in signals] == [True] * pending
     types = list(

@@ -23,7 +23,7 @@ from django.db.models.functions import Now
 from django.db.models.sql import InsertQuery
 
 from ...models import DefinitionVersion, StepRun, WorkflowInstance
-from . import concrete_field
+from . import Converters, concrete_field
 from .lock import DEFINITION_FIELDS
 
 
@@ -67,17 +67,12 @@ class _ClaimQuery:
             f"{d}.{qn(definition.pk.column)})"
         )
         self.token = run.get_field("lease_token")
-        self.converters = []
-        tables = (
+        self.converters = Converters(
+            connection,
             [(f, run.db_table) for f in self.run_fields]
             + [(f, inst.db_table) for f in self.inst_fields]
-            + [(f, definition.db_table) for f in self.def_fields]
+            + [(f, definition.db_table) for f in self.def_fields],
         )
-        for index, (column, table) in enumerate(tables):
-            col = column.get_col(table)
-            found = connection.ops.get_db_converters(col) + column.get_db_converters(connection)
-            if found:
-                self.converters.append((index, found, col))
 
     def claim(self, connection: Any, run_id: int, fields: dict[str, Any]) -> StepRun | None:
         """The claimed run, its instance and definition row (graph deferred) cached on
@@ -101,12 +96,7 @@ class _ClaimQuery:
             row = cursor.fetchone()
         if row is None:
             return None
-        values = list(row)
-        for index, converters, col in self.converters:
-            value = values[index]
-            for converter in converters:
-                value = converter(value, col, connection)
-            values[index] = value
+        values = self.converters.apply(row, connection)
         n_run, n_inst = len(self.run_fields), len(self.inst_fields)
         alias = connection.alias
         run = StepRun.from_db(alias, self.names[0], values[:n_run])

@@ -23,7 +23,7 @@ from django.db.transaction import TransactionManagementError
 
 from ...exceptions import InstanceNotFound, TaskNotFound
 from ...models import DefinitionVersion, HumanTask, WorkflowInstance
-from . import concrete_field
+from . import Converters, concrete_field
 
 #: The definition's columns read with the instance: what the engine uses of the row.
 DEFINITION_FIELDS = ("id", "name", "version", "checksum")
@@ -64,16 +64,11 @@ class _LockQuery:
             f"{where}%s",
             f"{where}(SELECT {of_task} FROM {qn(task.db_table)} WHERE {qn(task.pk.column)} = %s)",
         )
-        # (index, converters) of the columns that need any, as the compiler applies them.
-        self.converters = []
-        for index, (column, table) in enumerate(
+        self.converters = Converters(
+            connection,
             [(f, inst.db_table) for f in self.inst_fields]
-            + [(f, definition.db_table) for f in self.def_fields]
-        ):
-            col = column.get_col(table)
-            found = connection.ops.get_db_converters(col) + column.get_db_converters(connection)
-            if found:
-                self.converters.append((index, found, col))
+            + [(f, definition.db_table) for f in self.def_fields],
+        )
 
     def fetch(
         self, connection: Any, instance_id: Any, *, by_task: Any = None
@@ -103,12 +98,7 @@ class _LockQuery:
                 row = cursor.fetchone()
         if row is None:
             return None
-        values = list(row)
-        for index, converters, col in self.converters:
-            value = values[index]
-            for converter in converters:
-                value = converter(value, col, connection)
-            values[index] = value
+        values = self.converters.apply(row, connection)
         n = len(self.inst_fields)
         instance = WorkflowInstance.from_db(connection.alias, self.inst_names, values[:n])
         definition = DefinitionVersion.from_db(connection.alias, self.def_names, values[n:])
