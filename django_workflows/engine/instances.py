@@ -84,7 +84,7 @@ def start(
         span.describe(tx)
         tx.event(ev.WorkflowStarted, user_id=user_pk, business_key=instance.business_key)
         tx.advance(definition.initial_step, activate=True, refuse_bad_input=True)
-        tx.close()
+        tx.close(last=True)  # the block's last statement: it may carry the COMMIT
     left.remember(instance)
     runs.go_on(engine, tx.runnable, tx.claimed)
     return left.as_left(instance.pk), True

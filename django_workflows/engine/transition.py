@@ -51,7 +51,7 @@ from . import routing, signalwait, subflows
 from .leases import fenced, lost_lease, new_lease
 from .left import remember
 from .protocol import Engine
-from .sql import fastpath
+from .sql import fastpath, start
 from .sql.lock import lock_instance
 from .taskrows import group_rows
 from .users import assignee_pk, seats
@@ -390,6 +390,15 @@ class Transition:
         starting = instance._state.adding
         if starting:  # a start: one INSERT, as the plan leaves it, before rows that read it
             self._settle_status()
+            connection = connections[router.db_for_write(WorkflowInstance, instance=instance)]
+            if start.applies(connection, self.new_runs, bool(self.new_tasks)):
+                commit = last and fastpath.commits_in_statement(connection)
+                ids = start.insert(
+                    connection, instance, self.new_runs, history(self.events), commit=commit
+                )
+                self._written(self.new_runs, ids, connection)
+                transaction.on_commit(partial(ev.deliver, list(self.events), self.engine.event_bus))
+                return
             instance.save(force_insert=True)
         if self.new_runs:
             StepRun.objects.bulk_create(self.new_runs)
@@ -471,17 +480,20 @@ class Transition:
             lost_lease(run.pk)
             self.new_runs, self.events, self.runnable, self.claimed = [], [], [], None
             return
-        for new_run, pk in zip(self.new_runs, ids, strict=True):
+        self._written(self.new_runs, ids, connection)
+        transaction.on_commit(
+            partial(ev.deliver, list(self.events), self.engine.event_bus), using=alias
+        )
+
+    def _written(self, new_runs: list[StepRun], ids: list[int], connection: Any) -> None:
+        """The new runs, inserted by hand-written SQL with these ids; the queued ones
+        are runnable."""
+        for new_run, pk in zip(new_runs, ids, strict=True):
             new_run.pk = pk
             new_run._state.adding = False
             new_run._state.db = connection.alias
         self.runnable.extend(
-            new.pk
-            for new in self.new_runs
-            if new.status == StepRunStatus.QUEUED and new.due_at is None
-        )
-        transaction.on_commit(
-            partial(ev.deliver, list(self.events), self.engine.event_bus), using=alias
+            new.pk for new in new_runs if new.status == StepRunStatus.QUEUED and new.due_at is None
         )
 
     def _write_tasks(self) -> None:

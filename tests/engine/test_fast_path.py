@@ -474,7 +474,7 @@ def test_postgresql_commits_with_the_writes_outside_a_callers_transaction(fast_r
     bus = InMemoryEventBus()
     engine = LocalExecutionEngine(fast_registry, event_bus=bus)
     sqls = statements_of(lambda: engine.start_workflow("fast_chain"))
-    steps = [i for i, sql in enumerate(sqls) if sql.startswith("WITH ")]
+    steps = [i for i, sql in enumerate(sqls) if sql.startswith("WITH locked AS")]
     if connection.vendor == "postgresql":
         # Each step is one statement outside any transaction block: it commits by
         # itself, with no BEGIN before it and no COMMIT after it or in it.
