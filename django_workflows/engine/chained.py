@@ -123,5 +123,5 @@ def discard_left(engine: Engine, instance_id: Any) -> None:
     """The unlocked statement completed the instance: a signal buffered while it planned
     (before the statement took the lock) is discarded now, as ``close()`` does (a
     transition of the completed instance)."""
-    if signalwait.pending(instance_id).exists():
+    if signalwait.any_pending(instance_id):
         transition.run(engine, instance_id, lambda tx: None, needs_definition=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from django.db import connections, router
 from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -29,6 +30,24 @@ def pending(instance_id: Any) -> QuerySet[WorkflowSignal]:
     return WorkflowSignal.objects.filter(
         instance_id=instance_id, consumed_at__isnull=True, discarded_at__isnull=True
     ).order_by("id")
+
+
+def any_pending(instance_id: Any) -> bool:
+    """Whether the instance has a signal neither consumed nor discarded: ``pending()``'s
+    question, its SQL built once per connection (asked as every instance finishes)."""
+    connection = connections[router.db_for_read(WorkflowSignal)]
+    sql = getattr(connection, "_workflows_any_pending", None)
+    if sql is None:
+        qn, meta = connection.ops.quote_name, WorkflowSignal._meta
+        sql = connection._workflows_any_pending = (
+            f"SELECT 1 FROM {qn(meta.db_table)} "  # noqa: S608 - our own table and columns
+            f"WHERE {qn(meta.get_field('instance').column)} = %s "
+            f"AND {qn('consumed_at')} IS NULL AND {qn('discarded_at')} IS NULL LIMIT 1"
+        )
+    pk = WorkflowSignal._meta.get_field("instance").get_db_prep_value(instance_id, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pk])
+        return cursor.fetchone() is not None
 
 
 def activate(tx: Transition, run: StepRun, step: BaseStep) -> bool:
@@ -127,4 +146,4 @@ def blocks_fast_path(tx: Transition) -> bool:
     instance = tx.instance
     if instance.status not in ACTIVE_INSTANCE_STATUSES or instance.current_steps:
         return False
-    return tx.expect is None and pending(instance.pk).exists()
+    return tx.expect is None and any_pending(instance.pk)
