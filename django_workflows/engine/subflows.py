@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.db import connections, router
 from django.db.models.functions import Now
 
 from .. import events as ev
@@ -31,6 +32,7 @@ from ..models import (
     WorkflowStatus,
 )
 from ..steps import SubWorkflowStep
+from .sql import lock
 
 if TYPE_CHECKING:
     from .transition import Transition
@@ -46,12 +48,16 @@ FINISHED = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANC
 def definition_row(definition: WorkflowDefinition) -> DefinitionVersion:
     # Read without its graph (the checksum guards it), and the graph built only when the
     # row is created: a start needs neither the stored graph nor a fresh one.
-    try:
-        row = DefinitionVersion.objects.defer("graph").get(
-            name=definition.name, version=definition.version
-        )
-        created = False
-    except DefinitionVersion.DoesNotExist:
+    connection = connections[router.db_for_write(DefinitionVersion)]
+    found = (
+        lock.definition_row(connection, definition.name, definition.version)
+        if connection.vendor in lock.VENDORS
+        else DefinitionVersion.objects.defer("graph")
+        .filter(name=definition.name, version=definition.version)
+        .first()
+    )
+    row, created = found, False
+    if row is None:
         row, created = DefinitionVersion.objects.get_or_create(
             name=definition.name,
             version=definition.version,
