@@ -50,7 +50,9 @@ def _fail_on():
 
 
 def children(instance):
-    return list(WorkflowInstance.objects.filter(parent=instance).order_by("parent_item", "started_at"))
+    return list(
+        WorkflowInstance.objects.filter(parent=instance).order_by("parent_item", "started_at")
+    )
 
 
 def events(instance, type_):
