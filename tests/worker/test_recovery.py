@@ -181,7 +181,9 @@ def test_sweep_once_prints_how_many_runs_it_handled(q_engine, tmp_path):
     [["--interval", "0"], ["--loop", "--interval", "0"], ["--loop", "--interval", "-1"]],
 )
 def test_sweep_interval_must_be_positive(args):
-    with pytest.raises(CommandError, match="--interval: .* is not a number of seconds more than 0"):
+    with pytest.raises(
+        CommandError, match=r"--interval: .* is not a number of seconds more than 0"
+    ):
         call_command("workflow_sweep", *args, stdout=io.StringIO())
 
 
