@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,7 +45,9 @@ STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 WAIT_BUCKETS = (60, 300, 900, 3600, 4 * 3600, 8 * 3600, 86400, 2 * 86400, 7 * 86400, 30 * 86400)
 
 _lock = threading.Lock()
-_by_registry: dict[int, StepMetrics] = {}
+#: The metrics of each registry they were registered on (weakly: a registry that is gone
+#: takes them along; keying by ``id()`` would hand a new registry a dead one's metrics).
+_by_registry: weakref.WeakKeyDictionary[Any, StepMetrics] = weakref.WeakKeyDictionary()
 #: The ``METRICS_REGISTRY`` values that failed (logged once each).
 _broken: set[str] = set()
 
@@ -84,9 +87,9 @@ def step_metrics() -> StepMetrics | None:
     try:
         target = registry()
         with _lock:
-            found = _by_registry.get(id(target))
+            found = _by_registry.get(target)
             if found is None:
-                found = _by_registry[id(target)] = StepMetrics(target)
+                found = _by_registry[target] = StepMetrics(target)
             return found
     except Exception:
         key = repr(workflow_settings.METRICS_REGISTRY)
