@@ -5,11 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import get_language
@@ -115,3 +116,24 @@ class Report:
                 % {"count": len(rest), "done": done, "other": len(rest) - done},
                 messages.INFO,
             )
+
+
+class OnePageAdmin(admin.ModelAdmin):
+    """The admin of a proxy model that is one page, its row in the app list: nothing to
+    add, change or delete; its changelist URL serves ``page_view`` (a method name)."""
+
+    page_view = ""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[Any]:
+        info = self.opts.app_label, self.opts.model_name
+        view = self.admin_site.admin_view(getattr(self, self.page_view))
+        return [path("", view, name="{}_{}_changelist".format(*info))]

@@ -18,7 +18,7 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
@@ -26,7 +26,7 @@ from django.utils.translation import gettext_lazy
 
 from .. import stats
 from ..models import Dashboard, DefinitionVersion, WorkflowStatus
-from ._common import TEMPLATE_DIR, forbidden
+from ._common import TEMPLATE_DIR, OnePageAdmin, forbidden
 from .charts import Bar, Segment, Series, bar_chart, duration, line_chart
 
 #: The longest period the page shows, in days.
@@ -70,22 +70,10 @@ class DashboardForm(forms.Form):
 
 
 @admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin):
+class DashboardAdmin(OnePageAdmin):
     """One page, the row's link; ``view_dashboard`` (Django's own permission check)."""
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def get_urls(self) -> list[Any]:
-        info = self.opts.app_label, self.opts.model_name
-        view = self.admin_site.admin_view(self.dashboard_view)
-        return [path("", view, name="{}_{}_changelist".format(*info))]
+    page_view = "dashboard_view"
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):

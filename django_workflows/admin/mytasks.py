@@ -21,13 +21,14 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.functional import lazy
 from django.utils.translation import gettext as _
 
 from ..models import MyTask
 from ..paging import bounded_count
 from ..permissions import completable_tasks, is_active_user
+from ._common import OnePageAdmin
 
 #: The row counts up to this many tasks, then shows "99+".
 MY_TASKS_BOUND = 99
@@ -65,12 +66,14 @@ MyTask._meta.verbose_name_plural = lazy(my_tasks_label, str)()
 
 
 @admin.register(MyTask)
-class MyTaskAdmin(admin.ModelAdmin):
+class MyTaskAdmin(OnePageAdmin):
     """No list, no object page: one URL, the row's link, which leads to the inbox.
 
     Shown to every active staff user, like the inbox: the count is what the task rule
     gives them, so staff status alone shows "My tasks (0)".
     """
+
+    page_view = "inbox_redirect"
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         _request.set(weakref.ref(request))  # for the label, read next
@@ -78,20 +81,6 @@ class MyTaskAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return is_active_user(request.user)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def get_urls(self) -> list[Any]:
-        info = self.opts.app_label, self.opts.model_name
-        view = self.admin_site.admin_view(self.inbox_redirect)
-        return [path("", view, name="{}_{}_changelist".format(*info))]
 
     def inbox_redirect(self, request: HttpRequest) -> HttpResponse:
         url = reverse("admin:django_workflows_humantask_inbox", current_app=self.admin_site.name)
