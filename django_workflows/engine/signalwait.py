@@ -6,7 +6,7 @@ the signals nobody consumed. Sending a signal is ``engine/signals.py``."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connections, router
 from django.db.models import QuerySet
@@ -35,7 +35,7 @@ def pending(instance_id: Any) -> QuerySet[WorkflowSignal]:
 def any_pending(instance_id: Any) -> bool:
     """Whether the instance has a signal neither consumed nor discarded: ``pending()``'s
     question, its SQL built once per connection (asked as every instance finishes)."""
-    connection = connections[router.db_for_read(WorkflowSignal)]
+    connection: Any = connections[router.db_for_read(WorkflowSignal)]
     sql = getattr(connection, "_workflows_any_pending", None)
     if sql is None:
         qn, meta = connection.ops.quote_name, WorkflowSignal._meta
@@ -126,7 +126,7 @@ def write_instance(
     (``fastpath.write_instance``, with the COMMIT when ``last`` allows); when it
     ``finished``, the signals nobody consumed are discarded in the same statement, as
     ``discard`` does (their ``SignalDiscarded`` events after the others)."""
-    template = tx.make_event(ev.SignalDiscarded) if finished else None
+    template = cast(ev.SignalDiscarded, tx.make_event(ev.SignalDiscarded)) if finished else None
     found = fastpath.write_instance(
         connection,
         tx.instance,
