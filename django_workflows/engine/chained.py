@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import signals
 
 from .. import tracing
 from ..definition import WorkflowDefinition
@@ -23,7 +22,7 @@ from ..models import StepRun, WorkflowInstance, WorkflowStatus
 from ..steps import BaseMachineStep
 from . import left, signalwait, transition
 from .protocol import Engine
-from .sql import fastpath
+from .sql import fastpath, saves_unobserved
 from .transition import ClaimedRun, Transition, definition_for
 
 
@@ -48,8 +47,7 @@ def applies(definition: WorkflowDefinition, run: StepRun, connection: Any) -> bo
     return (
         fastpath.supports(connection)
         and chains_on(definition, run.step_name)
-        and not signals.pre_save.has_listeners(WorkflowInstance)
-        and not signals.post_save.has_listeners(WorkflowInstance)
+        and saves_unobserved(WorkflowInstance)
     )
 
 

@@ -160,3 +160,25 @@ def test_a_completion_that_finishes_discards_pending_signals_in_its_statement(pe
     ]
     sent = [e for e in bus.events[delivered:] if e.type == "SignalDiscarded"]
     assert [(e.signal, e.signal_id) for e in sent] == [(s.name, s.pk) for s in signals]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_save_receiver_still_hears_the_completion(fast_registry):  # noqa: F811
+    """Hand-written SQL writes a task only while nobody listens to its save signals."""
+    from django.db.models import signals
+
+    engine = LocalExecutionEngine(fast_registry)
+    engine.start_workflow("fast_human")
+    task = HumanTask.objects.get(status="open")
+    heard = []
+
+    def receiver(sender, instance, **kwargs):
+        heard.append((instance.pk, instance.status))
+
+    signals.post_save.connect(receiver, sender=HumanTask)
+    try:
+        engine.complete_task(task.pk, None, {})
+    finally:
+        signals.post_save.disconnect(receiver, sender=HumanTask)
+    assert heard == [(task.pk, "completed")]
+    assert StepRun.objects.get(pk=task.step_run_id).status == "completed"

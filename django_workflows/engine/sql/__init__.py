@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.db.models import Field
+from django.db.models import Field, signals
+
+
+def saves_unobserved(model: Any) -> bool:
+    """Whether nobody listens to ``model``'s ``pre_save`` or ``post_save``, which only
+    ``save()`` sends: only then may hand-written SQL write its rows instead."""
+    return not signals.pre_save.has_listeners(model) and not signals.post_save.has_listeners(model)
 
 
 def concrete_field(meta: Any, name: str) -> Field[Any, Any]:

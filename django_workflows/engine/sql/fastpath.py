@@ -43,13 +43,13 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import JSONField, Value, signals
+from django.db.models import JSONField, Value
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Now
 from django.db.models.sql import InsertQuery
 
 from ...models import StepRun, WorkflowEvent, WorkflowInstance
-from . import concrete_field
+from . import concrete_field, saves_unobserved
 
 #: The instance's columns a transition writes (``_Transition.close``'s update_fields).
 INSTANCE_FIELDS = (
@@ -167,11 +167,7 @@ def writes_instance(connection: Any) -> bool:
     """Whether a locked transition may write the instance and its events in one statement
     (``write_instance``): on PostgreSQL, while nobody listens to the instance's
     ``pre_save`` or ``post_save`` (which only ``save()`` sends)."""
-    return (
-        connection.vendor == "postgresql"
-        and not signals.pre_save.has_listeners(WorkflowInstance)
-        and not signals.post_save.has_listeners(WorkflowInstance)
-    )
+    return connection.vendor == "postgresql" and saves_unobserved(WorkflowInstance)
 
 
 def commits_in_statement(connection: Any) -> bool:

@@ -147,19 +147,20 @@ def lock_instance(instance_id: Any, *, by_task: Any = None) -> WorkflowInstance:
 def definition_row(connection: Any, name: str, version: str) -> DefinitionVersion | None:
     """The stored definition row of ``name`` and ``version`` (its id, name, version and
     checksum; the rest deferred), by SQL built once per connection; None if there is none."""
-    sql = getattr(connection, "_workflows_definition", None)
-    if sql is None:
+    cached = getattr(connection, "_workflows_definition", None)
+    if cached is None:
         qn, meta = connection.ops.quote_name, DefinitionVersion._meta
-        columns = ", ".join(qn(concrete_field(meta, f).column) for f in DEFINITION_FIELDS)
-        sql = connection._workflows_definition = (
-            f"SELECT {columns} FROM {qn(meta.db_table)} WHERE "
-            f"{qn(concrete_field(meta, 'name').column)} = %s "
-            f"AND {qn(concrete_field(meta, 'version').column)} = %s"
+        fields = [concrete_field(meta, f) for f in DEFINITION_FIELDS]
+        cached = connection._workflows_definition = (
+            f"SELECT {', '.join(qn(f.column) for f in fields)} FROM {qn(meta.db_table)} "
+            f"WHERE {qn(concrete_field(meta, 'name').column)} = %s "
+            f"AND {qn(concrete_field(meta, 'version').column)} = %s",
+            [f.attname for f in fields],
         )
+    sql, names = cached
     with connection.cursor() as cursor:
         cursor.execute(sql, [name, version])
         row = cursor.fetchone()
     if row is None:
         return None
-    names = [concrete_field(DefinitionVersion._meta, f).attname for f in DEFINITION_FIELDS]
     return DefinitionVersion.from_db(connection.alias, names, list(row))

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import signals
-
 from ...models import StepRun, WorkflowInstance
 from . import fastpath
 
 
 def applies(connection: Any, new_runs: list[StepRun], has_tasks: bool) -> bool:
+    """Whether the start may be one statement: the instance written by hand-written SQL
+    (``fastpath.writes_instance``) and nothing in the plan but runs and events."""
     return (
-        connection.vendor == "postgresql"
+        fastpath.writes_instance(connection)
         and not has_tasks
         and not any(hasattr(run, "_subflow") or hasattr(run, "_signal") for run in new_runs)
-        and not signals.pre_save.has_listeners(WorkflowInstance)
-        and not signals.post_save.has_listeners(WorkflowInstance)
     )
 
 

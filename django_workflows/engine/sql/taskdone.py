@@ -14,10 +14,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import signals
-
 from ...models import HumanTask, StepRun, TaskStatus, WorkflowInstance
-from . import Converters, concrete_field
+from . import Converters, concrete_field, saves_unobserved
 
 TASK_FIELDS = ("status", "completed_by", "completed_on_behalf_of", "completed_at", "result")
 RUN_FIELDS = ("status", "changes", "finished_at")
@@ -56,11 +54,7 @@ def reads(connection: Any) -> bool:
 def applies(connection: Any) -> bool:
     """PostgreSQL, while nobody listens to a task's ``pre_save`` or ``post_save`` (which
     only the task's ``save()`` sends)."""
-    return (
-        connection.vendor == "postgresql"
-        and not signals.pre_save.has_listeners(HumanTask)
-        and not signals.post_save.has_listeners(HumanTask)
-    )
+    return connection.vendor == "postgresql" and saves_unobserved(HumanTask)
 
 
 def _for(connection: Any) -> _TaskDone:
