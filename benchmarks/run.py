@@ -16,8 +16,9 @@ Sections (``--only``):
   as a share of it, column "raw floor") and the same step through the ORM.
 - scale: list pages (API, admin, the inbox) over 1,000 and 100,000 waiting instances
   with an open task each (10,000 with ``--quick``; ``BENCH_SCALE_ROWS=N`` for N),
-  bulk-inserted as a fixture. The value is the p99 as a server serves the page (the
-  full request, no ``gc.freeze()``); each page's statements must be the same at both
+  bulk-inserted as a fixture. The value is the p99 as a server serves the page: over
+  HTTP from a live server in a process of its own (``liveserver.py``, no
+  ``gc.freeze()``); each page's statements must be the same at both
   sizes, count no table without a bound, and (PostgreSQL, ``EXPLAIN ANALYZE``) read
   about as many rows at both sizes.
 - dashboard: the admin's dashboard over 1,000 and 100,000 instances of the last 30 days
