@@ -10,8 +10,10 @@ one request at a time, as a server's worker serves it.
 application's, not the benchmark's, and its collector runs as it would in production.
 With ``--freeze`` it does what ``testproject/wsgi.py`` does after start-up.
 
-``Client`` is the other end: GET a path with a session cookie, timed around the whole
-round trip (connect, request, response read to its last byte).
+Each response has a header ``X-GC-Full: N MS``: the full (generation 2) collections the
+server's collector made so far and their total milliseconds. ``LiveServer`` is the other
+end: GET a path with a session cookie, timed around the whole round trip (connect,
+request, response read to its last byte).
 """
 
 from __future__ import annotations
@@ -40,10 +42,31 @@ def serve(freeze: bool) -> None:
     from django.core.wsgi import get_wsgi_application
 
     application = get_wsgi_application()
+    full = [0, 0.0, 0.0]  # full collections, their total ms, the start of the current one
+
+    def collections(phase: str, info: dict) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                full[2] = time.perf_counter()
+            else:
+                full[0] += 1
+                full[1] += (time.perf_counter() - full[2]) * 1000
+
+    gc.callbacks.append(collections)
+
+    def counted(environ, start_response):
+        """The application, its responses telling the full collections so far."""
+
+        def start(status, headers, exc_info=None):
+            headers = [*headers, ("X-GC-Full", f"{full[0]} {full[1]:.1f}")]
+            return start_response(status, headers, exc_info)
+
+        return application(environ, start)
+
     if freeze:
         gc.collect()
         gc.freeze()
-    server: WSGIServer = make_server("127.0.0.1", 0, application, handler_class=QuietHandler)
+    server: WSGIServer = make_server("127.0.0.1", 0, counted, handler_class=QuietHandler)
     print(f"port {server.server_port}", flush=True)
     server.serve_forever()
 
@@ -61,6 +84,7 @@ class LiveServer:
             self.close()
             raise RuntimeError(f"the live server did not start (said {line!r})")
         self.port = int(line.split()[1])
+        self.full = (0, 0.0)
 
     def __enter__(self) -> LiveServer:
         return self
@@ -77,13 +101,16 @@ class LiveServer:
             self.process.wait()
 
     def get(self, path: str, cookie: str) -> tuple[int, bytes, float]:
-        """Status, body and milliseconds of one GET (a new connection: wsgiref closes it)."""
+        """Status, body and milliseconds of one GET (a new connection: wsgiref closes it);
+        ``self.full``: the server's full collections so far and their total ms."""
         started = time.perf_counter()
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
             connection.request("GET", path, headers={"Cookie": cookie, "Host": "127.0.0.1"})
             response = connection.getresponse()
             body = response.read()
+            count, ms = (response.getheader("X-GC-Full") or "0 0").split()
+            self.full = (int(count), float(ms))
         finally:
             connection.close()
         return response.status, body, (time.perf_counter() - started) * 1000

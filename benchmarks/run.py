@@ -556,6 +556,7 @@ class Timing:
     statements: int
     calls: int = 0
     sqls: list[tuple[str, object]] = field(default_factory=list)  # one call's (sql, params)
+    full: tuple[int, float] | None = None  # a live server's full collections, their ms
 
 
 def timed(fn: Callable[[], object], reps: tuple[int, int], budget: float) -> Timing:
@@ -631,6 +632,7 @@ def served(
         assert status == 200, (path, status, body[:300])
     times: list[float] = []
     deadline = time.perf_counter() + budget
+    full_before = server.full
     gc.disable()
     try:
         while len(times) < reps[1] and (len(times) < reps[0] or time.perf_counter() < deadline):
@@ -639,7 +641,8 @@ def served(
             times.append(ms)
     finally:
         gc.enable()
-    return Timing(percentile(times, 50), percentile(times, 99), 0, len(times))
+    full = (server.full[0] - full_before[0], server.full[1] - full_before[1])
+    return Timing(percentile(times, 50), percentile(times, 99), 0, len(times), full=full)
 
 
 def scale(report: Report, quick: bool) -> None:
@@ -737,13 +740,15 @@ def scale(report: Report, quick: bool) -> None:
         ("completable_tasks(manager)[:50]", inbox),
     ]
 
-    def measure_all(server: LiveServer) -> dict[str, Timing]:
-        """Each page over HTTP from ``server``; a function (no page) in this process."""
+    def measure_all(env: dict[str, str], *, freeze: bool = False) -> dict[str, Timing]:
+        """Each page over HTTP from a live server of its own (so one page's garbage is not
+        the next one's collection); a function (no page) in this process."""
         timings = {}
         for name, fn in measures:
             if hasattr(fn, "page"):
                 who, url = fn.page
-                timings[name] = served(server, url, cookie(who), reps, budget)
+                with LiveServer(env, freeze=freeze) as server:
+                    timings[name] = served(server, url, cookie(who), reps, budget)
             else:
                 timings[name] = timed(fn, reps, budget)
         return timings
@@ -766,14 +771,12 @@ def scale(report: Report, quick: bool) -> None:
         for name, fn in measures:
             stmts[name][size] = timed(fn, (1, 1), 0)
             read[name][size] = rows_read(stmts[name][size].sqls)
-        with LiveServer(env) as server:
-            for name, timing in measure_all(server).items():
-                results[name][size] = timing
+        for name, timing in measure_all(env).items():
+            results[name][size] = timing
         if size == sizes[-1]:
             # A server's worker that called gc.freeze() after loading the application
             # (testproject/wsgi.py, docs/performance.md "p99 and the collector"): a detail.
-            with LiveServer(env, freeze=True) as server:
-                frozen = measure_all(server)
+            frozen = measure_all(env, freeze=True)
     small = sizes[0]
     for name, _ in measures:
         a, b, f = results[name][small], results[name][large], frozen[name]
@@ -784,6 +787,11 @@ def scale(report: Report, quick: bool) -> None:
         # a page (a statement that reads the table reads about ``large`` rows).
         rows_flat = rows_a is None or rows_b is None or rows_b <= 2 * rows_a + 1_000
         rows = "" if rows_a is None else f"; rows read {rows_a:,} / {rows_b:,}"
+        if b.full is not None:  # the server's full collections while timed, at the large size
+            count, ms = b.full
+            rows += f"; full collections {count}/{b.calls}" + (
+                f" ({ms / count:.0f} ms each)" if count else ""
+            )
         report.add(
             f"scale: {name}",
             f"{b.p99:,.1f} ms",
