@@ -15,3 +15,8 @@ def test_a_finite_interval_is_accepted():
     from django_workflows.management.commands.workflow_sweep import interval
 
     assert interval("0.25") == 0.25 and interval("86400") == 86400.0
+
+
+def test_an_interval_without_loop_is_an_error_not_ignored():
+    with pytest.raises(CommandError, match="--interval needs --loop"):
+        call_command("workflow_sweep", "--interval", "5")

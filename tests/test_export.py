@@ -222,6 +222,7 @@ def test_the_command_writes_csv_to_a_file(mixed, tmp_path):
         (("--finished-before", "yesterday"), "--finished-before 'yesterday': expected a date"),
         (("--started-after", "2026-02-30"), "--started-after '2026-02-30': expected a date"),
         (("--version", "1.0.0"), "--version needs --workflow"),
+        (("--workflow", "expnese"), "--workflow: no workflow named 'expnese' (known: "),
         (("--batch-size", "0"), "--batch-size: 0 is not between 1 and 100000"),
         (("--batch-size", "2147483648"), "--batch-size: 2147483648 is not between 1 and 100000"),
         (("--batch-size", "lots"), "--batch-size: 'lots' is not an integer"),

@@ -53,6 +53,19 @@ def batch_size(value: str) -> int:
     return number
 
 
+def known_workflow(name: str | None) -> None:
+    """``--workflow NAME``: a workflow that has a definition in the database (registered
+    now or once), else a ``CommandError`` naming the known ones: a typo must not look
+    like "nothing to do"."""
+    from django_workflows.models import DefinitionVersion
+
+    if name is None or DefinitionVersion.objects.filter(name=name).exists():
+        return
+    known = sorted(set(DefinitionVersion.objects.values_list("name", flat=True)))
+    listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") or "none"
+    raise CommandError(f"--workflow: no workflow named {name!r} (known: {listed})")
+
+
 def progress_bar(command: BaseCommand, total: int, unit: str, verbosity: int) -> tqdm:
     """A tqdm bar of ``total`` ``unit`` on ``command``'s stderr (off unless a terminal)."""
     stream: Any = getattr(command.stderr, "_out", sys.stderr)  # OutputWrapper's stream

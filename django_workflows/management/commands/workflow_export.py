@@ -5,7 +5,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_workflows.export import CHUNK_SIZE, documents, write
-from django_workflows.management.cli import batch_size, parse_when, progress_bar
+from django_workflows.management.cli import (
+    batch_size,
+    known_workflow,
+    parse_when,
+    progress_bar,
+)
 from django_workflows.models import WorkflowInstance, WorkflowStatus
 
 
@@ -56,6 +61,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["version"] and not options["workflow"]:
             raise CommandError("--version needs --workflow")
+        known_workflow(options["workflow"])
         rows = WorkflowInstance.objects.all()
         if options["workflow"]:
             rows = rows.filter(definition__name=options["workflow"])

@@ -6,7 +6,12 @@ from django.utils import timezone
 
 from django_workflows.engine import retention
 from django_workflows.export import write
-from django_workflows.management.cli import batch_size, parse_when, progress_bar
+from django_workflows.management.cli import (
+    batch_size,
+    known_workflow,
+    parse_when,
+    progress_bar,
+)
 
 
 class Command(BaseCommand):
@@ -44,6 +49,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         cutoff = self._cutoff(options["finished_before"])
         workflow = options["workflow"]
+        known_workflow(workflow)
         if options["dry_run"]:
             self._dry_run(cutoff, workflow, options["verbosity"])
             return

@@ -4,7 +4,7 @@ import signal
 import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
 from django_workflows.conf import workflow_settings
@@ -47,12 +47,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--interval",
             type=interval,
-            default=1.0,
+            default=None,
             metavar="SECONDS",
-            help=f"Seconds between sweeps (more than 0, at most {MAX_INTERVAL:g}).",
+            help=f"With --loop: seconds between sweeps (default 1, more than 0, at most "
+            f"{MAX_INTERVAL:g}).",
         )
 
     def handle(self, *args, **options) -> None:
+        if options["interval"] is None:
+            options["interval"] = 1.0
+        elif not options["loop"]:  # silently sweeping once would hide the mistake
+            raise CommandError("--interval needs --loop")
         if options["install_schedule"]:
             from django_workflows.engine.djangoq import install_schedule
 
