@@ -80,7 +80,7 @@ EXPECT_FIELDS = (
 )
 
 
-def _cast(field: Any, connection: Any) -> str:
+def cast(field: Any, connection: Any) -> str:
     """``::type`` for PostgreSQL, where a VALUES list does not take its columns' types."""
     if connection.vendor != "postgresql":
         return ""
@@ -89,7 +89,7 @@ def _cast(field: Any, connection: Any) -> str:
     return f"::{field.db_type(connection)}"
 
 
-class _Tables:
+class Tables:
     """Quoted names, columns and placeholders of the three tables, from ``_meta``; the
     SQL of each shape seen; a compiler for expressions (``Now()``)."""
 
@@ -101,30 +101,30 @@ class _Tables:
         self.run_pk = qn(run_meta.pk.column)
         self.run_fields = [f for f in run_meta.concrete_fields if not f.primary_key]
         self.run_columns = ", ".join(qn(f.column) for f in self.run_fields)
-        self.run_placeholders = [f"%s{_cast(f, connection)}" for f in self.run_fields]
+        self.run_placeholders = [f"%s{cast(f, connection)}" for f in self.run_fields]
         self.run_field = {f.attname: f for f in run_meta.concrete_fields}
         self.run_col = {f.attname: qn(f.column) for f in run_meta.concrete_fields}
-        self.token_cast = _cast(self.run_field["lease_token"], connection)
-        self.changes_cast = _cast(self.run_field["changes"], connection)
+        self.token_cast = cast(self.run_field["lease_token"], connection)
+        self.changes_cast = cast(self.run_field["changes"], connection)
 
         self.event_table = qn(event_meta.db_table)
         names = ("instance", "type", "step_name", "payload", "created_at")
         self.event_fields = [concrete_field(event_meta, name) for name in names]
         self.event_columns = ", ".join(qn(f.column) for f in self.event_fields)
-        self.event_row = "(" + ", ".join(f"%s{_cast(f, connection)}" for f in self.event_fields)
+        self.event_row = "(" + ", ".join(f"%s{cast(f, connection)}" for f in self.event_fields)
         self.event_row += ")"
 
         self.inst_table = qn(inst_meta.db_table)
         self.inst_pk = qn(inst_meta.pk.column)
-        self.inst_pk_cast = _cast(inst_meta.pk, connection)
+        self.inst_pk_cast = cast(inst_meta.pk, connection)
         self.inst_fields = [concrete_field(inst_meta, name) for name in INSTANCE_FIELDS]
         self.inst_set = ", ".join(
-            f"{qn(f.column)} = %s{_cast(f, connection)}" for f in self.inst_fields
+            f"{qn(f.column)} = %s{cast(f, connection)}" for f in self.inst_fields
         )
         self.expect_fields = [concrete_field(inst_meta, name) for name in EXPECT_FIELDS]
         self.inst_where = " AND ".join(
             [f"{self.inst_pk} = %s{self.inst_pk_cast}"]
-            + [f"{qn(f.column)} = %s{_cast(f, connection)}" for f in self.expect_fields]
+            + [f"{qn(f.column)} = %s{cast(f, connection)}" for f in self.expect_fields]
             + [f"{qn(concrete_field(inst_meta, 'finished_at').column)} IS NULL"]
         )
         self.compiler = InsertQuery(StepRun).get_compiler(connection=connection)
@@ -197,7 +197,7 @@ def commits_in_statement(connection: Any) -> bool:
 def expectation(connection: Any, instance: WorkflowInstance) -> list[Any]:
     """The instance's values that a plan is made from, as parameters, taken now (JSON
     encoded at once: planning changes the dicts in place)."""
-    t = _tables_for(connection)
+    t = tables_for(connection)
     values = [WorkflowInstance._meta.pk.get_db_prep_save(instance.pk, connection)]
     for field in t.expect_fields:
         value = getattr(instance, field.attname)
@@ -208,16 +208,17 @@ def expectation(connection: Any, instance: WorkflowInstance) -> list[Any]:
     return values
 
 
-def _tables_for(connection: Any) -> _Tables:
+def tables_for(connection: Any) -> Tables:
+    """The tables' SQL parts for ``connection``, built once (``start.py`` shares them)."""
     # Kept on the connection object (one per thread and alias), not in a global map:
     # the cache refers to the connection, so a map would keep every thread's alive.
     tables = getattr(connection, "_workflows_fastpath", None)
     if tables is None:
-        tables = connection._workflows_fastpath = _Tables(connection)
+        tables = connection._workflows_fastpath = Tables(connection)
     return tables
 
 
-def _run_row(t: _Tables, run: StepRun, connection: Any) -> tuple[tuple[str, ...], list[Any]]:
+def run_row(t: Tables, run: StepRun, connection: Any) -> tuple[tuple[str, ...], list[Any]]:
     """One VALUES row of a new run: its SQL parts (the shape) and its parameters."""
     parts: list[str] = []
     params: list[Any] = []
@@ -261,8 +262,8 @@ def finish(
     (PostgreSQL, from ``expectation``) the instance is not locked yet: the statement
     locks it (``FOR UPDATE``) and writes only if it still holds those values.
     """
-    t = _tables_for(connection)
-    rows = [_run_row(t, run, connection) for run in new_runs]
+    t = tables_for(connection)
+    rows = [run_row(t, run, connection) for run in new_runs]
     commit = commit and t.postgres
     if expect is not None and not t.postgres:
         raise ValueError("the unlocked path needs PostgreSQL")
@@ -283,7 +284,7 @@ def finish(
     runs: list[Any] = []
     for _, row_params in rows:
         runs.extend(row_params)
-    evs = _event_params(t, connection, instance.pk, events)
+    evs = event_params(t, connection, instance.pk, events)
     inst = _instance_params(t, connection, instance)
 
     with connection.cursor() as cursor:
@@ -305,9 +306,10 @@ def finish(
         return True, True, ids
 
 
-def _event_params(
-    t: _Tables, connection: Any, instance_pk: Any, events: list[tuple[str, str, Any, Any]]
+def event_params(
+    t: Tables, connection: Any, instance_pk: Any, events: list[tuple[str, str, Any, Any]]
 ) -> list[Any]:
+    """The parameters of ``events``' VALUES rows (``t.event_row`` each) of one instance."""
     ef = t.event_fields
     event_pk = ef[0].get_db_prep_save(instance_pk, connection)
     params: list[Any] = []
@@ -324,7 +326,7 @@ def _event_params(
     return params
 
 
-def _instance_params(t: _Tables, connection: Any, instance: WorkflowInstance) -> list[Any]:
+def _instance_params(t: Tables, connection: Any, instance: WorkflowInstance) -> list[Any]:
     """The instance's written columns (``updated_at`` set now, as ``save()`` does), then
     its pk."""
     params = [
@@ -351,7 +353,7 @@ def write_instance(
     discarded at that time in the same statement, each with a ``SignalDiscarded`` row
     after the events; returns their (id, name), oldest first. The caller holds the
     instance's lock, which every sender of a signal takes first: none comes meanwhile."""
-    t = _tables_for(connection)
+    t = tables_for(connection)
     discard = discard_at is not None
     shape = ("instance", len(events), commit, discard)
     sql = t.sql.get(shape)
@@ -362,7 +364,7 @@ def write_instance(
     if discard:
         at = ef[4].get_db_prep_save(discard_at, connection)
         params += [at, ef[0].get_db_prep_save(instance.pk, connection)]
-    params += _event_params(t, connection, instance.pk, events)
+    params += event_params(t, connection, instance.pk, events)
     if discard:
         params += [ef[0].get_db_prep_save(instance.pk, connection), at]
     with connection.cursor() as cursor:
@@ -373,7 +375,7 @@ def write_instance(
     return list(zip(ids or [], names or [], strict=True))
 
 
-def _instance_sql(t: _Tables, connection: Any, n_events: int, commit: bool, discard: bool) -> str:
+def _instance_sql(t: Tables, connection: Any, n_events: int, commit: bool, discard: bool) -> str:
     from ...signal_models import WorkflowSignal
 
     qn = connection.ops.quote_name
@@ -393,9 +395,9 @@ def _instance_sql(t: _Tables, connection: Any, n_events: int, commit: bool, disc
         )
         # SignalDiscarded's payload, as the ORM path writes it (engine.signalwait).
         rows.append(
-            f"SELECT %s{_cast(t.event_fields[0], connection)}, 'SignalDiscarded', '', "
+            f"SELECT %s{cast(t.event_fields[0], connection)}, 'SignalDiscarded', '', "
             f"jsonb_build_object('signal', s.{c['name']}, 'signal_id', s.{pk}, "
-            f"'user_id', NULL, 'reason', ''), %s{_cast(t.event_fields[4], connection)} "
+            f"'user_id', NULL, 'reason', ''), %s{cast(t.event_fields[4], connection)} "
             f"FROM (SELECT * FROM sig ORDER BY {pk}) AS s"
         )
     if rows:  # one INSERT: the rows' ids in this order
@@ -411,7 +413,7 @@ def _instance_sql(t: _Tables, connection: Any, n_events: int, commit: bool, disc
     return sql + "; COMMIT" if commit else sql
 
 
-def _done_sql(t: _Tables) -> str:
+def _done_sql(t: Tables) -> str:
     c = t.run_col
     return (
         f"UPDATE {t.run_table} SET {c['status']} = %s, {c['changes']} = %s{t.changes_cast}, "
@@ -421,7 +423,7 @@ def _done_sql(t: _Tables) -> str:
     )
 
 
-def _build_postgres(t: _Tables, shape: tuple[Any, ...]) -> str:
+def _build_postgres(t: Tables, shape: tuple[Any, ...]) -> str:
     row_parts, n_events, commit, unlocked = shape
     ctes = []
     locked = "1"
@@ -459,7 +461,7 @@ def _build_postgres(t: _Tables, shape: tuple[Any, ...]) -> str:
     return sql + "; COMMIT" if commit else sql
 
 
-def _build_sqlite(t: _Tables, shape: tuple[Any, ...]) -> tuple[str, str, str, str]:
+def _build_sqlite(t: Tables, shape: tuple[Any, ...]) -> tuple[str, str, str, str]:
     row_parts, n_events, _, _ = shape
     runs = events = ""
     if row_parts:

@@ -38,15 +38,15 @@ def insert(
 ) -> list[int]:
     """Insert ``instance`` (new), ``new_runs`` and the ``events`` rows; returns the runs'
     ids in order."""
-    t = fastpath._tables_for(connection)
+    t = fastpath.tables_for(connection)
     qn = connection.ops.quote_name
     fields = list(WorkflowInstance._meta.concrete_fields)
-    rows = [fastpath._run_row(t, run, connection) for run in new_runs]
+    rows = [fastpath.run_row(t, run, connection) for run in new_runs]
     shape = ("start", tuple(parts for parts, _ in rows), len(events), commit)
     sql = t.sql.get(shape)
     if sql is None:
         columns = ", ".join(qn(f.column) for f in fields)
-        values = ", ".join(f"%s{fastpath._cast(f, connection)}" for f in fields)
+        values = ", ".join(f"%s{fastpath.cast(f, connection)}" for f in fields)
         ctes = [f"inst AS (INSERT INTO {t.inst_table} ({columns}) VALUES ({values}))"]
         if rows:
             run_values = ", ".join("(" + ", ".join(parts) + ")" for parts, _ in rows)
@@ -65,7 +65,7 @@ def insert(
     params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
     for _, row_params in rows:
         params.extend(row_params)
-    params.extend(fastpath._event_params(t, connection, instance.pk, events))
+    params.extend(fastpath.event_params(t, connection, instance.pk, events))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         (ids,) = cursor.fetchone()
