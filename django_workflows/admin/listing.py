@@ -30,6 +30,7 @@ from django.utils.translation import gettext as _
 
 from ..links import pk_url
 from ..paging import BoundedPaginator
+from .release import releasing
 
 
 class BoundedChangeList(ChangeList):
@@ -75,7 +76,7 @@ class BoundedListMixin:
         )
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        response = super().changelist_view(request, extra_context)  # type: ignore[misc]
+        response = releasing(super().changelist_view(request, extra_context))  # type: ignore[misc]
         context = getattr(response, "context_data", None)
         cl = context.get("cl") if context else None
         if cl is not None and not getattr(cl.paginator, "count_is_exact", True):

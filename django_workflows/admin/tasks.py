@@ -49,6 +49,7 @@ from ._common import (
 from .bulk import BulkCompleteMixin
 from .columns import TaskColumns, short_datetime
 from .listing import BoundedListMixin
+from .release import ReleasingTemplateResponse
 
 __all__ = ["BoundedPaginator", "HumanTaskAdmin"]
 
@@ -256,7 +257,7 @@ class HumanTaskAdmin(BoundedListMixin, BulkCompleteMixin, TaskColumns, admin.Mod
         """My tasks: the open tasks the user may complete, due first."""
         page = taskpage.inbox_page(request.user, request.GET.get("p"), INBOX_PAGE_SIZE)
         request.current_app = self.admin_site.name
-        return TemplateResponse(
+        return ReleasingTemplateResponse(
             request,
             f"{TEMPLATE_DIR}/humantask/inbox.html",
             self._context(
