@@ -12,6 +12,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from ..inboxrows import group_names
 from ..models import HumanTask
 from ._common import compact_json
 
@@ -51,7 +52,7 @@ class TaskColumns:
             return one_line(_("claimed by %(user)s") % {"user": obj.claimed_by}, limit=40)
         if obj.assignee_id is not None:
             return one_line(str(obj.assignee), limit=40)
-        groups = ", ".join(group.name for group in obj.candidate_groups.all())
+        groups = ", ".join(group_names(obj))
         return one_line(groups, limit=40) if groups else mark_safe("-")
 
     @admin.display(description=gettext_lazy("completed by"), ordering="completed_by")
