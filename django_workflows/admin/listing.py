@@ -17,14 +17,14 @@ pages at scale"):
 from __future__ import annotations
 
 from functools import lru_cache
+from html import escape
 from typing import Any
 
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
@@ -68,11 +68,10 @@ class BoundedListMixin:
 
     def action_checkbox(self, obj: Model) -> SafeString:
         """Django's checkbox (``ModelAdmin.action_checkbox``), without a widget per row."""
-        return format_html(
-            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
-            ACTION_CHECKBOX_NAME,
-            str(obj.pk),
-            _select_label().format(obj),
+        label = escape(_select_label().format(obj))
+        return mark_safe(  # noqa: S308 (format_html's escaping, without its per-call cost)
+            f'<input type="checkbox" name="{ACTION_CHECKBOX_NAME}" value="{escape(str(obj.pk))}"'
+            f' class="action-select" aria-label="{label}">'
         )
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:

@@ -81,6 +81,8 @@ class _Column:
         field = self.field
         if self.method is not None:
             value = self.method(row)
+            if value.__class__ is SafeString and not self.boolean and value.strip():
+                return value, False  # what display_for_value and escaping leave as it is
         elif field.auto_created:
             value = getattr(row, self.name)
         else:
@@ -112,7 +114,27 @@ def _columns(cl: Any) -> list[_Column] | None:
     return columns
 
 
-def _cell(cl: Any, column: _Column, row: Any, url_context: dict[str, Any]) -> str:
+class _Links:
+    """The rows' change links with the page's filters (``add_preserved_filters``), which
+    resolves each URL: the links are URLs of one view without a query
+    (``url_for_result``), so what it adds to the first one it adds to every one."""
+
+    def __init__(self, cl: Any) -> None:
+        self.cl = cl
+        self.context = {"preserved_filters": cl.preserved_filters, "opts": cl.opts}
+        self.suffix: str | None = None
+
+    def url(self, row: Any) -> str:
+        url = self.cl.url_for_result(row)
+        if self.suffix is not None:
+            return url + self.suffix
+        full = add_preserved_filters(self.context, url)
+        if full.startswith(url) and not any(c in url for c in "?#;"):
+            self.suffix = full[len(url) :]
+        return full
+
+
+def _cell(column: _Column, row: Any, links: _Links) -> str:
     try:
         content, is_date = column.shown(row)
     except ObjectDoesNotExist:
@@ -120,11 +142,10 @@ def _cell(cl: Any, column: _Column, row: Any, url_context: dict[str, Any]) -> st
     text = conditional_escape(content)
     if column.link:
         try:
-            url = cl.url_for_result(row)
+            url = links.url(row)
         except NoReverseMatch:
             pass
         else:
-            url = add_preserved_filters(url_context, url)
             text = f'<a href="{escape(url)}">{text}</a>'
     classes = column.classes + " nowrap" if is_date else column.classes
     return f'<{column.tag} class="{classes}">{text}</{column.tag}>'
@@ -135,15 +156,12 @@ def fast_results(cl: Any) -> list[ResultList]:
     prepare = getattr(cl.model_admin, "prepare_rows", None)
     if prepare is not None:
         prepare(list(cl.result_list))
-    columns = None if cl.formset or cl.is_popup else _columns(cl)
+    columns = None if getattr(cl, "formset", None) or cl.is_popup else _columns(cl)
     if columns is None:
         return list(results(cl))
-    url_context = {"preserved_filters": cl.preserved_filters, "opts": cl.opts}
+    links = _Links(cl)
     return [
-        ResultList(
-            None,
-            [mark_safe("".join([_cell(cl, c, row, url_context) for c in columns]))],  # noqa: S308
-        )
+        ResultList(None, [mark_safe("".join([_cell(c, row, links) for c in columns]))])  # noqa: S308
         for row in cl.result_list
     ]
 
