@@ -110,6 +110,7 @@ class WorkflowInstanceAdmin(
         "An instance id (whole, or its first characters) or a business key (or its start)."
     )
     actions = ("cancel_instances", "retry_instances", "migrate_instances")
+    list_deferred = ("context", "tokens", "error", "error_traceback")
     readonly_fields = (*SUMMARY_FIELDS, *ERROR_FIELDS, *SUBFLOW_FIELDS)
 
     # -- permissions: the rule of ``permissions.py``, read-only, plus cancel and retry --

@@ -34,7 +34,14 @@ from .release import releasing
 
 
 class BoundedChangeList(ChangeList):
-    """Django's changelist with ``links.pk_url`` for each row's link."""
+    """Django's changelist with ``links.pk_url`` for each row's link, and without the
+    fields the rows do not show (``list_deferred``)."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        deferred = getattr(self.model_admin, "list_deferred", ())
+        if deferred:  # the rows shown; not the actions' querysets, which may read them
+            self.result_list = self.result_list.defer(*deferred)
 
     def url_for_result(self, result: Model) -> str:
         name = f"admin:{self.opts.app_label}_{self.opts.model_name}_change"
@@ -50,6 +57,8 @@ class BoundedListMixin:
     """
 
     show_full_result_count = False  # a second count, of every row: never
+    #: Fields the rows shown never read (large JSON and texts): not fetched nor decoded.
+    list_deferred: tuple[str, ...] = ()
 
     def get_paginator(
         self,
