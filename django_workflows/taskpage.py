@@ -34,6 +34,7 @@ from django.utils.translation import gettext_lazy
 from .engine import get_engine
 from .exceptions import StateConflict, TaskNotFound, WorkflowError
 from .forms import form_for_step, page_form_for_step
+from .inboxrows import attach_group_names
 from .models import HumanTask, TaskStatus, WorkflowInstance
 from .paging import TASK_LIST_DEFERRED, BoundedPaginator
 from .permissions import (
@@ -111,15 +112,14 @@ def task_rows() -> QuerySet[HumanTask]:
 def inbox_page(user: Any, asked: Any, per_page: int = INBOX_PAGE_SIZE) -> Page:
     """A page of "My tasks": the open tasks ``user`` may complete, due first; each task
     knows whether it is ``overdue``."""
-    tasks = (
-        completable_tasks(user, task_rows().defer(*TASK_LIST_DEFERRED))
-        .prefetch_related("candidate_groups")
-        .order_by(F("due_at").asc(nulls_last=True), "created_at", "pk")
+    tasks = completable_tasks(user, task_rows().defer(*TASK_LIST_DEFERRED)).order_by(
+        F("due_at").asc(nulls_last=True), "created_at", "pk"
     )
     page = BoundedPaginator(tasks, per_page, asked).get_page(asked)
     now = timezone.now()
     for task in page:
         task.overdue = is_overdue(task, now)
+    attach_group_names(page)  # not prefetch_related: no reference cycles (inboxrows.py)
     return page
 
 

@@ -3,15 +3,16 @@ compact dates, who a task is for in one cell, a result on one truncated line."""
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 from django.contrib import admin
 from django.utils import timezone
-from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from ..inboxrows import group_names
 from ..models import HumanTask
 from ._common import compact_json
 
@@ -35,10 +36,9 @@ def short_datetime(value: Any) -> SafeString:
 def one_line(text: str, limit: int = RESULT_CHARS) -> SafeString:
     """``text`` on one line, cut with an ellipsis where the cell ends (CSS) or at ``limit``
     characters; the whole text in a tooltip."""
-    shown = text if len(text) <= limit else text[:limit] + "…"
-    return format_html(
-        '<span class="dwf-one-line" title="{}">{}</span>', text[:TOOLTIP_CHARS], shown
-    )
+    shown = escape(text if len(text) <= limit else text[:limit] + "…")
+    title = escape(text[:TOOLTIP_CHARS])  # a list shows it on every row: no format_html
+    return mark_safe(f'<span class="dwf-one-line" title="{title}">{shown}</span>')  # noqa: S308
 
 
 class TaskColumns:
@@ -51,7 +51,7 @@ class TaskColumns:
             return one_line(_("claimed by %(user)s") % {"user": obj.claimed_by}, limit=40)
         if obj.assignee_id is not None:
             return one_line(str(obj.assignee), limit=40)
-        groups = ", ".join(group.name for group in obj.candidate_groups.all())
+        groups = ", ".join(group_names(obj))
         return one_line(groups, limit=40) if groups else mark_safe("-")
 
     @admin.display(description=gettext_lazy("completed by"), ordering="completed_by")

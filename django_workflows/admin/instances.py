@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from html import escape
 from typing import Any
 
 from django.contrib import admin, messages
@@ -109,6 +110,7 @@ class WorkflowInstanceAdmin(
         "An instance id (whole, or its first characters) or a business key (or its start)."
     )
     actions = ("cancel_instances", "retry_instances", "migrate_instances")
+    list_deferred = ("context", "tokens", "error", "error_traceback")
     readonly_fields = (*SUMMARY_FIELDS, *ERROR_FIELDS, *SUBFLOW_FIELDS)
 
     # -- permissions: the rule of ``permissions.py``, read-only, plus cancel and retry --
@@ -172,7 +174,8 @@ class WorkflowInstanceAdmin(
 
     @admin.display(description=gettext_lazy("instance"))
     def short_id(self, obj: WorkflowInstance) -> SafeString:
-        return format_html('<span title="{}">{}</span>', obj.pk, short_id(obj.pk))
+        pk = escape(str(obj.pk))  # on every row of the list: no format_html
+        return mark_safe(f'<span title="{pk}">{escape(short_id(obj.pk))}</span>')  # noqa: S308
 
     @admin.display(description=gettext_lazy("definition"), ordering="definition__name")
     def definition_display(self, obj: WorkflowInstance) -> str:

@@ -173,3 +173,15 @@ def test_task_lists_do_not_read_the_graph_or_the_context(admin_client, start, ur
     assert '"django_workflows_definitionversion"."graph"' not in page
     assert '"django_workflows_workflowinstance"."context"' not in page
     assert "approval" in response.content.decode()  # the definition's name is shown
+
+
+def test_the_instance_list_does_not_read_what_its_rows_do_not_show(admin_client, start):
+    start("approval", business_key="EXP-9", amount=1)
+
+    response, sqls = statements(admin_client, INSTANCES)
+
+    page = next(s for s in sqls if s.startswith('SELECT "django_workflows_workflowinstance"."id"'))
+    for column in ("context", "tokens", "error", "error_traceback"):
+        assert f'"django_workflows_workflowinstance"."{column}"' not in page
+    assert '"django_workflows_workflowinstance"."current_steps"' in page  # a column
+    assert "EXP-9" in response.content.decode()
