@@ -43,7 +43,7 @@ from .diagram import render_svg, step_states, taken_edges
 from .export import InstanceExportMixin
 from .forms import CancelForm, RetryForm
 from .history import annotate_history
-from .listing import BoundedListMixin
+from .listing import BoundedListMixin, DefinitionFilter
 from .migrate import MigrateActionMixin
 from .signals import signals_context
 from .subflows import SUBFLOW_FIELDS, SubWorkflowLinksMixin
@@ -98,7 +98,11 @@ class WorkflowInstanceAdmin(
         "updated_display",
     )
     list_display_links = ("short_id",)
-    list_filter = ("status", "definition", ("started_at", admin.DateFieldListFilter))
+    list_filter = (
+        "status",
+        ("definition", DefinitionFilter),
+        ("started_at", admin.DateFieldListFilter),
+    )
     list_select_related = ("definition", "started_by")
     list_per_page = 50
     # The changelist counts the filtered rows up to a bound (listing.BoundedListMixin);

@@ -20,6 +20,7 @@ from functools import lru_cache
 from html import escape
 from typing import Any
 
+from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.db.models import Model
@@ -101,3 +102,15 @@ def _select_label() -> str:
 @lru_cache(maxsize=64)
 def _select_label_for(language: str | None) -> str:
     return _("Select this object for an action - {}")
+
+
+class DefinitionFilter(admin.RelatedFieldListFilter):
+    """The definition filter, its choices read as (id, name, version): Django's reads
+    every definition's whole row, graph (JSON) included, on every page of the list."""
+
+    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> list:
+        rows = field.related_model._default_manager.order_by("name", "version")
+        return [
+            (pk, f"{name} {version}")
+            for pk, name, version in rows.values_list("pk", "name", "version")
+        ]

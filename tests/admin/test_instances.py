@@ -90,6 +90,24 @@ def test_list_filters_by_status_definition_and_start_date(admin_client, start, w
         assert title in html
 
 
+def test_the_definition_filter_reads_names_and_versions_not_graphs(admin_client, start, waiting):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    start("check")  # a second definition: the filter shows with two or more
+    waiting_instance, _ = waiting
+    definition = waiting_instance.definition
+    table = definition._meta.db_table
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(CHANGELIST)
+
+    [filter_] = [f for f in response.context["cl"].filter_specs if f.field_path == "definition"]
+    assert (definition.pk, f"{definition.name} {definition.version}") in filter_.lookup_choices
+    reads = [q["sql"] for q in queries if f'FROM "{table}"' in q["sql"]]
+    assert reads and not any('"graph"' in sql for sql in reads), reads
+
+
 def test_search_finds_by_id_its_start_and_business_key(admin_client, start):
     first = start("check", business_key="ORDER-1001")
     second = start("check", business_key="ORDER-2002")
