@@ -622,57 +622,18 @@ def rows_read(sqls: list[tuple[str, object]]) -> int | None:
     return total
 
 
-def served(
-    server: LiveServer, path: str, cookie: str, reps: tuple[int, int], budget: float
-) -> Timing:
-    """p50/p99 of GET ``path`` from the live server, as ``timed``. This process's collector
-    is off while it waits on the server: the pauses measured are the server's."""
-    for _ in range(3):  # warm: the server's templates, caches, connection
-        status, body, _ms = server.get(path, cookie)
-        assert status == 200, (path, status, body[:300])
-    times: list[float] = []
-    deadline = time.perf_counter() + budget
-    full_before = server.full
-    gc.disable()
-    try:
-        while len(times) < reps[1] and (len(times) < reps[0] or time.perf_counter() < deadline):
-            status, _body, ms = server.get(path, cookie)
-            assert status == 200, (path, status)
-            times.append(ms)
-    finally:
-        gc.enable()
-    full = (server.full[0] - full_before[0], server.full[1] - full_before[1])
-    return Timing(percentile(times, 50), percentile(times, 99), 0, len(times), full=full)
-
-
-def scale(report: Report, quick: bool) -> None:
-    """The list pages must not grow with the number of rows: the same statements, none
-    counting a whole table, and p99 < 100 ms as a server serves them: timed over HTTP
-    against a live server in a process of its own (``liveserver.py``: the test project's
-    WSGI application, no ``gc.freeze()``); statements and rows read counted in this
-    process through the test client.
-
-    ``BENCH_SCALE_ROWS=N`` sets the large size (default 100,000; 10,000 with ``--quick``).
-    """
-    from django.conf import settings
+def list_pages(group) -> list[tuple[str, Callable[[], object]]]:
+    """The scale section's pages and their users (created if missing), as (name, call):
+    a call of a page does the full request in process (DRF's ``APIClient`` or Django's
+    test ``Client``) and has ``.page``, (the user, the URL), to be requested over HTTP
+    with ``session_cookie``; ``completable_tasks`` is a function, no page."""
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group, Permission
-    from django.db import connection
+    from django.contrib.auth.models import Permission
     from django.test import Client
     from rest_framework.test import APIClient
 
-    from django_workflows.engine import LocalExecutionEngine
     from django_workflows.permissions import completable_tasks
 
-    large = int(os.environ.get("BENCH_SCALE_ROWS") or (10_000 if quick else 100_000))
-    sizes = (1_000, large)
-    reps, budget = ((10, 30), 1.0) if quick else ((200, 200), 60.0)
-    clear_workflow_rows()
-    engine = LocalExecutionEngine(bench_registry())
-    from django_workflows.engine.instances import definition_row
-
-    definition = definition_row(engine.registry.get_definition("bench_review"))
-    group, _ = Group.objects.get_or_create(name="managers")
     User = get_user_model()
 
     def user(name: str, *, staff=False, superuser=False, manager=False):
@@ -691,16 +652,6 @@ def scale(report: Report, quick: bool) -> None:
     manager = user("manager", manager=True)
     lead = user("lead", staff=True, manager=True)  # the admin needs staff; the inbox a group
     admin = user("admin", staff=True, superuser=True)
-    cookies: dict[str, str] = {}
-
-    def cookie(who) -> str:
-        """A session of ``who`` (the database's session store: the live server reads it)."""
-        if who.username not in cookies:
-            client = Client()
-            client.force_login(who)
-            key = client.cookies[settings.SESSION_COOKIE_NAME].value
-            cookies[who.username] = f"{settings.SESSION_COOKIE_NAME}={key}"
-        return cookies[who.username]
 
     def api(who, url: str) -> Callable[[], object]:
         client = APIClient()
@@ -739,6 +690,74 @@ def scale(report: Report, quick: bool) -> None:
         ("admin inbox (staff manager)", page(lead, f"{admin_url}/humantask/inbox/")),
         ("completable_tasks(manager)[:50]", inbox),
     ]
+    return measures
+
+
+def session_cookie(who) -> str:
+    """A ``Cookie`` header of a new session of ``who`` (in the database's session store,
+    which a live server reads too)."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(who)
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return f"{settings.SESSION_COOKIE_NAME}={key}"
+
+
+def served(
+    server: LiveServer, path: str, cookie: str, reps: tuple[int, int], budget: float
+) -> Timing:
+    """p50/p99 of GET ``path`` from the live server, as ``timed``. This process's collector
+    is off while it waits on the server: the pauses measured are the server's."""
+    for _ in range(3):  # warm: the server's templates, caches, connection
+        status, body, _ms = server.get(path, cookie)
+        assert status == 200, (path, status, body[:300])
+    times: list[float] = []
+    deadline = time.perf_counter() + budget
+    full_before = server.full
+    gc.disable()
+    try:
+        while len(times) < reps[1] and (len(times) < reps[0] or time.perf_counter() < deadline):
+            status, _body, ms = server.get(path, cookie)
+            assert status == 200, (path, status)
+            times.append(ms)
+    finally:
+        gc.enable()
+    full = (server.full[0] - full_before[0], server.full[1] - full_before[1])
+    return Timing(percentile(times, 50), percentile(times, 99), 0, len(times), full=full)
+
+
+def scale(report: Report, quick: bool) -> None:
+    """The list pages must not grow with the number of rows: the same statements, none
+    counting a whole table, and p99 < 100 ms as a server serves them: timed over HTTP
+    against a live server in a process of its own (``liveserver.py``: the test project's
+    WSGI application, no ``gc.freeze()``); statements and rows read counted in this
+    process through the test client.
+
+    ``BENCH_SCALE_ROWS=N`` sets the large size (default 100,000; 10,000 with ``--quick``).
+    """
+    from django.contrib.auth.models import Group
+    from django.db import connection
+
+    from django_workflows.engine import LocalExecutionEngine
+
+    large = int(os.environ.get("BENCH_SCALE_ROWS") or (10_000 if quick else 100_000))
+    sizes = (1_000, large)
+    reps, budget = ((10, 30), 1.0) if quick else ((200, 200), 60.0)
+    clear_workflow_rows()
+    engine = LocalExecutionEngine(bench_registry())
+    from django_workflows.engine.instances import definition_row
+
+    definition = definition_row(engine.registry.get_definition("bench_review"))
+    group, _ = Group.objects.get_or_create(name="managers")
+    measures = list_pages(group)
+    cookies: dict[str, str] = {}
+
+    def cookie(who) -> str:
+        if who.username not in cookies:
+            cookies[who.username] = session_cookie(who)
+        return cookies[who.username]
 
     def measure_all(env: dict[str, str], *, freeze: bool = False) -> dict[str, Timing]:
         """Each page over HTTP from a live server of its own (so one page's garbage is not
