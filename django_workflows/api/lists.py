@@ -16,10 +16,12 @@ two on varied rows (``tests/api/test_lists.py``).
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from rest_framework import serializers
+from rest_framework import ISO_8601, serializers
+from rest_framework.settings import api_settings
 
 from ..models import HumanTaskGroup
 
@@ -64,8 +66,26 @@ INSTANCE_COLUMNS = (
 
 
 def _datetime() -> Callable[[Any], Any]:
-    """DRF's rendering of a datetime (its format, the current time zone; None for null)."""
-    return serializers.DateTimeField().to_representation
+    """DRF's rendering of a datetime (its format, the current time zone; None for null).
+
+    Its usual case (ISO 8601, aware values, ``USE_TZ``) without its per-value look-ups
+    of the setting and the time zone; the field itself for the others.
+    """
+    field = serializers.DateTimeField()
+    output_format = getattr(field, "format", api_settings.DATETIME_FORMAT)
+    zone = field.default_timezone()
+    if zone is None or not isinstance(output_format, str) or output_format.lower() != ISO_8601:
+        return field.to_representation
+
+    def render(value: Any) -> Any:
+        if not value:
+            return None
+        if not isinstance(value, datetime.datetime) or value.tzinfo is None:
+            return field.to_representation(value)
+        text = value.astimezone(zone).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+    return render
 
 
 def _dict(value: Any) -> Any:

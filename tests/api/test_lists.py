@@ -137,3 +137,15 @@ def test_an_empty_page_reads_no_candidate_groups(client_for, outsider):
     assert response.json()["results"] == []
     groups = 'SELECT "django_workflows_humantaskgroup"'
     assert not [q for q in queries.captured_queries if q["sql"].startswith(groups)]
+
+
+def test_a_datetime_format_of_the_project_is_kept(client_for, superuser, varied, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DATETIME_FORMAT": "%d.%m.%Y %H:%M"}
+    client = client_for(superuser)
+    tasks = client.get(f"{API}/tasks/", {"all": 1}).json()["results"]
+    instances = client.get(f"{API}/instances/").json()["results"]
+    rows = HumanTask.objects.order_by("-created_at", "-pk")
+    assert items(tasks) == items(rendered(TaskSerializer(rows, many=True).data))
+    rows = WorkflowInstance.objects.order_by("-started_at", "-pk")
+    assert items(instances) == items(rendered(InstanceSerializer(rows, many=True).data))
+    assert tasks[-1]["due_at"] == "06.05.2030 07:08"
