@@ -121,9 +121,12 @@ class APIMixin:
         return self.get_paginated_response(serializer_class(page, many=True).data)
 
     def paginated_rows(
-        self, queryset: QuerySet, columns: Sequence[str], render: Callable
+        self, queryset: QuerySet, columns: Sequence[str], render: Callable, serializer: type
     ) -> Response:
-        """A page of ``queryset`` as tuples of ``columns``, written by ``render`` (``lists``)."""
+        """A page of ``queryset`` as tuples of ``columns``, written by ``render`` (``lists``);
+        through ``serializer`` under a paginator of a subclass's own."""
+        if not isinstance(self.paginator, Pagination):
+            return self.paginated(queryset, serializer)
         page = self.paginator.paginate_rows(queryset, columns, self.request, view=self)
         return self.get_paginated_response(render(page))
 
@@ -293,7 +296,9 @@ class InstanceViewSet(
         params = InstanceFilter(data=request.query_params, context={"request": request})
         params.is_valid(raise_exception=True)
         queryset = self.filter_queryset(params.filter(self.get_queryset()))
-        return self.paginated_rows(queryset, lists.INSTANCE_COLUMNS, lists.instances)
+        return self.paginated_rows(
+            queryset, lists.INSTANCE_COLUMNS, lists.instances, InstanceSerializer
+        )
 
     def _detail_response(self, instance: WorkflowInstance, code: int = 200, **kwargs) -> Response:
         data = InstanceDetailSerializer(_detail_queryset().get(pk=instance.pk)).data
@@ -468,7 +473,7 @@ class TaskViewSet(
         params = TaskFilter(data=request.query_params, context={"request": request})
         params.is_valid(raise_exception=True)
         queryset = self.filter_queryset(params.filter(HumanTask.objects.all()))
-        return self.paginated_rows(queryset, lists.TASK_COLUMNS, lists.tasks)
+        return self.paginated_rows(queryset, lists.TASK_COLUMNS, lists.tasks, TaskSerializer)
 
     def retrieve(self, request: Request, pk: str) -> Response:
         task = self.get_object()

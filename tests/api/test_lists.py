@@ -149,3 +149,24 @@ def test_a_datetime_format_of_the_project_is_kept(client_for, superuser, varied,
     rows = WorkflowInstance.objects.order_by("-started_at", "-pk")
     assert items(instances) == items(rendered(InstanceSerializer(rows, many=True).data))
     assert tasks[-1]["due_at"] == "06.05.2030 07:08"
+
+
+def test_a_subclass_with_a_paginator_of_its_own_lists_through_the_serializer(superuser, varied):
+    from rest_framework.pagination import PageNumberPagination
+    from rest_framework.test import APIRequestFactory, force_authenticate
+
+    from django_workflows.api.views import TaskViewSet
+
+    class Paged(PageNumberPagination):
+        page_size = 10
+
+    class OwnPages(TaskViewSet):
+        pagination_class = Paged
+
+    request = APIRequestFactory().get(f"{API}/tasks/", {"all": 1})
+    force_authenticate(request, user=superuser)
+    response = OwnPages.as_view({"get": "list"})(request)
+    response.render()
+    rows = HumanTask.objects.order_by("-created_at", "-pk")
+    results = json.loads(response.content)["results"]
+    assert items(results) == items(rendered(TaskSerializer(rows, many=True).data))
