@@ -46,8 +46,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
-from django.db.models.lookups import IsNull
 from django.utils import timezone
 
 from .models import HumanTask, HumanTaskGroup, Substitution, TaskStatus, WorkflowInstance
@@ -268,10 +266,7 @@ def completable_tasks(
     names = _all_names(holders)
     if names:
         tasks = tasks.alias(dwf_member=first_candidate_group(names))
-        # Unclaimed and unassigned as one test: with two, SQLite reads every unclaimed
-        # task by index (an OR of indexed terms) and sorts them, not the page's index.
-        unowned = IsNull(Coalesce("claimed_by", "assignee"), True)
-        mine |= Q(unowned, dwf_member__isnull=False)
+        mine |= Q(claimed_by__isnull=True, assignee__isnull=True, dwf_member__isnull=False)
     return tasks.filter(mine)
 
 
