@@ -96,7 +96,7 @@ def visible_instances(
     if names:
         tasks = tasks.alias(dwf_member=first_candidate_group(names))
         holds |= Q(dwf_member__isnull=False)
-    held = Subquery(tasks.filter(holds).values("pk")[:1])
+    held = Subquery(tasks.filter(holds).order_by().values("pk")[:1])  # any one: unsorted
     return instances.alias(dwf_held=held).filter(Q(started_by=user) | Q(dwf_held__isnull=False))
 
 
@@ -359,4 +359,6 @@ def user_group_names(user: Any) -> list[str]:
 def first_candidate_group(names: list[str]) -> Subquery:
     """A candidate group of the outer task with one of ``names``, or NULL."""
     rows = HumanTaskGroup.objects.filter(task_id=OuterRef("pk"), name__in=names)
-    return Subquery(rows.values("pk")[:1])
+    # Unordered: the model's ordering (by task, i.e. its creation) would join the task
+    # table into every probe and sort, where the (task, name) index answers alone.
+    return Subquery(rows.order_by().values("pk")[:1])

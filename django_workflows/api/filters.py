@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -31,10 +32,19 @@ class Pagination(LimitOffsetPagination):
     max_limit = 500
     count_limit = COUNT_LIMIT
 
-    def get_count(self, queryset: QuerySet) -> int:
+    def get_count(self, queryset: QuerySet | Rows) -> int:
         bound = self.get_offset(self.request) + self.limit + self.count_limit
+        if isinstance(queryset, Rows):
+            queryset = queryset.queryset
         count, self.count_is_exact = bounded_count(queryset, bound)
         return count
+
+    def paginate_rows(
+        self, queryset: QuerySet, columns: Sequence[str], request: Any, view: Any = None
+    ) -> list[tuple] | None:
+        """``paginate_queryset``, the page read as tuples of ``columns`` (``values_list``),
+        the count on ``queryset`` alone (without the joins the columns need)."""
+        return self.paginate_queryset(Rows(queryset, columns), request, view)
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response(
@@ -63,6 +73,16 @@ class Pagination(LimitOffsetPagination):
             **properties,
         }
         return paginated
+
+
+class Rows:
+    """A queryset to paginate, sliced as tuples of ``columns``."""
+
+    def __init__(self, queryset: QuerySet, columns: Sequence[str]) -> None:
+        self.queryset, self.columns = queryset, columns
+
+    def __getitem__(self, page: slice) -> list[tuple]:
+        return list(self.queryset.values_list(*self.columns)[page])
 
 
 class StableOrderingFilter(OrderingFilter):

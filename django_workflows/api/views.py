@@ -6,6 +6,7 @@ may see the row, validate the input, and render the result. See ``docs/api.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.apps import apps
@@ -31,11 +32,10 @@ from ..engine import get_engine
 from ..exceptions import InvalidAssignee, StepNotFound, WorkflowNotFound
 from ..forms import schema_for_step
 from ..models import DefinitionVersion, HumanTask, TaskStatus, WorkflowInstance, WorkflowStatus
-from ..paging import TASK_LIST_DEFERRED
 from ..permissions import can_complete_task, visible_instances, visible_tasks
 from ..registry import version_key
 from ..steps import BaseHumanStep
-from . import idempotency
+from . import idempotency, lists
 from .exceptions import Conflict, exception_handler
 from .filters import InstanceFilter, Pagination, StableOrderingFilter, TaskFilter
 from .permissions import CanManageInstance
@@ -119,6 +119,16 @@ class APIMixin:
     def paginated(self, queryset: QuerySet, serializer_class: type) -> Response:
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(serializer_class(page, many=True).data)
+
+    def paginated_rows(
+        self, queryset: QuerySet, columns: Sequence[str], render: Callable, serializer: type
+    ) -> Response:
+        """A page of ``queryset`` as tuples of ``columns``, written by ``render`` (``lists``);
+        through ``serializer`` under a paginator of a subclass's own."""
+        if not isinstance(self.paginator, Pagination):
+            return self.paginated(queryset, serializer)
+        page = self.paginator.paginate_rows(queryset, columns, self.request, view=self)
+        return self.get_paginated_response(render(page))
 
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
         # Ordering applies to lists; a detail or an action looks up one row.
@@ -286,7 +296,9 @@ class InstanceViewSet(
         params = InstanceFilter(data=request.query_params, context={"request": request})
         params.is_valid(raise_exception=True)
         queryset = self.filter_queryset(params.filter(self.get_queryset()))
-        return self.paginated(queryset, InstanceSerializer)
+        return self.paginated_rows(
+            queryset, lists.INSTANCE_COLUMNS, lists.instances, InstanceSerializer
+        )
 
     def _detail_response(self, instance: WorkflowInstance, code: int = 200, **kwargs) -> Response:
         data = InstanceDetailSerializer(_detail_queryset().get(pk=instance.pk)).data
@@ -460,12 +472,8 @@ class TaskViewSet(
     def list(self, request: Request) -> Response:
         params = TaskFilter(data=request.query_params, context={"request": request})
         params.is_valid(raise_exception=True)
-        queryset = (
-            HumanTask.objects.select_related("instance__definition")
-            .defer(*TASK_LIST_DEFERRED)
-            .prefetch_related("candidate_groups")
-        )
-        return self.paginated(self.filter_queryset(params.filter(queryset)), TaskSerializer)
+        queryset = self.filter_queryset(params.filter(HumanTask.objects.all()))
+        return self.paginated_rows(queryset, lists.TASK_COLUMNS, lists.tasks, TaskSerializer)
 
     def retrieve(self, request: Request, pk: str) -> Response:
         task = self.get_object()
