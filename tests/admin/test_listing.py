@@ -15,7 +15,7 @@ from django_workflows.admin._common import badge, status_badge
 from django_workflows.admin.tasks import HumanTaskAdmin
 from django_workflows.links import pk_url as change_url
 from django_workflows.models import HumanTask, WorkflowInstance
-from django_workflows.paging import BoundedPaginator
+from django_workflows.paging import BoundedPaginator, bounded_count
 
 pytestmark = pytest.mark.django_db
 
@@ -185,3 +185,13 @@ def test_the_instance_list_does_not_read_what_its_rows_do_not_show(admin_client,
         assert f'"django_workflows_workflowinstance"."{column}"' not in page
     assert '"django_workflows_workflowinstance"."current_steps"' in page  # a column
     assert "EXP-9" in response.content.decode()
+
+
+def test_the_bounded_count_reads_the_rows_in_the_lists_order():
+    """Kept ordered, the count reads the rows the first pages show (cached), not where a
+    synchronized scan of a large table happens to start (docs/performance.md)."""
+    with CaptureQueriesContext(connection) as queries:
+        assert bounded_count(WorkflowInstance.objects.order_by("-started_at"), 5) == (0, True)
+
+    [count] = [q["sql"] for q in queries]
+    assert "ORDER BY" in count and "LIMIT 6" in count, count
