@@ -201,7 +201,7 @@ def test_workflow_filter(old_and_new, history_engine):
 
 
 def test_an_unknown_workflow_is_an_error_not_nothing_to_purge(old_and_new):
-    with pytest.raises(CommandError, match="no workflow named 'expnese' \\(known: .*expense"):
+    with pytest.raises(CommandError, match=r"no workflow named 'expnese' \(known: .*expense"):
         purge("--finished-before", CUTOFF.isoformat(), "--workflow", "expnese")
 
     assert WorkflowInstance.objects.filter(pk=old_and_new[0].pk).exists()

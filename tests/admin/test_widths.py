@@ -148,3 +148,30 @@ def test_every_column_is_within_a_1280_px_window(page, expect, long_rows, name):
     assert found["list"] <= 0
     if name == "definitions":
         assert found["seen"].count("thumbnail") == 2
+
+
+@pytest.mark.parametrize("name", ["tasks", "instances"])
+def test_a_selected_filter_covers_no_other_option(page, expect, long_rows, name):  # noqa: F811
+    StaffFactory(username="root", is_superuser=True)
+    log_in(page, expect, "root")
+
+    page.goto(f"{LISTS[name]}?status__exact=completed")
+    expect(page.locator("#changelist-filter li.selected").first).to_be_visible()
+    overlaps = page.evaluate(
+        """() => {
+            const out = [];
+            for (const ul of document.querySelectorAll('#changelist-filter ul')) {
+                const items = [...ul.querySelectorAll(':scope > li')];
+                for (let i = 1; i < items.length; i++) {
+                    const a = items[i - 1].getBoundingClientRect();
+                    const b = items[i].getBoundingClientRect();
+                    const sameLine = Math.abs(a.top - b.top) < 2;
+                    if (sameLine && b.left < a.right - 0.5)
+                        out.push([items[i - 1].innerText, items[i].innerText]);
+                }
+            }
+            return out;
+        }"""
+    )
+
+    assert overlaps == []
