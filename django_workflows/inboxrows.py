@@ -21,7 +21,8 @@ from django.utils.timezone import template_localtime  # type: ignore[attr-define
 from django.utils.translation import gettext as _
 
 from .links import pk_url
-from .models import HumanTask, HumanTaskGroup
+from .models import HumanTask
+from .paging import candidate_group_names
 
 #: The group names of a task, set by ``attach_group_names``.
 GROUP_NAMES = "dwf_group_names"
@@ -52,15 +53,10 @@ _FORM = (
 
 def attach_group_names(tasks: Iterable[HumanTask]) -> None:
     """Set each task's candidate group names (``GROUP_NAMES``), in name order: one query."""
-    by_pk: dict[Any, list[str]] = {}
+    tasks = list(tasks)
+    names = candidate_group_names([task.pk for task in tasks])
     for task in tasks:
-        by_pk[task.pk] = []
-        setattr(task, GROUP_NAMES, by_pk[task.pk])
-    if not by_pk:
-        return
-    rows = HumanTaskGroup.objects.filter(task__in=list(by_pk)).order_by("task", "name")
-    for task_id, name in rows.values_list("task_id", "name"):
-        by_pk[task_id].append(name)
+        setattr(task, GROUP_NAMES, names[task.pk])
 
 
 def group_names(task: HumanTask) -> list[str]:

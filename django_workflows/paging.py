@@ -10,11 +10,14 @@ N" otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
+
+from .models import HumanTaskGroup
 
 #: How many rows past the page asked for a list counts before it stops.
 COUNT_LIMIT = 1000
@@ -86,3 +89,15 @@ class BoundedPaginator(Paginator):
             return len(self.object_list)
         count, self.count_is_exact = bounded_count(self.object_list, bound)
         return count
+
+
+def candidate_group_names(task_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The candidate group names of each task, sorted (one query; none for no tasks). The
+    task lists use it instead of ``prefetch_related``, whose reverse relation ties each
+    task and its groups into a reference cycle (freed only by the cyclic collector)."""
+    names: dict[int, list[str]] = {pk: [] for pk in task_ids}
+    if task_ids:
+        rows = HumanTaskGroup.objects.filter(task_id__in=task_ids).order_by("task_id", "name")
+        for task_id, name in rows.values_list("task_id", "name"):
+            names[task_id].append(name)
+    return names

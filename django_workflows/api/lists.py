@@ -23,7 +23,7 @@ from typing import Any
 from rest_framework import ISO_8601, serializers
 from rest_framework.settings import api_settings
 
-from ..models import HumanTaskGroup
+from ..paging import candidate_group_names
 
 #: TaskSerializer.Meta.fields, as columns (``candidate_groups`` comes from its own query).
 TASK_COLUMNS = (
@@ -98,16 +98,6 @@ def _strings(value: Any) -> Any:
     if value is None:
         return None
     return [None if item is None else str(item) for item in value]
-
-
-def candidate_group_names(task_ids: Sequence[int]) -> dict[int, list[str]]:
-    """The candidate group names of each task, sorted (one query; none for no tasks)."""
-    names: dict[int, list[str]] = {pk: [] for pk in task_ids}
-    if task_ids:
-        rows = HumanTaskGroup.objects.filter(task_id__in=task_ids).order_by("task_id", "name")
-        for task_id, name in rows.values_list("task_id", "name"):
-            names[task_id].append(name)
-    return names
 
 
 def tasks(rows: Sequence[tuple]) -> list[dict[str, Any]]:
